@@ -1,0 +1,1 @@
+//! Starts real ZooKeeper and broker processes for tests and demos.
