@@ -117,9 +117,9 @@ pub fn assign_replicas_with(
     brokers.sort_unstable();
     let n = brokers.len();
     let mut out = BTreeMap::new();
-    let mut current = start_partition_id.max(0) as usize;
-    for _ in 0..num_partitions {
-        if current > 0 && current % n == 0 {
+    let first_partition = start_partition_id.max(0) as usize;
+    for current in first_partition..first_partition + num_partitions as usize {
+        if current > 0 && current.is_multiple_of(n) {
             shift += 1;
         }
         let first = (current + start_index) % n;
@@ -130,7 +130,6 @@ pub fn assign_replicas_with(
             replicas.push(brokers[idx]);
         }
         out.insert(current as i32, replicas);
-        current += 1;
     }
     Ok(out)
 }

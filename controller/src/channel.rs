@@ -629,7 +629,7 @@ impl RequestSender {
                         conn = None;
                         attempts += 1;
                         // Log the first failure and then every 50th (5 s), not every 100 ms.
-                        if attempts == 1 || attempts % 50 == 0 {
+                        if attempts == 1 || attempts.is_multiple_of(50) {
                             warn!(
                                 target_broker_id = self.broker_id,
                                 api = request.api_name(),

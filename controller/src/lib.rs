@@ -111,3 +111,6 @@ pub fn start(
     tokio::spawn(ControllerEventManager::run(controller, rx));
     handle
 }
+
+#[cfg(test)]
+mod controller_tests;
