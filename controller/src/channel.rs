@@ -334,7 +334,7 @@ impl RequestBatch {
                 .with_live_leaders(live_leaders);
             for (tp, e) in &entries {
                 let l = &e.state.leader_and_isr;
-                info!(
+                debug!(
                     target_broker_id = broker,
                     controller_epoch = ctx.epoch,
                     topic = %tp.topic,
@@ -343,9 +343,15 @@ impl RequestBatch {
                     isr = ?l.isr,
                     leader_epoch = l.leader_epoch,
                     is_new = e.is_new,
-                    "sent LeaderAndIsr"
+                    "LeaderAndIsr partition state"
                 );
             }
+            info!(
+                target_broker_id = broker,
+                controller_epoch = ctx.epoch,
+                partitions = entries.len(),
+                "sent LeaderAndIsr"
+            );
             channel.send(broker, ControlRequest::LeaderAndIsr(request));
         }
 

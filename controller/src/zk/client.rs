@@ -684,15 +684,23 @@ impl KafkaZkClient {
         epoch_zk_version: i32,
     ) -> Result<BTreeMap<TopicPartition, std::result::Result<i32, String>>> {
         // Parents first: `partitions` per topic, then `<p>` per partition; NODEEXISTS is fine.
+        // Each level is pipelined (all requests in flight at once), as Kafka's async client does.
         let mut topics: Vec<&str> = states.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+        topics.sort_unstable();
         topics.dedup();
-        let parent_ops = topics
-            .iter()
-            .map(|t| TopicPartitionsZNode::path(t))
-            .chain(states.iter().map(|(tp, _)| TopicPartitionZNode::path(tp)));
-        for path in parent_ops.collect::<Vec<_>>() {
-            match self
-                .fenced_multi(
+        let levels: [Vec<String>; 2] = [
+            topics
+                .iter()
+                .map(|t| TopicPartitionsZNode::path(t))
+                .collect(),
+            states
+                .iter()
+                .map(|(tp, _)| TopicPartitionZNode::path(tp))
+                .collect(),
+        ];
+        for paths in levels {
+            let creates = paths.into_iter().map(|path| {
+                self.fenced_multi(
                     epoch_zk_version,
                     vec![ZkOp::Create {
                         path,
@@ -700,14 +708,16 @@ impl KafkaZkClient {
                         mode: NodeMode::Persistent,
                     }],
                 )
-                .await
-            {
-                Ok(_)
-                | Err(FencedError::Op {
-                    error: ZkError::NodeExists,
-                    ..
-                }) => {}
-                Err(e) => return Err(e.into()),
+            });
+            for r in join_all(creates).await {
+                match r {
+                    Ok(_)
+                    | Err(FencedError::Op {
+                        error: ZkError::NodeExists,
+                        ..
+                    }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         let writes = states.iter().map(|(tp, s)| async move {
