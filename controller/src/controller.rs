@@ -102,6 +102,10 @@ impl KafkaController {
         self.broker_epoch
     }
 
+    pub(crate) fn shared(&self) -> &SharedState {
+        &self.shared
+    }
+
     /// Processes one event to completion (Kafka's `ControllerEventProcessor.process`).
     pub async fn process(&mut self, event: ControllerEvent) {
         let name = event.name();
@@ -110,6 +114,21 @@ impl KafkaController {
             ControllerEvent::Reelect => self.process_reelect().await,
             ControllerEvent::ControllerChange => self.process_controller_change().await,
             ControllerEvent::Expire => self.process_expire().await,
+            ControllerEvent::RegisterBrokerAndReelect {
+                registration,
+                reply,
+            } => match self.zk.register_broker(&registration).await {
+                Ok(epoch) => {
+                    self.broker_epoch = epoch;
+                    self.shared.broker_epoch.store(epoch, Ordering::SeqCst);
+                    let _ = reply.send(Ok(epoch));
+                    self.process_reelect().await
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                    Err(e)
+                }
+            },
             ControllerEvent::BrokerChange => self.process_broker_change().await,
             ControllerEvent::BrokerModifications { broker_id } => {
                 self.process_broker_modifications(broker_id).await
@@ -264,6 +283,7 @@ impl KafkaController {
             _ => Some(ControllerEvent::ControllerChange),
         });
         if let Some(old) = self.controller_watch.replace(h) {
+            // Re-arming after a new session: the old watch task is obsolete.
             old.abort();
         }
         Ok(())
@@ -294,6 +314,7 @@ impl KafkaController {
     }
 
     async fn process_expire(&mut self) -> Result<()> {
+        self.shared.expiring.store(false, Ordering::SeqCst);
         let was_active = self.is_active();
         self.set_active_controller(None);
         if was_active {

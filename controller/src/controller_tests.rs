@@ -520,3 +520,53 @@ fn shutdown_event() -> ControllerEvent {
     let (done, _rx) = oneshot::channel();
     ControllerEvent::Shutdown { done }
 }
+
+/// Kafka: session expiry -> Expire (resign), then RegisterBrokerAndReelect with a new session:
+/// a new broker epoch and, /controller being gone, a new election with epoch + 1.
+#[tokio::test]
+async fn session_expiry_resigns_then_reregisters_and_reelects() {
+    let h = Harness::new(&[1, 2]).await;
+    h.create_topic("t", &[(0, vec![1, 2])]).await;
+    let mut node = h.start_controller(1).await;
+    assert!(node.controller.is_active());
+    let old_epoch = h
+        .zk_of(1)
+        .get_broker(1)
+        .await
+        .unwrap()
+        .unwrap()
+        .broker_epoch;
+
+    h.kill(1);
+    node.controller.process(ControllerEvent::Expire).await;
+    assert!(!node.controller.is_active());
+    assert!(node.controller.context().live_brokers.is_empty());
+
+    // New session (what KafkaZkClient::reinitialize does against a real ZooKeeper).
+    let fresh = h.mem.new_session();
+    node.controller.zk.set_backend(Arc::new(fresh));
+    let (reply, rx) = oneshot::channel();
+    node.controller
+        .process(ControllerEvent::RegisterBrokerAndReelect {
+            registration: registration(1),
+            reply,
+        })
+        .await;
+    let new_epoch = rx.await.unwrap().unwrap();
+    assert!(new_epoch > old_epoch);
+    assert!(node.controller.is_active());
+    assert_eq!(node.controller.context().epoch, 2);
+    // Broker 1 is live again under its new epoch, so its leadership stands; the new controller
+    // re-sends the current state (LeaderAndIsr, controller epoch 2) to the replicas.
+    let s = h.state("t", 0).await;
+    assert_eq!(s.leader_and_isr.leader, 1);
+    let sent = node.sent.take();
+    let resent = sent.iter().any(|(to, r)| {
+        *to == 2 && matches!(r, ControlRequest::LeaderAndIsr(l) if l.controller_epoch == 2)
+    });
+    assert!(resent);
+    assert_eq!(
+        node.controller.context().live_brokers[&1].broker_epoch,
+        new_epoch
+    );
+}

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{LeaderAndIsrResponse, StopReplicaResponse};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
-use crate::zk::data::TopicPartition;
+use crate::zk::data::{BrokerRegistration, TopicPartition};
 
 /// Why a ControlledShutdown request failed (mapped to Kafka error codes by the broker).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +44,15 @@ pub enum ControllerEvent {
     Reelect,
     /// `/controller` was created or changed: re-read it, resign if we lost.
     ControllerChange,
-    /// Our ZooKeeper session expired: resign (Kafka's `Expire`).
+    /// Our ZooKeeper session expired: resign (Kafka's `Expire`). Queued with
+    /// [`crate::ControllerHandle::expire`], which also drops the events queued before it.
     Expire,
+    /// After a new session: re-register `/brokers/ids/<id>` (new broker epoch) and contest the
+    /// election again (Kafka's `RegisterBrokerAndReelect`). Replies with the new broker epoch.
+    RegisterBrokerAndReelect {
+        registration: BrokerRegistration,
+        reply: oneshot::Sender<std::result::Result<i64, String>>,
+    },
     /// The children of `/brokers/ids` changed.
     BrokerChange,
     /// A broker rewrote its registration (e.g. new endpoints).
@@ -86,6 +93,7 @@ impl ControllerEvent {
             ControllerEvent::Reelect => "Reelect",
             ControllerEvent::ControllerChange => "ControllerChange",
             ControllerEvent::Expire => "Expire",
+            ControllerEvent::RegisterBrokerAndReelect { .. } => "RegisterBrokerAndReelect",
             ControllerEvent::BrokerChange => "BrokerChange",
             ControllerEvent::BrokerModifications { .. } => "BrokerModifications",
             ControllerEvent::TopicChange => "TopicChange",
@@ -105,8 +113,17 @@ impl ControllerEvent {
 
     /// Answers a waiting caller with "not the controller" (queue drained without processing).
     pub fn reject(self) {
-        if let ControllerEvent::ControlledShutdown { reply, .. } = self {
-            let _ = reply.send(Err(ControlledShutdownError::NotController));
+        match self {
+            ControllerEvent::ControlledShutdown { reply, .. } => {
+                let _ = reply.send(Err(ControlledShutdownError::NotController));
+            }
+            ControllerEvent::RegisterBrokerAndReelect { reply, .. } => {
+                let _ = reply.send(Err("controller event loop stopped".into()));
+            }
+            ControllerEvent::Shutdown { done } => {
+                let _ = done.send(());
+            }
+            _ => {}
         }
     }
 }

@@ -8,7 +8,7 @@
 //! Invariant: on shutdown the queue is drained and every waiting caller is answered with
 //! NotController (Kafka's `clearAndPut`), never left hanging.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +28,11 @@ pub struct SharedState {
     pub controller_epoch: AtomicI32,
     /// Broker id of the active controller as last read from `/controller` (-1 = none).
     pub active_controller_id: AtomicI32,
+    /// This broker's current epoch (czxid of its registration), -1 until known.
+    pub broker_epoch: AtomicI64,
+    /// Set by `ControllerHandle::expire`: events queued before `Expire` are answered with
+    /// NotController instead of processed (Kafka's `clearAndPut`).
+    pub expiring: AtomicBool,
 }
 
 impl Default for SharedState {
@@ -36,6 +41,8 @@ impl Default for SharedState {
             is_active: AtomicBool::new(false),
             controller_epoch: AtomicI32::new(-1),
             active_controller_id: AtomicI32::new(-1),
+            broker_epoch: AtomicI64::new(-1),
+            expiring: AtomicBool::new(false),
         }
     }
 }
@@ -63,6 +70,38 @@ impl ControllerHandle {
     pub fn active_controller_id(&self) -> Option<i32> {
         let id = self.shared.active_controller_id.load(Ordering::SeqCst);
         (id >= 0).then_some(id)
+    }
+
+    /// This broker's current epoch as the controller module knows it (-1 until known).
+    pub fn broker_epoch(&self) -> i64 {
+        self.shared.broker_epoch.load(Ordering::SeqCst)
+    }
+
+    /// The ZooKeeper session expired: drop queued events (answering their callers with
+    /// NotController) and queue `Expire`, which resigns (Kafka's `clearAndPut(Expire)`).
+    pub fn expire(&self) {
+        self.shared.expiring.store(true, Ordering::SeqCst);
+        self.put(ControllerEvent::Expire);
+    }
+
+    /// After [`crate::zk::client::KafkaZkClient::reinitialize`]: re-register this broker and
+    /// contest the election again. Returns the new broker epoch.
+    pub async fn register_broker_and_reelect(
+        &self,
+        registration: crate::zk::data::BrokerRegistration,
+    ) -> std::result::Result<i64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.put(ControllerEvent::RegisterBrokerAndReelect {
+            registration,
+            reply,
+        });
+        rx.await
+            .unwrap_or_else(|_| Err("controller event loop stopped".into()))
+    }
+
+    /// True once the event loop has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.events.is_closed()
     }
 
     /// Enqueues an event (for API handlers and tests).
@@ -128,6 +167,15 @@ impl ControllerEventManager {
         mut rx: mpsc::UnboundedReceiver<ControllerEvent>,
     ) {
         while let Some(event) = rx.recv().await {
+            if controller.shared().expiring.load(Ordering::SeqCst)
+                && !matches!(
+                    event,
+                    ControllerEvent::Expire | ControllerEvent::Shutdown { .. }
+                )
+            {
+                event.reject();
+                continue;
+            }
             let stop = matches!(event, ControllerEvent::Shutdown { .. });
             let span = tracing::info_span!(
                 "controller_event",
@@ -141,12 +189,7 @@ impl ControllerEventManager {
         }
         rx.close();
         while let Ok(event) = rx.try_recv() {
-            match event {
-                ControllerEvent::Shutdown { done } => {
-                    let _ = done.send(());
-                }
-                other => other.reject(),
-            }
+            event.reject();
         }
     }
 }

@@ -107,9 +107,57 @@ pub fn start(
         events,
         ControllerEventManager::shared(&handle),
     );
+    event_loop::ControllerEventManager::shared(&handle)
+        .broker_epoch
+        .store(broker_epoch, std::sync::atomic::Ordering::SeqCst);
     handle.put(ControllerEvent::Startup);
     tokio::spawn(ControllerEventManager::run(controller, rx));
     handle
+}
+
+/// Kafka's reaction to this broker's ZooKeeper session expiring (`KafkaController`'s session
+/// expiration handler): resign (`Expire`, dropping queued events), open a new session, re-register
+/// `/brokers/ids/<id>` (a new broker epoch, so the controller sees a bounced broker) and contest
+/// the election again. Runs until the controller stops; abort the task before a clean `close`.
+pub fn spawn_session_expiry_handler(
+    zk: zk::client::KafkaZkClient,
+    handle: ControllerHandle,
+    registration: zk::data::BrokerRegistration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            zk.session_expired().await;
+            if handle.is_stopped() {
+                return;
+            }
+            tracing::warn!(
+                broker_id = registration.broker_id,
+                "ZooKeeper session expired; resigning and re-registering"
+            );
+            handle.expire();
+            while let Err(e) = zk.reinitialize().await {
+                if handle.is_stopped() {
+                    return;
+                }
+                tracing::warn!(error = %e, "could not open a new ZooKeeper session; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut reg = registration.clone();
+            reg.timestamp_ms = zk::data::now_ms();
+            match handle.register_broker_and_reelect(reg).await {
+                Ok(broker_epoch) => tracing::info!(
+                    broker_id = registration.broker_id,
+                    broker_epoch,
+                    "re-registered broker after session expiry"
+                ),
+                Err(e) => tracing::error!(
+                    broker_id = registration.broker_id,
+                    error = %e,
+                    "could not re-register broker after session expiry"
+                ),
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -144,6 +144,8 @@ pub trait ZkBackend: Send + Sync + 'static {
     /// This client's session id (owner of its ephemerals).
     fn session_id(&self) -> i64;
     fn close(&self) -> BoxFuture<'_, ()>;
+    /// Resolves when this session has ended for good (expired, closed, auth failed).
+    fn session_ended(&self) -> BoxFuture<'static, ()>;
 }
 
 /// The real thing: a `zookeeper_client::Client` (already chrooted).
@@ -308,6 +310,17 @@ impl ZkBackend for RealZk {
             .take();
         drop(taken);
         async move {}.boxed()
+    }
+    fn session_ended(&self) -> BoxFuture<'static, ()> {
+        let watcher = self.client().map(|c| c.state_watcher());
+        async move {
+            let Ok(mut w) = watcher else { return };
+            if w.peek_state().is_terminated() {
+                return;
+            }
+            while !w.changed().await.is_terminated() {}
+        }
+        .boxed()
     }
 }
 
@@ -638,5 +651,9 @@ impl ZkBackend for MemoryZk {
     fn close(&self) -> BoxFuture<'_, ()> {
         self.expire_session();
         async {}.boxed()
+    }
+    fn session_ended(&self) -> BoxFuture<'static, ()> {
+        // The in-memory tree has no session timeouts; tests expire sessions explicitly.
+        futures::future::pending().boxed()
     }
 }

@@ -47,10 +47,14 @@ pub enum UpdateLeaderAndIsrResult {
     Failed(String),
 }
 
-/// All ZooKeeper I/O of the broker and the controller. Cheap to clone.
+/// All ZooKeeper I/O of the broker and the controller. Cheap to clone; every clone shares the
+/// same session, and [`KafkaZkClient::reinitialize`] replaces it for all of them.
 #[derive(Clone)]
 pub struct KafkaZkClient {
-    backend: Arc<dyn ZkBackend>,
+    /// The current session. Replaced (not mutated) after a session expiry.
+    inner: Arc<std::sync::RwLock<Arc<dyn ZkBackend>>>,
+    /// `zookeeper.connect` and the session timeout, to open a new session after expiry.
+    connect: Option<Arc<(String, Duration)>>,
 }
 
 fn split_connect(connect: &str) -> (&str, Option<&str>) {
@@ -68,6 +72,18 @@ impl KafkaZkClient {
         zookeeper_connect: &str,
         session_timeout: Duration,
     ) -> Result<KafkaZkClient> {
+        let backend = Self::open(zookeeper_connect, session_timeout).await?;
+        info!(zookeeper_connect, "connected to ZooKeeper");
+        Ok(KafkaZkClient {
+            inner: Arc::new(std::sync::RwLock::new(backend)),
+            connect: Some(Arc::new((zookeeper_connect.to_string(), session_timeout))),
+        })
+    }
+
+    async fn open(
+        zookeeper_connect: &str,
+        session_timeout: Duration,
+    ) -> Result<Arc<dyn ZkBackend>> {
         let (hosts, chroot) = split_connect(zookeeper_connect.trim());
         if hosts.is_empty() {
             return Err(Error::BadConnectString(zookeeper_connect.to_string()));
@@ -91,25 +107,55 @@ impl KafkaZkClient {
                     .map_err(|_| Error::BadConnectString(zookeeper_connect.to_string()))?
             }
         };
-        info!(zookeeper_connect, "connected to ZooKeeper");
-        Ok(KafkaZkClient {
-            backend: Arc::new(RealZk::new(client)),
-        })
+        Ok(Arc::new(RealZk::new(client)))
     }
 
     /// A client over any backend (tests use [`super::backend::MemoryZk`]).
     pub fn from_backend(backend: Arc<dyn ZkBackend>) -> KafkaZkClient {
-        KafkaZkClient { backend }
+        KafkaZkClient {
+            inner: Arc::new(std::sync::RwLock::new(backend)),
+            connect: None,
+        }
     }
 
-    /// The underlying backend (raw reads for tools and tests).
-    pub fn backend(&self) -> &Arc<dyn ZkBackend> {
-        &self.backend
+    /// The current session's backend (raw reads for tools and tests).
+    pub fn backend(&self) -> Arc<dyn ZkBackend> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Closes the session (ephemerals vanish at once).
     pub async fn close(&self) {
-        self.backend.close().await
+        self.backend().close().await
+    }
+
+    /// Resolves when the current session has ended (expired or closed). Kafka's
+    /// `ZooKeeperClient` state-change handler; the broker then calls
+    /// [`KafkaZkClient::reinitialize`] and re-registers.
+    pub async fn session_expired(&self) {
+        self.backend().session_ended().await
+    }
+
+    /// Swaps in another session's backend (what `reinitialize` does; for tests and tools).
+    pub fn set_backend(&self, backend: Arc<dyn ZkBackend>) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = backend;
+    }
+
+    /// Opens a new session with the same `zookeeper.connect` and makes every clone use it
+    /// (Kafka's `ZooKeeperClient.reinitialize`). Ephemerals of the old session are gone.
+    pub async fn reinitialize(&self) -> Result<()> {
+        let Some(connect) = self.connect.clone() else {
+            return Err(Error::BadConnectString(
+                "client has no connect string".into(),
+            ));
+        };
+        let fresh = Self::open(&connect.0, connect.1).await?;
+        let old = std::mem::replace(
+            &mut *self.inner.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        old.close().await;
+        info!(zookeeper_connect = %connect.0, "opened a new ZooKeeper session");
+        Ok(())
     }
 
     // ---- generic helpers -------------------------------------------------------------------
@@ -121,7 +167,7 @@ impl KafkaZkClient {
             prefix.push('/');
             prefix.push_str(part);
             match self
-                .backend
+                .backend()
                 .create(prefix.clone(), Vec::new(), NodeMode::Persistent)
                 .await
             {
@@ -134,7 +180,7 @@ impl KafkaZkClient {
 
     /// Reads a node; `None` if it does not exist.
     pub async fn get_data_maybe(&self, path: &str) -> Result<Option<(Vec<u8>, ZkStat)>> {
-        match self.backend.get_data(path.to_string()).await {
+        match self.backend().get_data(path.to_string()).await {
             Ok(r) => Ok(Some(r)),
             Err(ZkError::NoNode) => Ok(None),
             Err(e) => Err(Error::zk(path, e)),
@@ -143,7 +189,7 @@ impl KafkaZkClient {
 
     /// Children of a node; empty if it does not exist.
     pub async fn get_children_maybe(&self, path: &str) -> Result<Vec<String>> {
-        match self.backend.get_children(path.to_string()).await {
+        match self.backend().get_children(path.to_string()).await {
             Ok(r) => Ok(r),
             Err(ZkError::NoNode) => Ok(Vec::new()),
             Err(e) => Err(Error::zk(path, e)),
@@ -152,7 +198,7 @@ impl KafkaZkClient {
 
     /// Children with a child watch; the node must exist (Kafka's persistent paths do).
     pub async fn get_children_and_watch(&self, path: &str) -> Result<(Vec<String>, Watch)> {
-        self.backend
+        self.backend()
             .get_children_and_watch(path.to_string())
             .await
             .map_err(|e| Error::zk(path, e))
@@ -172,7 +218,7 @@ impl KafkaZkClient {
         });
         let paths: Vec<String> = ops.iter().map(|o| o.path().to_string()).collect();
         all.extend(ops);
-        match self.backend.multi(all).await {
+        match self.backend().multi(all).await {
             Ok(mut r) => {
                 r.remove(0);
                 Ok(r)
@@ -207,7 +253,7 @@ impl KafkaZkClient {
         }
         self.create_recursive("/cluster").await?;
         match self
-            .backend
+            .backend()
             .create(
                 path.to_string(),
                 ClusterIdZNode::encode(proposed),
@@ -245,7 +291,7 @@ impl KafkaZkClient {
                 version: Some(0),
             },
         ];
-        match self.backend.multi(ops).await {
+        match self.backend().multi(ops).await {
             Ok(results) => {
                 let czxid = match results.first() {
                     Some(ZkOpResult::Create(stat)) if stat.czxid > 0 => stat.czxid,
@@ -268,7 +314,7 @@ impl KafkaZkClient {
                     .get_data_maybe(&path)
                     .await?
                     .ok_or_else(|| Error::zk(&path, ZkError::NoNode))?;
-                if stat.ephemeral_owner == self.backend.session_id() {
+                if stat.ephemeral_owner == self.backend().session_id() {
                     Ok(stat.czxid)
                 } else {
                     Err(Error::BrokerIdAlreadyRegistered(registration.broker_id))
@@ -292,7 +338,7 @@ impl KafkaZkClient {
     /// Rewrites our registration in place (advertised listeners changed).
     pub async fn update_broker_info(&self, registration: &BrokerRegistration) -> Result<()> {
         let path = BrokerIdZNode::path(registration.broker_id);
-        self.backend
+        self.backend()
             .set_data(path.clone(), BrokerIdZNode::encode(registration), None)
             .await
             .map_err(|e| Error::zk(path, e))?;
@@ -359,7 +405,7 @@ impl KafkaZkClient {
     /// Sets an existence watch on `/controller` (creation, deletion, data change).
     pub async fn watch_controller(&self) -> Result<Watch> {
         let (_, w) = self
-            .backend
+            .backend()
             .exists_and_watch(Controller::path().to_string())
             .await
             .map_err(|e| Error::zk(Controller::path(), e))?;
@@ -385,7 +431,7 @@ impl KafkaZkClient {
             Some(ev) => ev,
             None => {
                 match self
-                    .backend
+                    .backend()
                     .create(
                         epoch_path.to_string(),
                         ControllerEpoch::encode(0),
@@ -415,7 +461,7 @@ impl KafkaZkClient {
                 version: Some(version),
             },
         ];
-        match self.backend.multi(ops).await {
+        match self.backend().multi(ops).await {
             Ok(results) => {
                 let epoch_zk_version = match results.get(1) {
                     Some(ZkOpResult::SetData(stat)) => stat.version,
@@ -477,7 +523,7 @@ impl KafkaZkClient {
         let path = FeatureZNode::path();
         match self.get_data_maybe(path).await? {
             None => match self
-                .backend
+                .backend()
                 .create(
                     path.to_string(),
                     FeatureZNode::encode_enabled(),
@@ -490,7 +536,7 @@ impl KafkaZkClient {
             },
             Some((data, stat)) => {
                 if FeatureZNode::decode_status(&data).ok() != Some(1) {
-                    self.backend
+                    self.backend()
                         .set_data(
                             path.to_string(),
                             FeatureZNode::encode_enabled(),
@@ -525,7 +571,7 @@ impl KafkaZkClient {
         topic: &str,
     ) -> Result<Option<(TopicAssignment, Watch)>> {
         let path = TopicZNode::path(topic);
-        match self.backend.get_data_and_watch(path.clone()).await {
+        match self.backend().get_data_and_watch(path.clone()).await {
             Ok((data, _, w)) => Ok(Some((TopicZNode::decode(topic, &data)?, w))),
             Err(ZkError::NoNode) => Ok(None),
             Err(e) => Err(Error::zk(path, e)),
@@ -540,7 +586,7 @@ impl KafkaZkClient {
     ) -> Result<()> {
         let path = TopicZNode::path(topic);
         match self
-            .backend
+            .backend()
             .create(
                 path.clone(),
                 TopicZNode::encode(assignment),
@@ -552,7 +598,7 @@ impl KafkaZkClient {
             Err(ZkError::NodeExists) => Err(Error::TopicExists(topic.to_string())),
             Err(ZkError::NoNode) => {
                 self.create_recursive(Topics::path()).await?;
-                self.backend
+                self.backend()
                     .create(
                         path.clone(),
                         TopicZNode::encode(assignment),
@@ -593,7 +639,7 @@ impl KafkaZkClient {
                 Ok(())
             }
             None => {
-                self.backend
+                self.backend()
                     .set_data(path.clone(), data, None)
                     .await
                     .map_err(|e| match e {
@@ -614,7 +660,7 @@ impl KafkaZkClient {
         let path = ConfigEntityZNode::topic_path(topic);
         let data = ConfigEntityZNode::encode(config);
         match self
-            .backend
+            .backend()
             .set_data(path.clone(), data.clone(), None)
             .await
         {
@@ -622,13 +668,13 @@ impl KafkaZkClient {
             Err(ZkError::NoNode) => {
                 self.create_recursive("/config/topics").await?;
                 match self
-                    .backend
+                    .backend()
                     .create(path.clone(), data.clone(), NodeMode::Persistent)
                     .await
                 {
                     Ok(_) => Ok(()),
                     Err(ZkError::NodeExists) => self
-                        .backend
+                        .backend()
                         .set_data(path.clone(), data, None)
                         .await
                         .map(|_| ())
@@ -797,7 +843,7 @@ impl KafkaZkClient {
     pub async fn create_delete_topic_marker(&self, topic: &str) -> Result<()> {
         let path = DeleteTopicsTopicZNode::path(topic);
         match self
-            .backend
+            .backend()
             .create(path.clone(), Vec::new(), NodeMode::Persistent)
             .await
         {
