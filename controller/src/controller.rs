@@ -88,9 +88,10 @@ impl KafkaController {
         }
     }
 
-    /// True while this broker is the active controller.
+    /// True while this broker is the active controller: `/controller` names it *and* it won an
+    /// epoch (a `/controller` left by this broker's previous session does not count).
     pub fn is_active(&self) -> bool {
-        self.active_controller_id == Some(self.config.broker_id)
+        self.active_controller_id == Some(self.config.broker_id) && self.ctx.epoch > 0
     }
 
     /// The controller's in-memory state (read-only, for tests and diagnostics).
