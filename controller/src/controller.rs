@@ -40,6 +40,9 @@ use crate::zk::data::{
 };
 use crate::ControllerConfig;
 
+/// Pause before contesting again after an election attempt failed on a ZooKeeper error.
+const ELECTION_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One broker's controller: the state of the active controller plus the election machinery.
 pub struct KafkaController {
     pub(crate) config: ControllerConfig,
@@ -224,6 +227,17 @@ impl KafkaController {
             }
             Err(e) => {
                 error!(event = name, error = %e, "error processing controller event");
+                // Without a /controller watch this broker would never contest again: retry the
+                // election after a pause (ZooKeeper was probably unreachable for a moment).
+                if matches!(name, "Startup" | "Reelect" | "RegisterBrokerAndReelect")
+                    && self.active_controller_id.is_none()
+                {
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(ELECTION_RETRY_BACKOFF).await;
+                        let _ = events.send(ControllerEvent::Reelect);
+                    });
+                }
             }
         }
     }
@@ -424,6 +438,7 @@ impl KafkaController {
     /// 7. replica state machine startup; 8. partition state machine startup and elections for
     ///    New/Offline partitions; 9. resume topic deletion.
     async fn on_controller_failover(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
         // 1.
         self.zk.ensure_feature_znode().await?;
         // 2. (watches armed by the reads below, which re-arm on every read)
@@ -470,6 +485,12 @@ impl KafkaController {
         let partitions = self.ctx.all_partitions();
         let states = self.zk.get_partition_states(&partitions).await?;
         self.ctx.leadership.extend(states);
+        info!(
+            controller_epoch = self.ctx.epoch,
+            partitions = partitions.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "controller context loaded"
+        );
         // 5.
         let existing: BTreeSet<String> = self.ctx.all_topics.clone();
         let (queued, unknown): (Vec<String>, Vec<String>) =
@@ -549,6 +570,7 @@ impl KafkaController {
             live_brokers = ?self.ctx.live_broker_ids(),
             topics = self.ctx.all_topics.len(),
             partitions = self.ctx.partition_states.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "controller failover complete"
         );
         Ok(())

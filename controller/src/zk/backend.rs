@@ -124,6 +124,11 @@ pub trait ZkBackend: Send + Sync + 'static {
         -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat, Watch)>>;
     /// Existence check that also watches creation, deletion and data changes.
     fn exists_and_watch(&self, path: String) -> BoxFuture<'_, ZkResult<(Option<ZkStat>, Watch)>>;
+    /// Reads many nodes at once (ZooKeeper 3.6+ multi-read); one result per path, in order.
+    fn get_data_many(
+        &self,
+        paths: Vec<String>,
+    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<(Vec<u8>, ZkStat)>>>>;
     fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>>;
     fn get_children_and_watch(&self, path: String)
         -> BoxFuture<'_, ZkResult<(Vec<String>, Watch)>>;
@@ -216,6 +221,28 @@ impl ZkBackend for RealZk {
             let c = self.client()?;
             let (s, w) = c.check_and_watch_stat(&path).await?;
             Ok((s.map(Into::into), real_watch(w)))
+        }
+        .boxed()
+    }
+    fn get_data_many(
+        &self,
+        paths: Vec<String>,
+    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<(Vec<u8>, ZkStat)>>>> {
+        async move {
+            let c = self.client()?;
+            let mut r = c.new_multi_reader();
+            for p in &paths {
+                r.add_get_data(p)?;
+            }
+            let results = r.commit().await?;
+            Ok(results
+                .into_iter()
+                .map(|x| match x {
+                    zkc::MultiReadResult::Data { data, stat } => Ok((data, stat.into())),
+                    zkc::MultiReadResult::Error { err } => Err(err),
+                    _ => Err(ZkError::UnexpectedError("children in a data read".into())),
+                })
+                .collect())
         }
         .boxed()
     }
@@ -552,6 +579,22 @@ impl ZkBackend for MemoryZk {
         let stat = s.nodes.get(&path).map(|n| n.stat);
         let w = s.watch(&path, false);
         async move { Ok((stat, w)) }.boxed()
+    }
+    fn get_data_many(
+        &self,
+        paths: Vec<String>,
+    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<(Vec<u8>, ZkStat)>>>> {
+        let s = self.lock();
+        let r = paths
+            .iter()
+            .map(|p| {
+                s.nodes
+                    .get(p)
+                    .map(|n| (n.data.clone(), n.stat))
+                    .ok_or(ZkError::NoNode)
+            })
+            .collect();
+        async move { Ok(r) }.boxed()
     }
     fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>> {
         let s = self.lock();
