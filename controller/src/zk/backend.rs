@@ -46,6 +46,9 @@ impl From<zkc::Stat> for ZkStat {
     }
 }
 
+/// A znode's data and stat.
+pub type NodeData = (Vec<u8>, ZkStat);
+
 /// Persistent or ephemeral (the only two modes Kafka's znodes use here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeMode {
@@ -125,10 +128,8 @@ pub trait ZkBackend: Send + Sync + 'static {
     /// Existence check that also watches creation, deletion and data changes.
     fn exists_and_watch(&self, path: String) -> BoxFuture<'_, ZkResult<(Option<ZkStat>, Watch)>>;
     /// Reads many nodes at once (ZooKeeper 3.6+ multi-read); one result per path, in order.
-    fn get_data_many(
-        &self,
-        paths: Vec<String>,
-    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<(Vec<u8>, ZkStat)>>>>;
+    fn get_data_many(&self, paths: Vec<String>)
+        -> BoxFuture<'_, ZkResult<Vec<ZkResult<NodeData>>>>;
     fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>>;
     fn get_children_and_watch(&self, path: String)
         -> BoxFuture<'_, ZkResult<(Vec<String>, Watch)>>;
@@ -227,7 +228,7 @@ impl ZkBackend for RealZk {
     fn get_data_many(
         &self,
         paths: Vec<String>,
-    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<(Vec<u8>, ZkStat)>>>> {
+    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<NodeData>>>> {
         async move {
             let c = self.client()?;
             let mut r = c.new_multi_reader();
@@ -583,7 +584,7 @@ impl ZkBackend for MemoryZk {
     fn get_data_many(
         &self,
         paths: Vec<String>,
-    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<(Vec<u8>, ZkStat)>>>> {
+    ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<NodeData>>>> {
         let s = self.lock();
         let r = paths
             .iter()
