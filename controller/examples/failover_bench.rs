@@ -27,8 +27,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// (partition) -> (controller epoch, leader, leader epoch) as last told to one broker.
-type Told = Arc<Mutex<HashMap<i32, (i32, i32, i32)>>>;
+/// (topic, partition) -> (controller epoch, leader, leader epoch) as last told to one broker.
+type Told = Arc<Mutex<HashMap<(String, i32), (i32, i32, i32)>>>;
 
 async fn fake_broker(listener: TcpListener, told: Told) {
     loop {
@@ -59,7 +59,7 @@ async fn fake_broker(listener: TcpListener, told: Told) {
                             for ts in &r.topic_states {
                                 for p in &ts.partition_states {
                                     t.insert(
-                                        p.partition_index,
+                                        (ts.topic_name.0.to_string(), p.partition_index),
                                         (r.controller_epoch, p.leader.0, p.leader_epoch),
                                     );
                                 }
@@ -165,13 +165,21 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
-    // One topic, `partitions` partitions, RF 3, leaders spread evenly.
-    let assignment = assign_replicas_with(&ids, partitions, 3, 0, 0, 0)?;
+    // Topics of at most 1,000 partitions (a topic znode must stay under ZooKeeper's 1 MB
+    // jute.maxbuffer), RF 3, leaders spread evenly.
+    let per_topic = partitions.min(1000);
+    let topics = (partitions + per_topic - 1) / per_topic;
+    let mut assignment: Vec<((String, i32), Vec<i32>)> = Vec::new();
     let start = Instant::now();
-    AdminZkClient::new(reader.clone())
-        .create_topic("bench", &assignment, &BTreeMap::new())
-        .await?;
-    let expected: BTreeMap<i32, Vec<i32>> = ids
+    let admin = AdminZkClient::new(reader.clone());
+    for t in 0..topics {
+        let name = format!("bench-{t}");
+        let n = per_topic.min(partitions - t * per_topic);
+        let a = assign_replicas_with(&ids, n, 3, t as usize % 3, 0, 0)?;
+        admin.create_topic(&name, &a, &BTreeMap::new()).await?;
+        assignment.extend(a.into_iter().map(|(p, r)| ((name.clone(), p), r)));
+    }
+    let expected: BTreeMap<i32, Vec<(String, i32)>> = ids
         .iter()
         .map(|b| {
             (
@@ -179,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
                 assignment
                     .iter()
                     .filter(|(_, r)| r.contains(b))
-                    .map(|(p, _)| *p)
+                    .map(|(p, _)| p.clone())
                     .collect(),
             )
         })
@@ -193,10 +201,7 @@ async fn main() -> anyhow::Result<()> {
         })
     })
     .await?;
-    println!(
-        "partitions={partitions} topic creation (all LeaderAndIsr delivered): {:?}",
-        start.elapsed()
-    );
+    println!("partitions={partitions} topic creation ({topics} topics, all LeaderAndIsr delivered): {:?}", start.elapsed());
 
     // Controller failover: delete /controller.
     let old_epoch = reader
@@ -238,10 +243,10 @@ async fn main() -> anyhow::Result<()> {
     // Broker failure: close a non-controller broker's session.
     let controller_id = reader.get_controller_id().await?.unwrap_or(1);
     let victim = *ids.iter().find(|b| **b != controller_id).unwrap();
-    let led: Vec<i32> = assignment
+    let led: Vec<(String, i32)> = assignment
         .iter()
         .filter(|(_, r)| r[0] == victim)
-        .map(|(p, _)| *p)
+        .map(|(p, _)| p.clone())
         .collect();
     let start = Instant::now();
     handles[&victim].shutdown().await;
