@@ -14,7 +14,11 @@
 //!
 //! Simplifications (first light): no partition reassignment, no preferred-replica election or
 //! auto rebalance, no ISR change notifications or AlterPartition, no log-dir failures, no
-//! metrics; session expiry is handled by resigning (the broker re-registers).
+//! metrics, no topic-level `unclean.leader.election.enable`. Session expiry follows Kafka
+//! (`Expire`, then `RegisterBrokerAndReelect` on a new session, see
+//! [`crate::spawn_session_expiry_handler`]). Replicas of a topic being deleted are not moved to
+//! OnlineReplica when their broker returns (Kafka does, briefly recreating them); they go
+//! straight back into the deletion cycle.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;

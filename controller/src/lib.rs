@@ -19,6 +19,10 @@
 //!   (Kafka's `ControllerChannelManager`, `ControllerBrokerRequestBatch`).
 //! - [`error`]: the crate's error enum.
 //!
+//! Examples (need a running ZooKeeper, not tests): `examples/first_light.rs` walks through an
+//! election, topic creation, a controller failover and a deletion with a broker down, printing
+//! the znodes; `examples/failover_bench.rs` times failover and broker failure at N partitions.
+//!
 //! # How it fits together
 //!
 //! The broker connects a [`zk::client::KafkaZkClient`], registers itself, and calls [`start`].
@@ -28,6 +32,29 @@
 //! watch firing is an event processed by [`controller::KafkaController::process`]. Decisions
 //! change the context, are written to ZooKeeper (fenced), and become requests on the per-broker
 //! queues, which the brokers answer asynchronously.
+//!
+//! A broker typically does:
+//!
+//! ```no_run
+//! # async fn broker(reg: controller::zk::data::BrokerRegistration) -> controller::Result<()> {
+//! use std::time::Duration;
+//! use controller::zk::client::KafkaZkClient;
+//! let zk = KafkaZkClient::connect("127.0.0.1:2181/kafka", Duration::from_secs(18)).await?;
+//! zk.ensure_persistent_paths().await?;
+//! let cluster_id = zk.get_or_create_cluster_id("fn7-MseRQReG__IBE9axXQ").await?;
+//! let broker_epoch = zk.register_broker(&reg).await?;
+//! let config = controller::ControllerConfig::with_defaults(reg.broker_id);
+//! let handle = controller::start(zk.clone(), config, broker_epoch);
+//! let expiry = controller::spawn_session_expiry_handler(zk.clone(), handle.clone(), reg);
+//! // ... serve clients. On the active controller's broker, the ControlledShutdown API handler
+//! // answers a stopping broker (here id 1) with what it still leads:
+//! let still_led = handle.controlled_shutdown(1, broker_epoch).await;
+//! // On SIGTERM (after its own ControlledShutdown request succeeded):
+//! expiry.abort();
+//! handle.shutdown().await;
+//! zk.close().await;
+//! # let _ = (cluster_id, still_led); Ok(()) }
+//! ```
 
 use std::time::Duration;
 
