@@ -1,189 +1,54 @@
-//! API CONTRACT STUB — the controller helper replaces the bodies and splits this into the module
-//! map of ../shared/STYLE.md (zk/data.rs, zk/client.rs, admin.rs, assignment.rs, event.rs,
-//! event_loop.rs, controller.rs, context.rs, partition_state.rs, replica_state.rs, election.rs,
-//! channel.rs, error.rs). The public names and signatures below are what the broker codes
-//! against; extend freely, change only together with the broker.
+//! The ZooKeeper data model and the classic (ZooKeeper-mode) Kafka controller.
+//!
+//! # Layout
+//!
+//! - [`zk::data`]: one type per znode, Kafka's exact paths and JSON (Kafka's `ZkData`).
+//! - [`zk::client`]: typed ZooKeeper operations, controller writes fenced by the controller
+//!   epoch (Kafka's `KafkaZkClient`); [`zk::backend`]: the raw operations behind a trait, with a
+//!   real (`zookeeper-client`) and an in-memory implementation.
+//! - [`admin`]: what CreateTopics / CreatePartitions / DeleteTopics write (Kafka's
+//!   `AdminZkClient`, `AdminUtils`).
+//! - [`event`]: the controller's events; [`event_loop`]: the single task that drains them and
+//!   the broker's [`ControllerHandle`] (Kafka's `ControllerEventManager`).
+//! - [`controller`]: the event handlers, election and failover (Kafka's `KafkaController`);
+//!   [`topic_deletion`]: Kafka's `TopicDeletionManager`.
+//! - [`context`]: the in-memory cluster view (Kafka's `ControllerContext`).
+//! - [`partition_state`], [`replica_state`]: the two state machines and their transition tables.
+//! - [`election`]: the leader election rules as pure functions.
+//! - [`channel`]: requests to brokers, batched per broker and sent from one queue per broker
+//!   (Kafka's `ControllerChannelManager`, `ControllerBrokerRequestBatch`).
+//! - [`error`]: the crate's error enum.
+//!
+//! # How it fits together
+//!
+//! The broker connects a [`zk::client::KafkaZkClient`], registers itself, and calls [`start`].
+//! That spawns one task running [`event_loop::ControllerEventManager::run`] and queues `Startup`:
+//! the controller watches `/controller` and contests the election. The winner runs failover,
+//! watches `/brokers/ids`, `/brokers/topics` and `/admin/delete_topics`, and from then on every
+//! watch firing is an event processed by [`controller::KafkaController::process`]. Decisions
+//! change the context, are written to ZooKeeper (fenced), and become requests on the per-broker
+//! queues, which the brokers answer asynchronously.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use kafka_protocol::messages::BrokerId;
 
-pub type Result<T> = std::result::Result<T, Error>;
+pub mod admin;
+pub mod channel;
+pub mod context;
+pub mod controller;
+pub mod election;
+pub mod error;
+pub mod event;
+pub mod event_loop;
+pub mod partition_state;
+pub mod replica_state;
+pub mod topic_deletion;
+pub mod zk;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// `/brokers/ids/<id>` is held by another live session.
-    #[error("broker id {0} is already registered in ZooKeeper by another live broker")]
-    BrokerIdAlreadyRegistered(i32),
-    #[error("topic '{0}' already exists")]
-    TopicExists(String),
-    #[error("topic '{0}' does not exist")]
-    UnknownTopic(String),
-    #[error("invalid topic name: {0}")]
-    InvalidTopic(String),
-    #[error(
-        "replication factor {replication_factor} larger than available brokers {live_brokers}"
-    )]
-    InvalidReplicationFactor {
-        replication_factor: i32,
-        live_brokers: usize,
-    },
-    #[error("invalid partitions: {0}")]
-    InvalidPartitions(String),
-    #[error("invalid replica assignment: {0}")]
-    InvalidReplicaAssignment(String),
-    #[error("the controller moved: this broker's controller epoch is fenced")]
-    ControllerMoved,
-    #[error("ZooKeeper error on {path}: {source}")]
-    Zk {
-        path: String,
-        source: zookeeper_client::Error,
-    },
-    #[error("bad znode data at {path}: {reason}")]
-    BadZnode { path: String, reason: String },
-}
-
-/// ZooKeeper data model: one type per znode, Kafka's exact JSON.
-pub mod zk {
-    pub mod data {
-        /// One advertised endpoint of a broker, e.g. `PLAINTEXT://127.0.0.1:9092`.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct EndPoint {
-            pub listener_name: String,
-            pub host: String,
-            pub port: u16,
-            pub security_protocol: String,
-        }
-
-        /// `/brokers/ids/<id>` (ephemeral), JSON version 5.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct BrokerRegistration {
-            pub broker_id: i32,
-            pub endpoints: Vec<EndPoint>,
-            pub rack: Option<String>,
-            pub timestamp_ms: i64,
-        }
-        /// A broker as the controller and tools see it: registration plus broker epoch (czxid).
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct BrokerInfo {
-            pub registration: BrokerRegistration,
-            pub broker_epoch: i64,
-        }
-    }
-
-    pub mod client {
-        use super::data::*;
-        use crate::Result;
-        use std::time::Duration;
-
-        /// All ZooKeeper I/O of the broker and the controller (Kafka's KafkaZkClient). Cheap to clone.
-        #[derive(Clone)]
-        pub struct KafkaZkClient {
-            _private: (),
-        }
-
-        impl KafkaZkClient {
-            /// Connects to `zookeeper.connect` (host:port,...[/chroot]); creates the chroot if missing.
-            pub async fn connect(
-                zookeeper_connect: &str,
-                session_timeout: Duration,
-            ) -> Result<KafkaZkClient> {
-                let _ = (zookeeper_connect, session_timeout);
-                todo!()
-            }
-            /// Kafka's persistent paths (§0 of the reference).
-            pub async fn ensure_persistent_paths(&self) -> Result<()> {
-                todo!()
-            }
-            /// Reads `/cluster/id`, creating it with `proposed` if absent.
-            pub async fn get_or_create_cluster_id(&self, proposed: &str) -> Result<String> {
-                let _ = proposed;
-                todo!()
-            }
-            /// Registers the ephemeral `/brokers/ids/<id>`; returns the broker epoch (czxid).
-            pub async fn register_broker(&self, registration: &BrokerRegistration) -> Result<i64> {
-                let _ = registration;
-                todo!()
-            }
-            pub async fn get_all_brokers(&self) -> Result<Vec<BrokerInfo>> {
-                todo!()
-            }
-            /// Closes the session (ephemerals vanish at once).
-            pub async fn close(&self) {
-                todo!()
-            }
-        }
-    }
-}
-
-/// Topic administration through ZooKeeper (Kafka's AdminZkClient): what CreateTopics,
-/// auto-creation, CreatePartitions and DeleteTopics write; the controller does the rest.
-pub mod admin {
-    use super::*;
-    use crate::zk::client::KafkaZkClient;
-
-    /// Kafka's topic name rules (legal characters, length <= 249, not "." or "..").
-    pub fn validate_topic_name(name: &str) -> Result<()> {
-        let _ = name;
-        todo!()
-    }
-
-    /// Rack-unaware assignment (AdminUtils.assignReplicasToBrokers), `broker_ids` any order.
-    pub fn assign_replicas_to_brokers(
-        broker_ids: &[i32],
-        num_partitions: i32,
-        replication_factor: i32,
-    ) -> Result<BTreeMap<i32, Vec<i32>>> {
-        let _ = (broker_ids, num_partitions, replication_factor);
-        todo!()
-    }
-
-    pub struct AdminZkClient {
-        _private: (),
-    }
-    impl AdminZkClient {
-        pub fn new(zk: KafkaZkClient) -> Self {
-            let _ = zk;
-            todo!()
-        }
-        /// Writes `/config/topics/<t>` then creates `/brokers/topics/<t>` with a fresh topic id
-        /// (returned, base64url). `TopicExists` if it is there already.
-        pub async fn create_topic(
-            &self,
-            topic: &str,
-            assignment: &BTreeMap<i32, Vec<i32>>,
-            config: &BTreeMap<String, String>,
-        ) -> Result<String> {
-            let _ = (topic, assignment, config);
-            todo!()
-        }
-        /// Adds partitions up to `total` (assignment computed as Kafka does unless given).
-        pub async fn create_partitions(
-            &self,
-            topic: &str,
-            total: i32,
-            assignment: Option<Vec<Vec<i32>>>,
-        ) -> Result<()> {
-            let _ = (topic, total, assignment);
-            todo!()
-        }
-        /// Creates `/admin/delete_topics/<t>`.
-        pub async fn delete_topic(&self, topic: &str) -> Result<()> {
-            let _ = topic;
-            todo!()
-        }
-        pub async fn topic_exists(&self, topic: &str) -> Result<bool> {
-            let _ = topic;
-            todo!()
-        }
-        /// `/config/topics/<t>` contents.
-        pub async fn fetch_topic_config(&self, topic: &str) -> Result<BTreeMap<String, String>> {
-            let _ = topic;
-            todo!()
-        }
-    }
-}
+pub use error::{Error, Result};
+pub use event::{ControlledShutdownError, ControlledShutdownReply, ControllerEvent};
+pub use event_loop::ControllerHandle;
 
 /// What the controller needs from the broker's config.
 #[derive(Debug, Clone)]
@@ -200,34 +65,52 @@ pub struct ControllerConfig {
     pub request_timeout: Duration,
 }
 
-/// The broker's handle on its `KafkaController` (an event sender plus shared read-only flags).
-#[derive(Clone)]
-pub struct ControllerHandle {
-    _private: (),
-}
-
-impl ControllerHandle {
-    /// True while this broker is the active controller.
-    pub fn is_active(&self) -> bool {
-        todo!()
-    }
-    /// Epoch of the controller this broker last saw win, if any.
-    pub fn controller_epoch(&self) -> Option<i32> {
-        todo!()
-    }
-    /// Resigns (if active), stops the event loop and its watches.
-    pub async fn shutdown(&self) {
-        todo!()
+impl ControllerConfig {
+    /// Kafka's defaults for everything but the broker id.
+    pub fn with_defaults(broker_id: i32) -> Self {
+        ControllerConfig {
+            broker_id,
+            inter_broker_listener_name: "PLAINTEXT".into(),
+            delete_topic_enable: true,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_per_broker_percentage: 10,
+            leader_imbalance_check_interval: Duration::from_secs(300),
+            controller_socket_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
 /// Starts this broker's controller: watches `/controller` and contests the election.
-/// `broker_epoch` is this broker's registration czxid.
+/// `broker_epoch` is this broker's registration czxid. Must be called inside a tokio runtime.
 pub fn start(
     zk: zk::client::KafkaZkClient,
     config: ControllerConfig,
     broker_epoch: i64,
 ) -> ControllerHandle {
-    let _ = (zk, config, broker_epoch);
-    todo!()
+    use event_loop::ControllerEventManager;
+    let (handle, rx) = ControllerEventManager::channel();
+    let events = ControllerEventManager::sender(&handle);
+    let channel = channel::ControllerChannelManager::new(
+        config.broker_id,
+        config.inter_broker_listener_name.clone(),
+        events.clone(),
+        config.controller_socket_timeout,
+        config.request_timeout,
+    );
+    let controller = controller::KafkaController::new(
+        zk,
+        config,
+        broker_epoch,
+        Box::new(channel),
+        events,
+        ControllerEventManager::shared(&handle),
+    );
+    handle.put(ControllerEvent::Startup);
+    tokio::spawn(ControllerEventManager::run(controller, rx));
+    handle
 }
+
+#[cfg(test)]
+mod controller_tests;

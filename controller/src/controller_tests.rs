@@ -1,0 +1,522 @@
+//! Controller logic tests: events fed into `KafkaController::process` against the in-memory
+//! ZooKeeper, with a channel that records what would be sent. Deterministic, no sleeps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use kafka_protocol::messages::stop_replica_response::StopReplicaPartitionError;
+use kafka_protocol::messages::StopReplicaResponse;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::AdminZkClient;
+use crate::channel::{ControlRequest, SharedRecordingChannel};
+use crate::controller::KafkaController;
+use crate::event::ControllerEvent;
+use crate::event_loop::SharedState;
+use crate::partition_state::PartitionState;
+use crate::zk::backend::MemoryZk;
+use crate::zk::client::KafkaZkClient;
+use crate::zk::data::*;
+use crate::ControllerConfig;
+
+struct Harness {
+    mem: MemoryZk,
+    /// One ZooKeeper session per broker (expire one to kill the broker).
+    sessions: HashMap<i32, MemoryZk>,
+    admin: AdminZkClient,
+    reader: KafkaZkClient,
+}
+
+struct Node {
+    controller: KafkaController,
+    sent: SharedRecordingChannel,
+    _rx: mpsc::UnboundedReceiver<ControllerEvent>,
+}
+
+fn registration(id: i32) -> BrokerRegistration {
+    BrokerRegistration {
+        broker_id: id,
+        endpoints: vec![EndPoint {
+            listener_name: "PLAINTEXT".into(),
+            host: "127.0.0.1".into(),
+            port: 9000 + id as u16,
+            security_protocol: "PLAINTEXT".into(),
+        }],
+        rack: None,
+        timestamp_ms: 1,
+    }
+}
+
+impl Harness {
+    async fn new(brokers: &[i32]) -> Harness {
+        let mem = MemoryZk::new();
+        let reader = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        reader.ensure_persistent_paths().await.unwrap();
+        let mut sessions = HashMap::new();
+        for id in brokers {
+            sessions.insert(*id, mem.new_session());
+        }
+        let h = Harness {
+            admin: AdminZkClient::new(reader.clone()),
+            mem,
+            sessions,
+            reader,
+        };
+        for id in brokers {
+            h.zk_of(*id)
+                .register_broker(&registration(*id))
+                .await
+                .unwrap();
+        }
+        h
+    }
+
+    fn zk_of(&self, id: i32) -> KafkaZkClient {
+        KafkaZkClient::from_backend(Arc::new(self.sessions[&id].clone()))
+    }
+
+    /// A controller hosted by broker `id`, started (it contests the election).
+    async fn start_controller(&self, id: i32) -> Node {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sent = SharedRecordingChannel::default();
+        let mut controller = KafkaController::new(
+            self.zk_of(id),
+            ControllerConfig::with_defaults(id),
+            0,
+            Box::new(sent.clone()),
+            tx,
+            Arc::new(SharedState::default()),
+        );
+        controller.process(ControllerEvent::Startup).await;
+        Node {
+            controller,
+            sent,
+            _rx: rx,
+        }
+    }
+
+    async fn create_topic(&self, topic: &str, assignment: &[(i32, Vec<i32>)]) {
+        let a: BTreeMap<i32, Vec<i32>> = assignment.iter().cloned().collect();
+        self.admin
+            .create_topic(topic, &a, &BTreeMap::new())
+            .await
+            .unwrap();
+    }
+
+    async fn state(&self, topic: &str, p: i32) -> LeaderIsrAndControllerEpoch {
+        let tp = TopicPartition::new(topic, p);
+        self.reader
+            .get_partition_states(std::slice::from_ref(&tp))
+            .await
+            .unwrap()
+            .remove(&tp)
+            .expect("partition state znode")
+    }
+
+    /// Kills a broker: its session expires and its ephemeral registration vanishes.
+    fn kill(&self, id: i32) {
+        self.sessions[&id].expire_session();
+    }
+}
+
+fn leader_and_isr_to(sent: &[(i32, ControlRequest)], broker: i32) -> Vec<(String, i32, i32, bool)> {
+    sent.iter()
+        .filter(|(b, _)| *b == broker)
+        .filter_map(|(_, r)| match r {
+            ControlRequest::LeaderAndIsr(r) => Some(r),
+            _ => None,
+        })
+        .flat_map(|r| {
+            r.topic_states.iter().flat_map(|t| {
+                t.partition_states.iter().map(move |p| {
+                    (
+                        t.topic_name.0.to_string(),
+                        p.partition_index,
+                        p.leader.0,
+                        p.is_new,
+                    )
+                })
+            })
+        })
+        .collect()
+}
+
+/// Kafka: KafkaController.onControllerFailover steps 6-8 — UpdateMetadata first, then
+/// partitions without a state znode are New and get their first leader.
+#[tokio::test]
+async fn failover_sends_update_metadata_first_and_elects_leaders_for_new_partitions() {
+    let h = Harness::new(&[1, 2, 3]).await;
+    h.create_topic("orders", &[(0, vec![1, 2]), (1, vec![2, 3])])
+        .await;
+    let node = h.start_controller(1).await;
+    assert!(node.controller.is_active());
+    assert_eq!(node.controller.context().epoch, 1);
+
+    let s0 = h.state("orders", 0).await;
+    assert_eq!(s0.leader_and_isr.leader, 1);
+    assert_eq!(s0.leader_and_isr.isr, vec![1, 2]);
+    assert_eq!(s0.leader_and_isr.leader_epoch, 0);
+    assert_eq!(s0.controller_epoch, 1);
+    let s1 = h.state("orders", 1).await;
+    assert_eq!(s1.leader_and_isr.leader, 2);
+
+    let sent = node.sent.take();
+    // The first request to every broker is an UpdateMetadata with the live brokers.
+    for b in [1, 2, 3] {
+        let first = sent
+            .iter()
+            .find(|(to, _)| *to == b)
+            .expect("something sent");
+        match &first.1 {
+            ControlRequest::UpdateMetadata(um) => {
+                assert_eq!(um.live_brokers.len(), 3);
+                assert_eq!(um.controller_epoch, 1);
+            }
+            other => panic!("expected UpdateMetadata first, got {}", other.api_name()),
+        }
+    }
+    // LeaderAndIsr (IsNew) went to each ISR member.
+    assert!(leader_and_isr_to(&sent, 2).contains(&("orders".into(), 0, 1, true)));
+    assert!(leader_and_isr_to(&sent, 3).contains(&("orders".into(), 1, 2, true)));
+    assert_eq!(
+        node.controller
+            .context()
+            .partition_state(&TopicPartition::new("orders", 0)),
+        PartitionState::Online
+    );
+}
+
+/// Kafka: KafkaController.onNewPartitionCreation on a /brokers/topics child change.
+#[tokio::test]
+async fn topic_change_creates_partition_state_and_sends_leader_and_isr() {
+    let h = Harness::new(&[1, 2]).await;
+    let mut node = h.start_controller(1).await;
+    node.sent.take();
+    h.create_topic("t", &[(0, vec![2, 1])]).await;
+    node.controller.process(ControllerEvent::TopicChange).await;
+    let s = h.state("t", 0).await;
+    assert_eq!(s.leader_and_isr.leader, 2);
+    assert_eq!(s.leader_and_isr.isr, vec![2, 1]);
+    let sent = node.sent.take();
+    assert_eq!(leader_and_isr_to(&sent, 2), vec![("t".into(), 0, 2, true)]);
+    assert_eq!(leader_and_isr_to(&sent, 1), vec![("t".into(), 0, 2, true)]);
+    // The LeaderAndIsr carries the topic id written by the admin path.
+    let id = h
+        .reader
+        .get_topic_assignment("t")
+        .await
+        .unwrap()
+        .unwrap()
+        .topic_id
+        .unwrap();
+    let lai = sent
+        .iter()
+        .find_map(|(_, r)| match r {
+            ControlRequest::LeaderAndIsr(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(encode_uuid(lai.topic_states[0].topic_id), id);
+    assert_eq!(lai.live_leaders[0].port, 9002);
+
+    // Adding a partition (PartitionModifications) creates just that one.
+    h.admin
+        .create_partitions("t", 2, Some(vec![vec![1, 2]]))
+        .await
+        .unwrap();
+    node.controller
+        .process(ControllerEvent::PartitionModifications { topic: "t".into() })
+        .await;
+    assert_eq!(h.state("t", 1).await.leader_and_isr.leader, 1);
+}
+
+/// Kafka: KafkaController.onBrokerFailure — the offline partition's new leader is the first live
+/// ISR member in assignment order, with leader epoch + 1.
+#[tokio::test]
+async fn broker_failure_moves_leadership_to_next_live_isr_member() {
+    let h = Harness::new(&[1, 2, 3]).await;
+    h.create_topic("t", &[(0, vec![1, 2, 3])]).await;
+    let mut node = h.start_controller(3).await;
+    assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 1);
+    node.sent.take();
+
+    h.kill(1);
+    node.controller.process(ControllerEvent::BrokerChange).await;
+
+    let s = h.state("t", 0).await;
+    assert_eq!(s.leader_and_isr.leader, 2);
+    assert_eq!(s.leader_and_isr.isr, vec![2, 3]);
+    assert_eq!(s.leader_and_isr.leader_epoch, 1);
+    let sent = node.sent.take();
+    assert!(leader_and_isr_to(&sent, 2).contains(&("t".into(), 0, 2, false)));
+    assert!(leader_and_isr_to(&sent, 3).contains(&("t".into(), 0, 2, false)));
+    assert!(leader_and_isr_to(&sent, 1).is_empty());
+    assert!(!node.controller.context().live_brokers.contains_key(&1));
+}
+
+/// Kafka: the last ISR member dying leaves the partition offline with leader -1 and that
+/// member kept in the ISR; it leads again when it returns.
+#[tokio::test]
+async fn partition_without_live_isr_goes_offline_and_recovers_when_broker_returns() {
+    let mut h = Harness::new(&[1, 2]).await;
+    h.create_topic("t", &[(0, vec![1])]).await;
+    let mut node = h.start_controller(2).await;
+    h.kill(1);
+    node.controller.process(ControllerEvent::BrokerChange).await;
+    let s = h.state("t", 0).await;
+    assert_eq!(s.leader_and_isr.leader, -1);
+    assert_eq!(s.leader_and_isr.isr, vec![1]);
+    assert_eq!(
+        node.controller
+            .context()
+            .partition_state(&TopicPartition::new("t", 0)),
+        PartitionState::Offline
+    );
+
+    // Broker 1 restarts with a new session (a new broker epoch).
+    h.sessions.insert(1, h.mem.new_session());
+    h.zk_of(1).register_broker(&registration(1)).await.unwrap();
+    node.sent.take();
+    node.controller.process(ControllerEvent::BrokerChange).await;
+    let s = h.state("t", 0).await;
+    assert_eq!(s.leader_and_isr.leader, 1);
+    assert!(s.leader_and_isr.leader_epoch >= 2);
+    let sent = node.sent.take();
+    assert!(leader_and_isr_to(&sent, 1)
+        .iter()
+        .any(|(t, p, l, _)| t == "t" && *p == 0 && *l == 1));
+}
+
+/// Kafka: every controller write is fenced by the epoch zkVersion; a controller whose epoch was
+/// superseded (a paused zombie) cannot change anything and resigns on ControllerMoved.
+#[tokio::test]
+async fn zombie_controller_is_fenced_and_resigns() {
+    let h = Harness::new(&[1, 2, 3]).await;
+    h.create_topic("t", &[(0, vec![1, 2])]).await;
+    let mut old = h.start_controller(1).await;
+    assert!(old.controller.is_active());
+    let before = h.state("t", 0).await;
+
+    // The old controller's /controller vanishes (its session expired in ZooKeeper) and broker 2
+    // wins epoch 2; the old one has not noticed yet.
+    h.reader
+        .backend()
+        .delete("/controller".into(), None)
+        .await
+        .unwrap();
+    let new = h.start_controller(2).await;
+    assert!(new.controller.is_active());
+    assert_eq!(new.controller.context().epoch, 2);
+
+    // The zombie processes a broker failure: its write must be rejected by ZooKeeper.
+    h.kill(1);
+    old.controller.process(ControllerEvent::BrokerChange).await;
+    let after = h.state("t", 0).await;
+    assert_eq!(after, before, "a fenced controller changed partition state");
+    assert!(!old.controller.is_active());
+    assert_eq!(h.reader.get_controller_id().await.unwrap(), Some(2));
+}
+
+/// Kafka: TopicDeletionManager — UpdateMetadata with leader -2, StopReplica(delete), and the
+/// znodes removed once every replica reported success.
+#[tokio::test]
+async fn topic_deletion_completes_after_stop_replica_responses() {
+    let h = Harness::new(&[1, 2]).await;
+    h.create_topic("gone", &[(0, vec![1, 2])]).await;
+    let mut node = h.start_controller(1).await;
+    node.sent.take();
+    h.admin.delete_topic("gone").await.unwrap();
+    node.controller
+        .process(ControllerEvent::TopicDeletion)
+        .await;
+    let sent = node.sent.take();
+    let um_leader = sent.iter().find_map(|(_, r)| match r {
+        ControlRequest::UpdateMetadata(um) => um
+            .topic_states
+            .iter()
+            .flat_map(|t| t.partition_states.iter())
+            .next()
+            .map(|p| p.leader.0),
+        _ => None,
+    });
+    assert_eq!(um_leader, Some(-2));
+    for b in [1, 2] {
+        let deletes: Vec<_> = sent
+            .iter()
+            .filter(|(to, _)| *to == b)
+            .filter_map(|(_, r)| match r {
+                ControlRequest::StopReplica(sr) => Some(sr),
+                _ => None,
+            })
+            .flat_map(|sr| {
+                sr.topic_states
+                    .iter()
+                    .flat_map(|t| t.partition_states.iter())
+            })
+            .filter(|p| p.delete_partition)
+            .collect();
+        assert_eq!(deletes.len(), 1, "broker {b} gets one StopReplica(delete)");
+        assert_eq!(deletes[0].leader_epoch, -2);
+    }
+    // Still there until the brokers answer.
+    assert!(h
+        .reader
+        .get_topic_assignment("gone")
+        .await
+        .unwrap()
+        .is_some());
+    for b in [1, 2] {
+        node.controller.process(stop_replica_ok(b, "gone", 0)).await;
+    }
+    assert!(h
+        .reader
+        .get_topic_assignment("gone")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(h
+        .reader
+        .get_data_maybe("/config/topics/gone")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(h.reader.get_topic_deletions().await.unwrap().is_empty());
+    assert!(!node.controller.context().all_topics.contains("gone"));
+}
+
+/// Kafka: deletion with a replica's broker down waits (ineligible) and finishes when it returns.
+#[tokio::test]
+async fn topic_deletion_waits_for_a_dead_broker() {
+    let mut h = Harness::new(&[1, 2]).await;
+    h.create_topic("gone", &[(0, vec![1, 2])]).await;
+    let mut node = h.start_controller(1).await;
+    h.kill(2);
+    node.controller.process(ControllerEvent::BrokerChange).await;
+    h.admin.delete_topic("gone").await.unwrap();
+    node.controller
+        .process(ControllerEvent::TopicDeletion)
+        .await;
+    assert!(node
+        .controller
+        .context()
+        .topics_ineligible_for_deletion
+        .contains("gone"));
+    // Broker 1 deletes its replica; broker 2's is still pending.
+    node.controller.process(stop_replica_ok(1, "gone", 0)).await;
+    assert!(h
+        .reader
+        .get_topic_assignment("gone")
+        .await
+        .unwrap()
+        .is_some());
+    node.sent.take();
+
+    h.sessions.insert(2, h.mem.new_session());
+    h.zk_of(2).register_broker(&registration(2)).await.unwrap();
+    node.controller.process(ControllerEvent::BrokerChange).await;
+    let sent = node.sent.take();
+    let delete_to_2 = sent.iter().any(|(to, r)| {
+        *to == 2
+            && matches!(r, ControlRequest::StopReplica(sr)
+                if sr.topic_states.iter().any(|t| t.partition_states.iter().any(|p| p.delete_partition)))
+    });
+    assert!(delete_to_2, "deletion resumed on the returning broker");
+    assert!(!node
+        .controller
+        .context()
+        .topics_ineligible_for_deletion
+        .contains("gone"));
+    node.controller.process(stop_replica_ok(2, "gone", 0)).await;
+    assert!(h
+        .reader
+        .get_topic_assignment("gone")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+fn stop_replica_ok(broker_id: i32, topic: &'static str, partition: i32) -> ControllerEvent {
+    let response = StopReplicaResponse::default().with_partition_errors(vec![
+        StopReplicaPartitionError::default()
+            .with_topic_name(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_static_str(topic),
+            ))
+            .with_partition_index(partition)
+            .with_error_code(0),
+    ]);
+    ControllerEvent::StopReplicaResponseReceived {
+        broker_id,
+        response,
+    }
+}
+
+/// Kafka: KafkaController.doControlledShutdown moves leadership to another ISR member and drops
+/// the broker from the ISR.
+#[tokio::test]
+async fn controlled_shutdown_moves_leadership_and_replies_with_nothing_left() {
+    let h = Harness::new(&[1, 2]).await;
+    h.create_topic("t", &[(0, vec![1, 2]), (1, vec![2, 1])])
+        .await;
+    let mut node = h.start_controller(2).await;
+    let (reply, rx) = oneshot::channel();
+    node.controller
+        .process(ControllerEvent::ControlledShutdown {
+            broker_id: 1,
+            broker_epoch: -1,
+            reply,
+        })
+        .await;
+    assert_eq!(rx.await.unwrap(), Ok(vec![]));
+    let s0 = h.state("t", 0).await;
+    assert_eq!(s0.leader_and_isr.leader, 2);
+    assert_eq!(s0.leader_and_isr.isr, vec![2]);
+    let s1 = h.state("t", 1).await;
+    assert_eq!(s1.leader_and_isr.leader, 2);
+    assert_eq!(s1.leader_and_isr.isr, vec![2]);
+}
+
+/// A broker that is not the controller answers ControlledShutdown with NotController.
+#[tokio::test]
+async fn inactive_controller_rejects_controlled_shutdown() {
+    let h = Harness::new(&[1, 2]).await;
+    let _active = h.start_controller(1).await;
+    let mut passive = h.start_controller(2).await;
+    assert!(!passive.controller.is_active());
+    let (reply, rx) = oneshot::channel();
+    passive
+        .controller
+        .process(ControllerEvent::ControlledShutdown {
+            broker_id: 1,
+            broker_epoch: -1,
+            reply,
+        })
+        .await;
+    assert_eq!(
+        rx.await.unwrap(),
+        Err(crate::event::ControlledShutdownError::NotController)
+    );
+}
+
+/// Kafka: /controller deleted -> Reelect; the next contender wins with epoch + 1.
+#[tokio::test]
+async fn reelect_after_controller_znode_deletion_bumps_epoch() {
+    let h = Harness::new(&[1, 2]).await;
+    let mut a = h.start_controller(1).await;
+    let mut b = h.start_controller(2).await;
+    assert!(a.controller.is_active() && !b.controller.is_active());
+    // Broker 1 resigns by deleting /controller (as on shutdown).
+    a.controller.process(shutdown_event()).await;
+    assert!(!a.controller.is_active());
+    b.controller.process(ControllerEvent::Reelect).await;
+    assert!(b.controller.is_active());
+    assert_eq!(b.controller.context().epoch, 2);
+    assert_eq!(
+        h.reader.get_controller_epoch().await.unwrap().map(|e| e.0),
+        Some(2)
+    );
+}
+
+fn shutdown_event() -> ControllerEvent {
+    let (done, _rx) = oneshot::channel();
+    ControllerEvent::Shutdown { done }
+}

@@ -1,0 +1,67 @@
+//! Errors of the controller crate.
+//!
+//! Kafka concept: the controller and the ZooKeeper client signal a handful of situations that a
+//! caller must act on differently: a fenced controller (`ControllerMovedException`), a duplicate
+//! broker id (`NodeExistsException` at registration), admin validation failures
+//! (`TopicExistsException`, `InvalidReplicationFactorException`, ...), and plain ZooKeeper I/O
+//! failures. Each is one variant here so the broker can map it to a Kafka error code in one place.
+//!
+//! Expected outcomes (losing an election, a BADVERSION on a partition state that will be retried)
+//! are not errors: they are enum results in `zk::client`.
+
+/// Result alias for the whole crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `/brokers/ids/<id>` is held by another live session.
+    #[error("broker id {0} is already registered in ZooKeeper by another live broker")]
+    BrokerIdAlreadyRegistered(i32),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopic(String),
+    #[error(
+        "replication factor {replication_factor} larger than available brokers {live_brokers}"
+    )]
+    InvalidReplicationFactor {
+        replication_factor: i32,
+        live_brokers: usize,
+    },
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// A fenced write failed its `check(/controller_epoch, epochZkVersion)`: another broker won a
+    /// later election. Kafka's `ControllerMovedException`; the controller resigns on it.
+    #[error("the controller moved: this broker's controller epoch is fenced")]
+    ControllerMoved,
+    /// The request needs the active controller and this broker is not it.
+    #[error("this broker is not the active controller")]
+    NotController,
+    /// The controller found its own state inconsistent (Kafka's `IllegalStateException`); it
+    /// resigns so that a fresh election rebuilds the state from ZooKeeper.
+    #[error("illegal controller state: {0}")]
+    IllegalState(String),
+    #[error("ZooKeeper error on {path}: {source}")]
+    Zk {
+        path: String,
+        source: zookeeper_client::Error,
+    },
+    #[error("bad znode data at {path}: {reason}")]
+    BadZnode { path: String, reason: String },
+    #[error("bad zookeeper.connect '{0}'")]
+    BadConnectString(String),
+}
+
+impl Error {
+    /// Wraps a ZooKeeper error with the path it happened on.
+    pub fn zk(path: impl Into<String>, source: zookeeper_client::Error) -> Error {
+        Error::Zk {
+            path: path.into(),
+            source,
+        }
+    }
+}

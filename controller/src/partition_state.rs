@@ -1,0 +1,474 @@
+//! The partition state machine (Kafka's `PartitionStateMachine` / `ZkPartitionStateMachine`).
+//!
+//! Kafka concept: every partition is in one of four states, and the controller moves it between
+//! them with side effects on ZooKeeper and on brokers:
+//!
+//! | Target | Allowed from | Side effects, in order |
+//! |---|---|---|
+//! | `NewPartition` | NonExistent | none (the assignment is already in the context) |
+//! | `OnlinePartition` | New | initialize: leader = first online replica in AR order, ISR = online replicas, leader epoch 0; create the `state` znode (fenced); LeaderAndIsr (IsNew) to the ISR; UpdateMetadata to all |
+//! | `OnlinePartition` | Online, Offline | elect with a strategy (`election.rs`); conditional, fenced write of `state`; LeaderAndIsr to the strategy's recipients; UpdateMetadata to all |
+//! | `OfflinePartition` | New, Online, Offline | mark only |
+//! | `NonExistentPartition` | Offline | mark only |
+//!
+//! Invariant: an invalid move is logged (target `state_change`) and skipped, never applied; a
+//! partition whose election finds no candidate stays where it was.
+//!
+//! Simplifications: the topic-level `unclean.leader.election.enable` override is not read; the
+//! broker-level setting in `ControllerConfig` applies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use tracing::{error, info};
+
+use crate::controller::KafkaController;
+use crate::election;
+use crate::error::Result;
+use crate::zk::client::UpdateLeaderAndIsrResult;
+use crate::zk::data::{LeaderAndIsr, LeaderIsrAndControllerEpoch, TopicPartition};
+
+/// The state of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PartitionState {
+    /// Created with an assignment but no leader yet.
+    New,
+    /// Has a live leader.
+    Online,
+    /// Its leader died; waiting for a new one.
+    Offline,
+    /// Never created, or deleted.
+    NonExistent,
+}
+
+impl PartitionState {
+    /// Kafka's `validPreviousStates`: the states this one may be entered from.
+    pub fn valid_previous_states(self) -> &'static [PartitionState] {
+        use PartitionState::*;
+        match self {
+            New => &[NonExistent],
+            Online => &[New, Online, Offline],
+            Offline => &[New, Online, Offline],
+            NonExistent => &[Offline],
+        }
+    }
+}
+
+impl fmt::Display for PartitionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PartitionState::New => "NewPartition",
+            PartitionState::Online => "OnlinePartition",
+            PartitionState::Offline => "OfflinePartition",
+            PartitionState::NonExistent => "NonExistentPartition",
+        })
+    }
+}
+
+/// Why a leader is being elected (Kafka's `PartitionLeaderElectionStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionStrategy {
+    /// New or offline partitions; `allow_unclean` forces an unclean pick (admin UNCLEAN).
+    Offline {
+        allow_unclean: bool,
+    },
+    Reassign,
+    Preferred,
+    ControlledShutdown,
+}
+
+/// Outcome per partition of a state change to Online.
+pub type ElectionResults = BTreeMap<TopicPartition, std::result::Result<LeaderAndIsr, String>>;
+
+impl KafkaController {
+    /// Moves `partitions` to `target` as one request batch (Kafka's `handleStateChanges`).
+    pub(crate) async fn handle_partition_state_changes(
+        &mut self,
+        partitions: &[TopicPartition],
+        target: PartitionState,
+        strategy: Option<ElectionStrategy>,
+    ) -> Result<ElectionResults> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        self.batch.new_batch()?;
+        match self
+            .do_handle_partition_state_changes(partitions, target, strategy)
+            .await
+        {
+            Ok(r) => {
+                self.send_batch();
+                Ok(r)
+            }
+            Err(e) => {
+                self.batch.clear();
+                Err(e)
+            }
+        }
+    }
+
+    async fn do_handle_partition_state_changes(
+        &mut self,
+        partitions: &[TopicPartition],
+        target: PartitionState,
+        strategy: Option<ElectionStrategy>,
+    ) -> Result<ElectionResults> {
+        let mut valid = Vec::new();
+        for tp in partitions {
+            let current = self.ctx.partition_state(tp);
+            if target.valid_previous_states().contains(&current) {
+                valid.push((tp.clone(), current));
+            } else {
+                error!(
+                    target: "state_change",
+                    controller_epoch = self.ctx.epoch,
+                    topic = %tp.topic,
+                    partition = tp.partition,
+                    from_state = %current,
+                    to_state = %target,
+                    "invalid partition state change"
+                );
+            }
+        }
+        let mut results = BTreeMap::new();
+        match target {
+            PartitionState::Online => {
+                let (uninitialized, to_elect): (Vec<_>, Vec<_>) = valid
+                    .into_iter()
+                    .partition(|(_, s)| *s == PartitionState::New);
+                let uninitialized: Vec<TopicPartition> =
+                    uninitialized.into_iter().map(|(tp, _)| tp).collect();
+                results.extend(self.initialize_leader_and_isr(&uninitialized).await?);
+                if !to_elect.is_empty() {
+                    let strategy = strategy.unwrap_or(ElectionStrategy::Offline {
+                        allow_unclean: false,
+                    });
+                    results.extend(self.elect_leaders(&to_elect, strategy).await?);
+                }
+            }
+            _ => {
+                for (tp, from) in valid {
+                    self.set_partition_state(&tp, from, target);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    pub(crate) fn set_partition_state(
+        &mut self,
+        tp: &TopicPartition,
+        from: PartitionState,
+        to: PartitionState,
+    ) {
+        let l = self
+            .ctx
+            .leadership
+            .get(tp)
+            .map(|l| l.leader_and_isr.clone());
+        info!(
+            target: "state_change",
+            controller_epoch = self.ctx.epoch,
+            topic = %tp.topic,
+            partition = tp.partition,
+            from_state = %from,
+            to_state = %to,
+            leader = l.as_ref().map(|l| l.leader),
+            isr = ?l.as_ref().map(|l| l.isr.clone()),
+            leader_epoch = l.as_ref().map(|l| l.leader_epoch),
+            "partition state change"
+        );
+        self.ctx.partition_states.insert(tp.clone(), to);
+    }
+
+    /// New -> Online: first leader and ISR, `state` znode created (fenced).
+    async fn initialize_leader_and_isr(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<ElectionResults> {
+        let mut results = BTreeMap::new();
+        let mut to_create = Vec::new();
+        for tp in partitions {
+            let live = self.ctx.online_replicas(tp);
+            let Some(&leader) = live.first() else {
+                error!(
+                    target: "state_change",
+                    controller_epoch = self.ctx.epoch,
+                    topic = %tp.topic,
+                    partition = tp.partition,
+                    replicas = ?self.ctx.replicas(tp),
+                    "cannot initialize partition: no assigned replica is alive"
+                );
+                results.insert(tp.clone(), Err("no live replica".to_string()));
+                continue;
+            };
+            let state = LeaderIsrAndControllerEpoch {
+                leader_and_isr: LeaderAndIsr {
+                    leader,
+                    leader_epoch: 0,
+                    isr: live,
+                    leader_recovery_state: 0,
+                    partition_epoch: 0,
+                },
+                controller_epoch: self.ctx.epoch,
+            };
+            to_create.push((tp.clone(), state));
+        }
+        if to_create.is_empty() {
+            return Ok(results);
+        }
+        let created = self
+            .zk
+            .create_partition_states(&to_create, self.ctx.epoch_zk_version)
+            .await?;
+        for (tp, mut state) in to_create {
+            match created.get(&tp) {
+                Some(Ok(version)) => {
+                    state.leader_and_isr.partition_epoch = *version;
+                    self.ctx.leadership.insert(tp.clone(), state.clone());
+                    let assignment = self.assignment(&tp);
+                    let isr = state.leader_and_isr.isr.clone();
+                    self.batch
+                        .add_leader_and_isr(&self.ctx, &isr, &tp, &state, &assignment, true);
+                    self.set_partition_state(&tp, PartitionState::New, PartitionState::Online);
+                    results.insert(tp, Ok(state.leader_and_isr));
+                }
+                Some(Err(e)) => {
+                    error!(
+                        target: "state_change",
+                        controller_epoch = self.ctx.epoch,
+                        topic = %tp.topic,
+                        partition = tp.partition,
+                        error = %e,
+                        "failed to create partition state znode"
+                    );
+                    results.insert(tp, Err(e.clone()));
+                }
+                None => {
+                    results.insert(tp, Err("no result".into()));
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// Online/Offline -> Online: elect with `strategy`, conditional fenced write, retried on
+    /// BADVERSION (Kafka's `electLeaderForPartitions`).
+    async fn elect_leaders(
+        &mut self,
+        partitions: &[(TopicPartition, PartitionState)],
+        strategy: ElectionStrategy,
+    ) -> Result<ElectionResults> {
+        const MAX_ATTEMPTS: usize = 10;
+        let mut results = BTreeMap::new();
+        let from: BTreeMap<TopicPartition, PartitionState> = partitions.iter().cloned().collect();
+        let mut remaining: Vec<TopicPartition> =
+            partitions.iter().map(|(tp, _)| tp.clone()).collect();
+        for _ in 0..MAX_ATTEMPTS {
+            if remaining.is_empty() {
+                break;
+            }
+            let stored = self.zk.get_partition_states(&remaining).await?;
+            let mut updates = Vec::new();
+            let mut recipients_of = BTreeMap::new();
+            for tp in &remaining {
+                let Some(current) = stored.get(tp) else {
+                    results.insert(tp.clone(), Err("partition state znode missing".into()));
+                    continue;
+                };
+                if current.controller_epoch > self.ctx.epoch {
+                    // Kafka: another controller already decided for this partition.
+                    results.insert(
+                        tp.clone(),
+                        Err(format!(
+                            "aborted: state written by controller epoch {} > ours {}",
+                            current.controller_epoch, self.ctx.epoch
+                        )),
+                    );
+                    continue;
+                }
+                match self.compute_election(tp, &current.leader_and_isr, strategy) {
+                    Some((new, recipients)) => {
+                        recipients_of.insert(tp.clone(), recipients);
+                        updates.push((
+                            tp.clone(),
+                            LeaderIsrAndControllerEpoch {
+                                leader_and_isr: new,
+                                controller_epoch: self.ctx.epoch,
+                            },
+                        ));
+                    }
+                    None => {
+                        error!(
+                            target: "state_change",
+                            controller_epoch = self.ctx.epoch,
+                            topic = %tp.topic,
+                            partition = tp.partition,
+                            strategy = ?strategy,
+                            replicas = ?self.ctx.replicas(tp),
+                            isr = ?current.leader_and_isr.isr,
+                            "no eligible leader; partition stays offline"
+                        );
+                        results.insert(tp.clone(), Err("no eligible leader".into()));
+                    }
+                }
+            }
+            let written = self
+                .zk
+                .update_leader_and_isr(&updates, self.ctx.epoch_zk_version)
+                .await?;
+            remaining.clear();
+            for (tp, mut state) in updates {
+                match written.get(&tp) {
+                    Some(UpdateLeaderAndIsrResult::Updated(v)) => {
+                        state.leader_and_isr.partition_epoch = *v;
+                        self.ctx.leadership.insert(tp.clone(), state.clone());
+                        let assignment = self.assignment(&tp);
+                        let recipients = recipients_of.remove(&tp).unwrap_or_default();
+                        self.batch.add_leader_and_isr(
+                            &self.ctx,
+                            &recipients,
+                            &tp,
+                            &state,
+                            &assignment,
+                            false,
+                        );
+                        let prev = from.get(&tp).copied().unwrap_or(PartitionState::Offline);
+                        self.set_partition_state(&tp, prev, PartitionState::Online);
+                        results.insert(tp, Ok(state.leader_and_isr));
+                    }
+                    Some(UpdateLeaderAndIsrResult::NeedsRetry) => remaining.push(tp),
+                    Some(UpdateLeaderAndIsrResult::Failed(e)) => {
+                        results.insert(tp, Err(e.clone()));
+                    }
+                    None => {
+                        results.insert(tp, Err("no result".into()));
+                    }
+                }
+            }
+        }
+        for tp in remaining {
+            results.insert(tp, Err("gave up after repeated BADVERSION".into()));
+        }
+        Ok(results)
+    }
+
+    /// Applies an election rule: the new leader-and-ISR and who must hear about it.
+    fn compute_election(
+        &self,
+        tp: &TopicPartition,
+        current: &LeaderAndIsr,
+        strategy: ElectionStrategy,
+    ) -> Option<(LeaderAndIsr, Vec<i32>)> {
+        let assignment = self.assignment(tp);
+        let ar = &assignment.replicas;
+        let live: BTreeSet<i32> = ar
+            .iter()
+            .copied()
+            .filter(|r| self.ctx.is_replica_online(*r))
+            .collect();
+        let live_in_ar: Vec<i32> = ar.iter().copied().filter(|r| live.contains(r)).collect();
+        let isr = &current.isr;
+        match strategy {
+            ElectionStrategy::Offline { allow_unclean } => {
+                let unclean = allow_unclean || self.config.unclean_leader_election_enable;
+                let leader = election::offline_partition_leader_election(ar, isr, &live, unclean)?;
+                let (new_isr, recovery) = if isr.contains(&leader) {
+                    (
+                        isr.iter().copied().filter(|r| live.contains(r)).collect(),
+                        0,
+                    )
+                } else {
+                    // Unclean: the new leader is the whole ISR and recovers (KIP-704).
+                    (vec![leader], 1)
+                };
+                let mut new = current.new_leader_and_isr(leader, new_isr);
+                new.leader_recovery_state = recovery;
+                Some((new, live_in_ar))
+            }
+            ElectionStrategy::Reassign => {
+                let target: Vec<i32> = ar
+                    .iter()
+                    .copied()
+                    .filter(|r| !assignment.removing_replicas.contains(r))
+                    .collect();
+                let leader = election::reassign_partition_leader_election(&target, isr, &live)?;
+                let recipients = target
+                    .iter()
+                    .copied()
+                    .filter(|r| live.contains(r))
+                    .collect();
+                Some((current.new_leader_and_isr(leader, isr.clone()), recipients))
+            }
+            ElectionStrategy::Preferred => {
+                let leader = election::preferred_replica_partition_leader_election(ar, isr, &live)?;
+                Some((current.new_leader_and_isr(leader, isr.clone()), live_in_ar))
+            }
+            ElectionStrategy::ControlledShutdown => {
+                let live_or_shutting: BTreeSet<i32> = self.ctx.live_or_shutting_down_broker_ids();
+                let shutting = &self.ctx.shutting_down_broker_ids;
+                let leader = election::controlled_shutdown_partition_leader_election(
+                    ar,
+                    isr,
+                    &live_or_shutting,
+                    shutting,
+                )?;
+                let new_isr = isr
+                    .iter()
+                    .copied()
+                    .filter(|r| !shutting.contains(r))
+                    .collect();
+                let recipients = ar
+                    .iter()
+                    .copied()
+                    .filter(|r| live_or_shutting.contains(r))
+                    .collect();
+                Some((current.new_leader_and_isr(leader, new_isr), recipients))
+            }
+        }
+    }
+
+    /// New and Offline partitions (of topics not being deleted) -> Online with the offline
+    /// strategy (Kafka's `triggerOnlinePartitionStateChange`).
+    pub(crate) async fn trigger_online_partition_state_change(&mut self) -> Result<()> {
+        let partitions: Vec<TopicPartition> = self
+            .ctx
+            .partitions_in_states(&[PartitionState::New, PartitionState::Offline])
+            .into_iter()
+            .filter(|tp| !self.ctx.is_topic_queued_for_deletion(&tp.topic))
+            .collect();
+        self.handle_partition_state_changes(
+            &partitions,
+            PartitionState::Online,
+            Some(ElectionStrategy::Offline {
+                allow_unclean: false,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PartitionState::*;
+
+    /// Kafka's table, restated: each target with exactly its legal previous states.
+    #[test]
+    fn partition_transition_table_matches_kafka() {
+        assert_eq!(New.valid_previous_states(), &[NonExistent]);
+        assert_eq!(Online.valid_previous_states(), &[New, Online, Offline]);
+        assert_eq!(Offline.valid_previous_states(), &[New, Online, Offline]);
+        assert_eq!(NonExistent.valid_previous_states(), &[Offline]);
+        // Not allowed: straight from NonExistent to Online, or Online to NonExistent.
+        assert!(!Online.valid_previous_states().contains(&NonExistent));
+        assert!(!NonExistent.valid_previous_states().contains(&Online));
+    }
+
+    #[test]
+    fn partition_states_print_kafka_names() {
+        assert_eq!(Online.to_string(), "OnlinePartition");
+        assert_eq!(NonExistent.to_string(), "NonExistentPartition");
+    }
+}

@@ -1,0 +1,642 @@
+//! The raw ZooKeeper operations `KafkaZkClient` is built on, behind a trait.
+//!
+//! Kafka concept: Kafka's `ZooKeeperClient` is the thin layer under `KafkaZkClient` that sends
+//! requests and delivers watch notifications. We keep the same split so the controller's logic
+//! can run against [`MemoryZk`], an in-memory ZooKeeper, in deterministic unit tests (as raft-rs
+//! tests against `MemStorage`), while brokers use [`RealZk`] on top of the `zookeeper-client`
+//! crate.
+//!
+//! Invariant: both implementations give the same answers for the operations used here: NONODE,
+//! NODEEXISTS, BADVERSION, NOTEMPTY, atomic multi-ops that either apply fully or report the index
+//! of the failing op, a dataVersion starting at 0 and bumped by every set, and a czxid per create.
+//!
+//! Simplifications: [`MemoryZk`] has one session; its watches fire on the matching change of a
+//! path, but it does not model connection loss or session expiry.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::oneshot;
+use zookeeper_client as zkc;
+
+/// ZooKeeper's error codes, reused as-is.
+pub type ZkError = zkc::Error;
+pub type ZkResult<T> = std::result::Result<T, ZkError>;
+
+/// The parts of ZooKeeper's `Stat` we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZkStat {
+    /// Creation transaction id: a broker's epoch is its registration's czxid.
+    pub czxid: i64,
+    /// dataVersion: the value conditional writes are checked against.
+    pub version: i32,
+    /// Session id owning an ephemeral node, 0 for persistent nodes.
+    pub ephemeral_owner: i64,
+}
+
+impl From<zkc::Stat> for ZkStat {
+    fn from(s: zkc::Stat) -> Self {
+        ZkStat {
+            czxid: s.czxid,
+            version: s.version,
+            ephemeral_owner: s.ephemeral_owner,
+        }
+    }
+}
+
+/// Persistent or ephemeral (the only two modes Kafka's znodes use here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeMode {
+    Persistent,
+    Ephemeral,
+}
+
+/// What fired a one-shot watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchKind {
+    Created,
+    Deleted,
+    DataChanged,
+    ChildrenChanged,
+    /// A session event (disconnected, expired, closed) ended the watch.
+    Session,
+}
+
+/// A one-shot watch: resolves once, when the watched change happens.
+pub type Watch = BoxFuture<'static, WatchKind>;
+
+/// One operation of a multi-op.
+#[derive(Debug, Clone)]
+pub enum ZkOp {
+    Check {
+        path: String,
+        version: i32,
+    },
+    Create {
+        path: String,
+        data: Vec<u8>,
+        mode: NodeMode,
+    },
+    SetData {
+        path: String,
+        data: Vec<u8>,
+        version: Option<i32>,
+    },
+    Delete {
+        path: String,
+        version: Option<i32>,
+    },
+}
+
+impl ZkOp {
+    pub fn path(&self) -> &str {
+        match self {
+            ZkOp::Check { path, .. }
+            | ZkOp::Create { path, .. }
+            | ZkOp::SetData { path, .. }
+            | ZkOp::Delete { path, .. } => path,
+        }
+    }
+}
+
+/// Result of one operation of a successful multi-op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZkOpResult {
+    Check,
+    Create(ZkStat),
+    SetData(ZkStat),
+    Delete,
+}
+
+/// Why a multi-op failed: the index of the first failing op and its error, or the whole request.
+#[derive(Debug, Clone)]
+pub enum MultiError {
+    Op { index: usize, error: ZkError },
+    Request(ZkError),
+}
+
+/// Raw ZooKeeper operations; paths are relative to the chroot.
+pub trait ZkBackend: Send + Sync + 'static {
+    fn get_data(&self, path: String) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat)>>;
+    fn get_data_and_watch(&self, path: String)
+        -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat, Watch)>>;
+    /// Existence check that also watches creation, deletion and data changes.
+    fn exists_and_watch(&self, path: String) -> BoxFuture<'_, ZkResult<(Option<ZkStat>, Watch)>>;
+    fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>>;
+    fn get_children_and_watch(&self, path: String)
+        -> BoxFuture<'_, ZkResult<(Vec<String>, Watch)>>;
+    fn create(
+        &self,
+        path: String,
+        data: Vec<u8>,
+        mode: NodeMode,
+    ) -> BoxFuture<'_, ZkResult<ZkStat>>;
+    fn set_data(
+        &self,
+        path: String,
+        data: Vec<u8>,
+        version: Option<i32>,
+    ) -> BoxFuture<'_, ZkResult<ZkStat>>;
+    fn delete(&self, path: String, version: Option<i32>) -> BoxFuture<'_, ZkResult<()>>;
+    fn multi(&self, ops: Vec<ZkOp>) -> BoxFuture<'_, Result<Vec<ZkOpResult>, MultiError>>;
+    /// This client's session id (owner of its ephemerals).
+    fn session_id(&self) -> i64;
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The real thing: a `zookeeper_client::Client` (already chrooted).
+pub struct RealZk {
+    /// `None` once closed. zookeeper-client closes the session when the last clone of its
+    /// `Client` is dropped, so closing is dropping ours.
+    client: std::sync::RwLock<Option<zkc::Client>>,
+    session_id: i64,
+}
+
+impl RealZk {
+    pub fn new(client: zkc::Client) -> Self {
+        RealZk {
+            session_id: client.session_id().0,
+            client: std::sync::RwLock::new(Some(client)),
+        }
+    }
+
+    fn client(&self) -> ZkResult<zkc::Client> {
+        let guard = self.client.read().unwrap_or_else(|e| e.into_inner());
+        guard.clone().ok_or(ZkError::ClientClosed)
+    }
+}
+
+fn kind_of(event: zkc::WatchedEvent) -> WatchKind {
+    match event.event_type {
+        zkc::EventType::NodeCreated => WatchKind::Created,
+        zkc::EventType::NodeDeleted => WatchKind::Deleted,
+        zkc::EventType::NodeDataChanged => WatchKind::DataChanged,
+        zkc::EventType::NodeChildrenChanged => WatchKind::ChildrenChanged,
+        _ => WatchKind::Session,
+    }
+}
+
+fn real_watch(w: zkc::OneshotWatcher) -> Watch {
+    async move { kind_of(w.changed().await) }.boxed()
+}
+
+fn acl_mode(mode: NodeMode) -> zkc::CreateOptions<'static> {
+    match mode {
+        NodeMode::Persistent => zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all()),
+        NodeMode::Ephemeral => zkc::CreateMode::Ephemeral.with_acls(zkc::Acls::anyone_all()),
+    }
+}
+
+impl ZkBackend for RealZk {
+    fn get_data(&self, path: String) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat)>> {
+        async move {
+            let c = self.client()?;
+            let (d, s) = c.get_data(&path).await?;
+            Ok((d, s.into()))
+        }
+        .boxed()
+    }
+    fn get_data_and_watch(
+        &self,
+        path: String,
+    ) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat, Watch)>> {
+        async move {
+            let c = self.client()?;
+            let (d, s, w) = c.get_and_watch_data(&path).await?;
+            Ok((d, s.into(), real_watch(w)))
+        }
+        .boxed()
+    }
+    fn exists_and_watch(&self, path: String) -> BoxFuture<'_, ZkResult<(Option<ZkStat>, Watch)>> {
+        async move {
+            let c = self.client()?;
+            let (s, w) = c.check_and_watch_stat(&path).await?;
+            Ok((s.map(Into::into), real_watch(w)))
+        }
+        .boxed()
+    }
+    fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>> {
+        async move { self.client()?.list_children(&path).await }.boxed()
+    }
+    fn get_children_and_watch(
+        &self,
+        path: String,
+    ) -> BoxFuture<'_, ZkResult<(Vec<String>, Watch)>> {
+        async move {
+            let c = self.client()?;
+            let (ch, w) = c.list_and_watch_children(&path).await?;
+            Ok((ch, real_watch(w)))
+        }
+        .boxed()
+    }
+    fn create(
+        &self,
+        path: String,
+        data: Vec<u8>,
+        mode: NodeMode,
+    ) -> BoxFuture<'_, ZkResult<ZkStat>> {
+        async move {
+            let c = self.client()?;
+            let (s, _) = c.create(&path, &data, &acl_mode(mode)).await?;
+            Ok(s.into())
+        }
+        .boxed()
+    }
+    fn set_data(
+        &self,
+        path: String,
+        data: Vec<u8>,
+        version: Option<i32>,
+    ) -> BoxFuture<'_, ZkResult<ZkStat>> {
+        async move { Ok(self.client()?.set_data(&path, &data, version).await?.into()) }.boxed()
+    }
+    fn delete(&self, path: String, version: Option<i32>) -> BoxFuture<'_, ZkResult<()>> {
+        async move { self.client()?.delete(&path, version).await }.boxed()
+    }
+    fn multi(&self, ops: Vec<ZkOp>) -> BoxFuture<'_, Result<Vec<ZkOpResult>, MultiError>> {
+        async move {
+            let c = self.client().map_err(MultiError::Request)?;
+            let mut w = c.new_multi_writer();
+            for op in &ops {
+                let added = match op {
+                    ZkOp::Check { path, version } => w.add_check_version(path, *version),
+                    ZkOp::Create { path, data, mode } => w.add_create(path, data, &acl_mode(*mode)),
+                    ZkOp::SetData {
+                        path,
+                        data,
+                        version,
+                    } => w.add_set_data(path, data, *version),
+                    ZkOp::Delete { path, version } => w.add_delete(path, *version),
+                };
+                added.map_err(MultiError::Request)?;
+            }
+            match w.commit().await {
+                Ok(results) => Ok(results
+                    .into_iter()
+                    .map(|r| match r {
+                        zkc::MultiWriteResult::Check => ZkOpResult::Check,
+                        zkc::MultiWriteResult::Create { stat, .. } => {
+                            ZkOpResult::Create(stat.into())
+                        }
+                        zkc::MultiWriteResult::SetData { stat } => ZkOpResult::SetData(stat.into()),
+                        _ => ZkOpResult::Delete,
+                    })
+                    .collect()),
+                Err(zkc::MultiWriteError::OperationFailed { index, source }) => {
+                    Err(MultiError::Op {
+                        index,
+                        error: source,
+                    })
+                }
+                Err(zkc::MultiWriteError::RequestFailed { source }) => {
+                    Err(MultiError::Request(source))
+                }
+            }
+        }
+        .boxed()
+    }
+    fn session_id(&self) -> i64 {
+        self.session_id
+    }
+    fn close(&self) -> BoxFuture<'_, ()> {
+        let taken = self
+            .client
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(taken);
+        async move {}.boxed()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MemNode {
+    data: Vec<u8>,
+    stat: ZkStat,
+}
+
+#[derive(Default)]
+struct MemState {
+    nodes: BTreeMap<String, MemNode>,
+    zxid: i64,
+    /// (path, is_child_watch, sender)
+    watches: Vec<(String, bool, oneshot::Sender<WatchKind>)>,
+}
+
+/// An in-memory ZooKeeper for unit tests: one shared tree, many sessions.
+#[derive(Clone)]
+pub struct MemoryZk {
+    state: Arc<Mutex<MemState>>,
+    session: i64,
+}
+
+impl Default for MemoryZk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn parent_of(path: &str) -> Option<&str> {
+    let i = path.rfind('/')?;
+    if i == 0 {
+        if path.len() > 1 {
+            Some("/")
+        } else {
+            None
+        }
+    } else {
+        Some(&path[..i])
+    }
+}
+
+impl MemState {
+    fn fire(&mut self, path: &str, child: bool, kind: WatchKind) {
+        let (fired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.watches)
+            .into_iter()
+            .partition(|(p, c, _)| p == path && *c == child);
+        self.watches = kept;
+        for (_, _, tx) in fired {
+            let _ = tx.send(kind);
+        }
+    }
+
+    fn watch(&mut self, path: &str, child: bool) -> Watch {
+        let (tx, rx) = oneshot::channel();
+        self.watches.push((path.to_string(), child, tx));
+        async move { rx.await.unwrap_or(WatchKind::Session) }.boxed()
+    }
+
+    fn children(&self, path: &str) -> Vec<String> {
+        let prefix = if path == "/" {
+            "/".to_string()
+        } else {
+            format!("{path}/")
+        };
+        self.nodes
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn check_op(&self, op: &ZkOp) -> ZkResult<()> {
+        match op {
+            ZkOp::Check { path, version } => match self.nodes.get(path) {
+                None => Err(ZkError::NoNode),
+                Some(n) if *version >= 0 && n.stat.version != *version => Err(ZkError::BadVersion),
+                Some(_) => Ok(()),
+            },
+            ZkOp::Create { path, .. } => {
+                if self.nodes.contains_key(path) {
+                    return Err(ZkError::NodeExists);
+                }
+                match parent_of(path) {
+                    Some("/") => Ok(()),
+                    Some(p) => match self.nodes.get(p) {
+                        None => Err(ZkError::NoNode),
+                        Some(n) if n.stat.ephemeral_owner != 0 => {
+                            Err(ZkError::NoChildrenForEphemerals)
+                        }
+                        Some(_) => Ok(()),
+                    },
+                    None => Err(ZkError::BadArguments(&"bad path")),
+                }
+            }
+            ZkOp::SetData { path, version, .. } => match self.nodes.get(path) {
+                None => Err(ZkError::NoNode),
+                Some(n) if version.is_some_and(|v| v != n.stat.version) => Err(ZkError::BadVersion),
+                Some(_) => Ok(()),
+            },
+            ZkOp::Delete { path, version } => match self.nodes.get(path) {
+                None => Err(ZkError::NoNode),
+                Some(n) if version.is_some_and(|v| v != n.stat.version) => Err(ZkError::BadVersion),
+                Some(_) if !self.children(path).is_empty() => Err(ZkError::NotEmpty),
+                Some(_) => Ok(()),
+            },
+        }
+    }
+
+    fn apply(&mut self, op: ZkOp, session: i64) -> ZkOpResult {
+        match op {
+            ZkOp::Check { .. } => ZkOpResult::Check,
+            ZkOp::Create { path, data, mode } => {
+                self.zxid += 1;
+                let stat = ZkStat {
+                    czxid: self.zxid,
+                    version: 0,
+                    ephemeral_owner: if mode == NodeMode::Ephemeral {
+                        session
+                    } else {
+                        0
+                    },
+                };
+                self.nodes.insert(path.clone(), MemNode { data, stat });
+                self.fire(&path, false, WatchKind::Created);
+                if let Some(p) = parent_of(&path) {
+                    self.fire(p, true, WatchKind::ChildrenChanged);
+                }
+                ZkOpResult::Create(stat)
+            }
+            ZkOp::SetData { path, data, .. } => {
+                self.zxid += 1;
+                let n = self.nodes.get_mut(&path).expect("checked before apply");
+                n.data = data;
+                n.stat.version += 1;
+                let stat = n.stat;
+                self.fire(&path, false, WatchKind::DataChanged);
+                ZkOpResult::SetData(stat)
+            }
+            ZkOp::Delete { path, .. } => {
+                self.zxid += 1;
+                self.nodes.remove(&path);
+                self.fire(&path, false, WatchKind::Deleted);
+                self.fire(&path, true, WatchKind::Deleted);
+                if let Some(p) = parent_of(&path) {
+                    self.fire(p, true, WatchKind::ChildrenChanged);
+                }
+                ZkOpResult::Delete
+            }
+        }
+    }
+}
+
+impl MemoryZk {
+    pub fn new() -> Self {
+        MemoryZk {
+            state: Arc::new(Mutex::new(MemState::default())),
+            session: 1,
+        }
+    }
+
+    /// Another session on the same tree (another broker).
+    pub fn new_session(&self) -> MemoryZk {
+        let mut s = self.lock();
+        s.zxid += 1;
+        MemoryZk {
+            state: self.state.clone(),
+            session: 1000 + s.zxid,
+        }
+    }
+
+    /// Simulates this session expiring: its ephemeral nodes vanish.
+    pub fn expire_session(&self) {
+        let mut s = self.lock();
+        let owned: Vec<String> = s
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.stat.ephemeral_owner == self.session)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in owned {
+            s.apply(
+                ZkOp::Delete {
+                    path: p,
+                    version: None,
+                },
+                self.session,
+            );
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
+        // A poisoned lock only means a test panicked; the tree is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run_one(&self, op: ZkOp) -> ZkResult<ZkOpResult> {
+        let mut s = self.lock();
+        s.check_op(&op)?;
+        Ok(s.apply(op, self.session))
+    }
+}
+
+impl ZkBackend for MemoryZk {
+    fn get_data(&self, path: String) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat)>> {
+        let s = self.lock();
+        let r = s
+            .nodes
+            .get(&path)
+            .map(|n| (n.data.clone(), n.stat))
+            .ok_or(ZkError::NoNode);
+        async move { r }.boxed()
+    }
+    fn get_data_and_watch(
+        &self,
+        path: String,
+    ) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat, Watch)>> {
+        let mut s = self.lock();
+        let r = match s.nodes.get(&path).map(|n| (n.data.clone(), n.stat)) {
+            Some((d, st)) => Ok((d, st, s.watch(&path, false))),
+            None => Err(ZkError::NoNode),
+        };
+        async move { r }.boxed()
+    }
+    fn exists_and_watch(&self, path: String) -> BoxFuture<'_, ZkResult<(Option<ZkStat>, Watch)>> {
+        let mut s = self.lock();
+        let stat = s.nodes.get(&path).map(|n| n.stat);
+        let w = s.watch(&path, false);
+        async move { Ok((stat, w)) }.boxed()
+    }
+    fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>> {
+        let s = self.lock();
+        let r = if s.nodes.contains_key(&path) {
+            Ok(s.children(&path))
+        } else {
+            Err(ZkError::NoNode)
+        };
+        async move { r }.boxed()
+    }
+    fn get_children_and_watch(
+        &self,
+        path: String,
+    ) -> BoxFuture<'_, ZkResult<(Vec<String>, Watch)>> {
+        let mut s = self.lock();
+        let r = if s.nodes.contains_key(&path) {
+            let c = s.children(&path);
+            Ok((c, s.watch(&path, true)))
+        } else {
+            Err(ZkError::NoNode)
+        };
+        async move { r }.boxed()
+    }
+    fn create(
+        &self,
+        path: String,
+        data: Vec<u8>,
+        mode: NodeMode,
+    ) -> BoxFuture<'_, ZkResult<ZkStat>> {
+        let r = self
+            .run_one(ZkOp::Create { path, data, mode })
+            .map(|r| match r {
+                ZkOpResult::Create(s) => s,
+                _ => ZkStat::default(),
+            });
+        async move { r }.boxed()
+    }
+    fn set_data(
+        &self,
+        path: String,
+        data: Vec<u8>,
+        version: Option<i32>,
+    ) -> BoxFuture<'_, ZkResult<ZkStat>> {
+        let r = self
+            .run_one(ZkOp::SetData {
+                path,
+                data,
+                version,
+            })
+            .map(|r| match r {
+                ZkOpResult::SetData(s) => s,
+                _ => ZkStat::default(),
+            });
+        async move { r }.boxed()
+    }
+    fn delete(&self, path: String, version: Option<i32>) -> BoxFuture<'_, ZkResult<()>> {
+        let r = self.run_one(ZkOp::Delete { path, version }).map(|_| ());
+        async move { r }.boxed()
+    }
+    fn multi(&self, ops: Vec<ZkOp>) -> BoxFuture<'_, Result<Vec<ZkOpResult>, MultiError>> {
+        let mut s = self.lock();
+        // Check every op against the tree as it would be after the previous ops: apply to a copy.
+        let saved_nodes = s.nodes.clone();
+        let saved_zxid = s.zxid;
+        let saved_watches = std::mem::take(&mut s.watches);
+        let mut results = Vec::new();
+        let mut failed = None;
+        for (index, op) in ops.iter().enumerate() {
+            if let Err(error) = s.check_op(op) {
+                failed = Some(MultiError::Op { index, error });
+                break;
+            }
+            results.push(s.apply(op.clone(), self.session));
+        }
+        // Watches must not fire for a rolled-back multi: they were set aside above.
+        s.watches = saved_watches;
+        let r = match failed {
+            Some(e) => {
+                s.nodes = saved_nodes;
+                s.zxid = saved_zxid;
+                Err(e)
+            }
+            None => {
+                // Replay on the real tree so watches fire for the committed changes.
+                s.nodes = saved_nodes;
+                s.zxid = saved_zxid;
+                let session = self.session;
+                Ok(ops.into_iter().map(|op| s.apply(op, session)).collect())
+            }
+        };
+        drop(results);
+        async move { r }.boxed()
+    }
+    fn session_id(&self) -> i64 {
+        self.session
+    }
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.expire_session();
+        async {}.boxed()
+    }
+}

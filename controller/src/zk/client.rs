@@ -1,0 +1,1038 @@
+//! Typed ZooKeeper operations of the broker and the controller (Kafka's `KafkaZkClient`).
+//!
+//! Kafka concept: nobody outside this file issues a raw ZooKeeper request. Brokers use it to
+//! register themselves (`registerBroker`), the controller to win the election
+//! (`registerControllerAndIncrementControllerEpoch`) and to write partition state
+//! (`createTopicPartitionStatesRaw`, `updateLeaderAndIsr`), the admin path to create topics.
+//!
+//! Invariant: every write the controller makes is a multi-op that starts with
+//! `check(/controller_epoch, epochZkVersion)`. A controller that lost its election (a paused
+//! zombie) is therefore rejected by ZooKeeper itself, not by us; the failed check surfaces as
+//! [`Error::ControllerMoved`].
+//!
+//! Simplifications: no ACLs (Kafka's default `zookeeper.set.acl=false`); no retry of a multi-op
+//! after connection loss inside this layer (the caller re-runs the event).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tracing::{debug, info, warn};
+
+use super::backend::{
+    MultiError, NodeMode, RealZk, Watch, ZkBackend, ZkError, ZkOp, ZkOpResult, ZkStat,
+};
+use super::data::*;
+use crate::error::{Error, Result};
+
+/// Outcome of an election attempt (expected outcomes, not errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionResult {
+    /// We created `/controller` and bumped `/controller_epoch` to `epoch`; `epoch_zk_version` is
+    /// the fencing token for every later write.
+    Won { epoch: i32, epoch_zk_version: i32 },
+    /// Another broker is the controller (or won the race).
+    Lost { controller_id: Option<i32> },
+}
+
+/// Result of one conditional partition-state write (Kafka's `UpdateLeaderAndIsrResult` split).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateLeaderAndIsrResult {
+    /// Written; the new zkVersion (partition epoch).
+    Updated(i32),
+    /// BADVERSION: someone changed the partition meanwhile; re-read and retry.
+    NeedsRetry,
+    /// Any other failure of this one partition.
+    Failed(String),
+}
+
+/// All ZooKeeper I/O of the broker and the controller. Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaZkClient {
+    backend: Arc<dyn ZkBackend>,
+}
+
+fn split_connect(connect: &str) -> (&str, Option<&str>) {
+    match connect.find('/') {
+        Some(i) if i + 1 < connect.len() => (&connect[..i], Some(&connect[i..])),
+        Some(i) => (&connect[..i], None),
+        None => (connect, None),
+    }
+}
+
+impl KafkaZkClient {
+    /// Connects to `zookeeper.connect` (host:port,...[/chroot]); creates the chroot if missing,
+    /// as Kafka's `KafkaZkClient.createChroot` does.
+    pub async fn connect(
+        zookeeper_connect: &str,
+        session_timeout: Duration,
+    ) -> Result<KafkaZkClient> {
+        let (hosts, chroot) = split_connect(zookeeper_connect.trim());
+        if hosts.is_empty() {
+            return Err(Error::BadConnectString(zookeeper_connect.to_string()));
+        }
+        let client = zookeeper_client::Client::connector()
+            .with_session_timeout(session_timeout)
+            .connect(hosts)
+            .await
+            .map_err(|e| Error::zk(hosts, e))?;
+        let client = match chroot {
+            None => client,
+            Some(root) => {
+                let opts = zookeeper_client::CreateMode::Persistent
+                    .with_acls(zookeeper_client::Acls::anyone_all());
+                client
+                    .mkdir(root, &opts)
+                    .await
+                    .map_err(|e| Error::zk(root, e))?;
+                client
+                    .chroot(root)
+                    .map_err(|_| Error::BadConnectString(zookeeper_connect.to_string()))?
+            }
+        };
+        info!(zookeeper_connect, "connected to ZooKeeper");
+        Ok(KafkaZkClient {
+            backend: Arc::new(RealZk::new(client)),
+        })
+    }
+
+    /// A client over any backend (tests use [`super::backend::MemoryZk`]).
+    pub fn from_backend(backend: Arc<dyn ZkBackend>) -> KafkaZkClient {
+        KafkaZkClient { backend }
+    }
+
+    /// The underlying backend (raw reads for tools and tests).
+    pub fn backend(&self) -> &Arc<dyn ZkBackend> {
+        &self.backend
+    }
+
+    /// Closes the session (ephemerals vanish at once).
+    pub async fn close(&self) {
+        self.backend.close().await
+    }
+
+    // ---- generic helpers -------------------------------------------------------------------
+
+    /// `mkdir -p` with null data; existing nodes are fine.
+    pub async fn create_recursive(&self, path: &str) -> Result<()> {
+        let mut prefix = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            match self
+                .backend
+                .create(prefix.clone(), Vec::new(), NodeMode::Persistent)
+                .await
+            {
+                Ok(_) | Err(ZkError::NodeExists) => {}
+                Err(e) => return Err(Error::zk(&prefix, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a node; `None` if it does not exist.
+    pub async fn get_data_maybe(&self, path: &str) -> Result<Option<(Vec<u8>, ZkStat)>> {
+        match self.backend.get_data(path.to_string()).await {
+            Ok(r) => Ok(Some(r)),
+            Err(ZkError::NoNode) => Ok(None),
+            Err(e) => Err(Error::zk(path, e)),
+        }
+    }
+
+    /// Children of a node; empty if it does not exist.
+    pub async fn get_children_maybe(&self, path: &str) -> Result<Vec<String>> {
+        match self.backend.get_children(path.to_string()).await {
+            Ok(r) => Ok(r),
+            Err(ZkError::NoNode) => Ok(Vec::new()),
+            Err(e) => Err(Error::zk(path, e)),
+        }
+    }
+
+    /// Children with a child watch; the node must exist (Kafka's persistent paths do).
+    pub async fn get_children_and_watch(&self, path: &str) -> Result<(Vec<String>, Watch)> {
+        self.backend
+            .get_children_and_watch(path.to_string())
+            .await
+            .map_err(|e| Error::zk(path, e))
+    }
+
+    /// Runs `ops` fenced by the controller epoch's zkVersion (Kafka's `MultiRequest` with
+    /// `CheckOp(ControllerEpochZNode.path, expectedControllerEpochZkVersion)`).
+    pub async fn fenced_multi(
+        &self,
+        epoch_zk_version: i32,
+        ops: Vec<ZkOp>,
+    ) -> std::result::Result<Vec<ZkOpResult>, FencedError> {
+        let mut all = Vec::with_capacity(ops.len() + 1);
+        all.push(ZkOp::Check {
+            path: ControllerEpoch::path().to_string(),
+            version: epoch_zk_version,
+        });
+        let paths: Vec<String> = ops.iter().map(|o| o.path().to_string()).collect();
+        all.extend(ops);
+        match self.backend.multi(all).await {
+            Ok(mut r) => {
+                r.remove(0);
+                Ok(r)
+            }
+            Err(MultiError::Op { index: 0, .. }) => Err(FencedError::ControllerMoved),
+            Err(MultiError::Op { index, error }) => Err(FencedError::Op {
+                path: paths[index - 1].clone(),
+                error,
+            }),
+            Err(MultiError::Request(e)) => Err(FencedError::Op {
+                path: paths.first().cloned().unwrap_or_default(),
+                error: e,
+            }),
+        }
+    }
+
+    // ---- broker startup --------------------------------------------------------------------
+
+    /// Kafka's persistent paths (reference §0), created with null data if missing.
+    pub async fn ensure_persistent_paths(&self) -> Result<()> {
+        for p in PERSISTENT_ZK_PATHS {
+            self.create_recursive(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `/cluster/id`, creating it with `proposed` if absent (first broker ever wins).
+    pub async fn get_or_create_cluster_id(&self, proposed: &str) -> Result<String> {
+        let path = ClusterIdZNode::path();
+        if let Some((data, _)) = self.get_data_maybe(path).await? {
+            return ClusterIdZNode::decode(&data);
+        }
+        self.create_recursive("/cluster").await?;
+        match self
+            .backend
+            .create(
+                path.to_string(),
+                ClusterIdZNode::encode(proposed),
+                NodeMode::Persistent,
+            )
+            .await
+        {
+            Ok(_) => Ok(proposed.to_string()),
+            Err(ZkError::NodeExists) => match self.get_data_maybe(path).await? {
+                Some((data, _)) => ClusterIdZNode::decode(&data),
+                None => Err(Error::zk(path, ZkError::NoNode)),
+            },
+            Err(e) => Err(Error::zk(path, e)),
+        }
+    }
+
+    /// Registers the ephemeral `/brokers/ids/<id>`; returns the broker epoch (czxid).
+    ///
+    /// Kafka's `registerBroker`: one multi creating the node with null data and setting the data
+    /// with expected version 0, so a fresh registration shows dataVersion 1. If the node exists
+    /// and belongs to *our* session (a retried create after connection loss) it is ours; if it
+    /// belongs to another live session the id is taken.
+    pub async fn register_broker(&self, registration: &BrokerRegistration) -> Result<i64> {
+        let path = BrokerIdZNode::path(registration.broker_id);
+        let data = BrokerIdZNode::encode(registration);
+        let ops = vec![
+            ZkOp::Create {
+                path: path.clone(),
+                data: Vec::new(),
+                mode: NodeMode::Ephemeral,
+            },
+            ZkOp::SetData {
+                path: path.clone(),
+                data,
+                version: Some(0),
+            },
+        ];
+        match self.backend.multi(ops).await {
+            Ok(results) => {
+                let czxid = match results.first() {
+                    Some(ZkOpResult::Create(stat)) if stat.czxid > 0 => stat.czxid,
+                    // Some servers return an invalid stat in multi results (ZOOKEEPER-4026):
+                    // read it back.
+                    _ => self.broker_czxid(registration.broker_id).await?,
+                };
+                info!(
+                    broker_id = registration.broker_id,
+                    broker_epoch = czxid,
+                    "registered broker"
+                );
+                Ok(czxid)
+            }
+            Err(MultiError::Op {
+                error: ZkError::NodeExists,
+                ..
+            }) => {
+                let (_, stat) = self
+                    .get_data_maybe(&path)
+                    .await?
+                    .ok_or_else(|| Error::zk(&path, ZkError::NoNode))?;
+                if stat.ephemeral_owner == self.backend.session_id() {
+                    Ok(stat.czxid)
+                } else {
+                    Err(Error::BrokerIdAlreadyRegistered(registration.broker_id))
+                }
+            }
+            Err(MultiError::Op { error, .. }) | Err(MultiError::Request(error)) => {
+                Err(Error::zk(&path, error))
+            }
+        }
+    }
+
+    async fn broker_czxid(&self, broker_id: i32) -> Result<i64> {
+        let path = BrokerIdZNode::path(broker_id);
+        let (_, stat) = self
+            .get_data_maybe(&path)
+            .await?
+            .ok_or_else(|| Error::zk(&path, ZkError::NoNode))?;
+        Ok(stat.czxid)
+    }
+
+    /// Rewrites our registration in place (advertised listeners changed).
+    pub async fn update_broker_info(&self, registration: &BrokerRegistration) -> Result<()> {
+        let path = BrokerIdZNode::path(registration.broker_id);
+        self.backend
+            .set_data(path.clone(), BrokerIdZNode::encode(registration), None)
+            .await
+            .map_err(|e| Error::zk(path, e))?;
+        Ok(())
+    }
+
+    /// Every registered broker with its epoch (czxid), sorted by id.
+    pub async fn get_all_brokers(&self) -> Result<Vec<BrokerInfo>> {
+        let mut ids: Vec<i32> = self
+            .get_children_maybe(BrokerIds::path())
+            .await?
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        let reads = ids.iter().map(|id| async move {
+            let path = BrokerIdZNode::path(*id);
+            match self.get_data_maybe(&path).await? {
+                Some((data, stat)) => Ok(Some(BrokerInfo {
+                    registration: BrokerIdZNode::decode(*id, &data)?,
+                    broker_epoch: stat.czxid,
+                })),
+                // Vanished between the list and the read.
+                None => Ok(None),
+            }
+        });
+        let mut out = Vec::new();
+        for r in join_all(reads).await {
+            match r {
+                Ok(Some(b)) => out.push(b),
+                Ok(None) => {}
+                // A broker znode we cannot decode is skipped, not fatal for the cluster view.
+                Err(Error::BadZnode { path, reason }) => {
+                    warn!(path, reason, "skipping undecodable broker registration")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One broker's registration, if present.
+    pub async fn get_broker(&self, broker_id: i32) -> Result<Option<BrokerInfo>> {
+        let path = BrokerIdZNode::path(broker_id);
+        match self.get_data_maybe(&path).await? {
+            Some((data, stat)) => Ok(Some(BrokerInfo {
+                registration: BrokerIdZNode::decode(broker_id, &data)?,
+                broker_epoch: stat.czxid,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    // ---- controller election ---------------------------------------------------------------
+
+    /// The active controller's id, if any.
+    pub async fn get_controller_id(&self) -> Result<Option<i32>> {
+        match self.get_data_maybe(Controller::path()).await? {
+            Some((data, _)) => Ok(Some(Controller::decode(&data)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets an existence watch on `/controller` (creation, deletion, data change).
+    pub async fn watch_controller(&self) -> Result<Watch> {
+        let (_, w) = self
+            .backend
+            .exists_and_watch(Controller::path().to_string())
+            .await
+            .map_err(|e| Error::zk(Controller::path(), e))?;
+        Ok(w)
+    }
+
+    /// `/controller_epoch` as (epoch, zkVersion), if it exists.
+    pub async fn get_controller_epoch(&self) -> Result<Option<(i32, i32)>> {
+        match self.get_data_maybe(ControllerEpoch::path()).await? {
+            Some((data, stat)) => Ok(Some((ControllerEpoch::decode(&data)?, stat.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Kafka's `registerControllerAndIncrementControllerEpoch` (reference §2.2 steps 2-5).
+    pub async fn register_controller_and_increment_epoch(
+        &self,
+        broker_id: i32,
+    ) -> Result<ElectionResult> {
+        let epoch_path = ControllerEpoch::path();
+        // Step 2: read the epoch, creating it with 0 if absent.
+        let (epoch, version) = match self.get_controller_epoch().await? {
+            Some(ev) => ev,
+            None => {
+                match self
+                    .backend
+                    .create(
+                        epoch_path.to_string(),
+                        ControllerEpoch::encode(0),
+                        NodeMode::Persistent,
+                    )
+                    .await
+                {
+                    Ok(_) | Err(ZkError::NodeExists) => {}
+                    Err(e) => return Err(Error::zk(epoch_path, e)),
+                }
+                self.get_controller_epoch()
+                    .await?
+                    .ok_or_else(|| Error::zk(epoch_path, ZkError::NoNode))?
+            }
+        };
+        let new_epoch = epoch + 1;
+        // Step 3: one multi creating /controller and bumping the epoch conditionally.
+        let ops = vec![
+            ZkOp::Create {
+                path: Controller::path().to_string(),
+                data: Controller::encode(broker_id, now_ms()),
+                mode: NodeMode::Ephemeral,
+            },
+            ZkOp::SetData {
+                path: epoch_path.to_string(),
+                data: ControllerEpoch::encode(new_epoch),
+                version: Some(version),
+            },
+        ];
+        match self.backend.multi(ops).await {
+            Ok(results) => {
+                let epoch_zk_version = match results.get(1) {
+                    Some(ZkOpResult::SetData(stat)) => stat.version,
+                    _ => version + 1,
+                };
+                Ok(ElectionResult::Won {
+                    epoch: new_epoch,
+                    epoch_zk_version,
+                })
+            }
+            Err(MultiError::Op {
+                error: ZkError::NodeExists | ZkError::BadVersion,
+                ..
+            }) => {
+                // Step 5: did a retried multi of ours actually win?
+                let controller_id = self.get_controller_id().await?;
+                if controller_id == Some(broker_id) {
+                    if let Some((e, v)) = self.get_controller_epoch().await? {
+                        if e == new_epoch {
+                            return Ok(ElectionResult::Won {
+                                epoch: e,
+                                epoch_zk_version: v,
+                            });
+                        }
+                    }
+                }
+                Ok(ElectionResult::Lost { controller_id })
+            }
+            Err(MultiError::Op { error, .. }) | Err(MultiError::Request(error)) => {
+                Err(Error::zk(Controller::path(), error))
+            }
+        }
+    }
+
+    /// Deletes `/controller` under the epoch check (a resigning controller triggering a new
+    /// election, Kafka's `deleteController`). A missing node is fine.
+    pub async fn delete_controller(&self, epoch_zk_version: i32) -> Result<()> {
+        match self
+            .fenced_multi(
+                epoch_zk_version,
+                vec![ZkOp::Delete {
+                    path: Controller::path().to_string(),
+                    version: None,
+                }],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(FencedError::Op {
+                error: ZkError::NoNode,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates `/feature` with status Enabled, or flips it to Enabled (failover step 1).
+    pub async fn ensure_feature_znode(&self) -> Result<()> {
+        let path = FeatureZNode::path();
+        match self.get_data_maybe(path).await? {
+            None => match self
+                .backend
+                .create(
+                    path.to_string(),
+                    FeatureZNode::encode_enabled(),
+                    NodeMode::Persistent,
+                )
+                .await
+            {
+                Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+                Err(e) => Err(Error::zk(path, e)),
+            },
+            Some((data, stat)) => {
+                if FeatureZNode::decode_status(&data).ok() != Some(1) {
+                    self.backend
+                        .set_data(
+                            path.to_string(),
+                            FeatureZNode::encode_enabled(),
+                            Some(stat.version),
+                        )
+                        .await
+                        .map_err(|e| Error::zk(path, e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---- topics ----------------------------------------------------------------------------
+
+    /// All topic names.
+    pub async fn get_all_topics(&self) -> Result<Vec<String>> {
+        self.get_children_maybe(Topics::path()).await
+    }
+
+    /// A topic's assignment with its zkVersion, if the topic exists.
+    pub async fn get_topic_assignment(&self, topic: &str) -> Result<Option<TopicAssignment>> {
+        match self.get_data_maybe(&TopicZNode::path(topic)).await? {
+            Some((data, _)) => Ok(Some(TopicZNode::decode(topic, &data)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A topic's assignment plus a data watch on its znode; `None` if the topic is gone.
+    pub async fn get_topic_assignment_and_watch(
+        &self,
+        topic: &str,
+    ) -> Result<Option<(TopicAssignment, Watch)>> {
+        let path = TopicZNode::path(topic);
+        match self.backend.get_data_and_watch(path.clone()).await {
+            Ok((data, _, w)) => Ok(Some((TopicZNode::decode(topic, &data)?, w))),
+            Err(ZkError::NoNode) => Ok(None),
+            Err(e) => Err(Error::zk(path, e)),
+        }
+    }
+
+    /// Creates `/brokers/topics/<t>` (admin path, not fenced). `TopicExists` on NODEEXISTS.
+    pub async fn create_topic_assignment(
+        &self,
+        topic: &str,
+        assignment: &TopicAssignment,
+    ) -> Result<()> {
+        let path = TopicZNode::path(topic);
+        match self
+            .backend
+            .create(
+                path.clone(),
+                TopicZNode::encode(assignment),
+                NodeMode::Persistent,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ZkError::NodeExists) => Err(Error::TopicExists(topic.to_string())),
+            Err(ZkError::NoNode) => {
+                self.create_recursive(Topics::path()).await?;
+                self.backend
+                    .create(
+                        path.clone(),
+                        TopicZNode::encode(assignment),
+                        NodeMode::Persistent,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| match e {
+                        ZkError::NodeExists => Error::TopicExists(topic.to_string()),
+                        e => Error::zk(path, e),
+                    })
+            }
+            Err(e) => Err(Error::zk(path, e)),
+        }
+    }
+
+    /// Overwrites `/brokers/topics/<t>` (any version). With `epoch_zk_version` the write is
+    /// fenced (controller writes); without it, it is an admin write.
+    pub async fn set_topic_assignment(
+        &self,
+        topic: &str,
+        assignment: &TopicAssignment,
+        epoch_zk_version: Option<i32>,
+    ) -> Result<()> {
+        let path = TopicZNode::path(topic);
+        let data = TopicZNode::encode(assignment);
+        match epoch_zk_version {
+            Some(v) => {
+                self.fenced_multi(
+                    v,
+                    vec![ZkOp::SetData {
+                        path,
+                        data,
+                        version: None,
+                    }],
+                )
+                .await?;
+                Ok(())
+            }
+            None => {
+                self.backend
+                    .set_data(path.clone(), data, None)
+                    .await
+                    .map_err(|e| match e {
+                        ZkError::NoNode => Error::UnknownTopic(topic.to_string()),
+                        e => Error::zk(path, e),
+                    })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes `/config/topics/<t>` (set, or create if missing).
+    pub async fn set_or_create_topic_config(
+        &self,
+        topic: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let path = ConfigEntityZNode::topic_path(topic);
+        let data = ConfigEntityZNode::encode(config);
+        match self
+            .backend
+            .set_data(path.clone(), data.clone(), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ZkError::NoNode) => {
+                self.create_recursive("/config/topics").await?;
+                match self
+                    .backend
+                    .create(path.clone(), data.clone(), NodeMode::Persistent)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(ZkError::NodeExists) => self
+                        .backend
+                        .set_data(path.clone(), data, None)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| Error::zk(path, e)),
+                    Err(e) => Err(Error::zk(path, e)),
+                }
+            }
+            Err(e) => Err(Error::zk(path, e)),
+        }
+    }
+
+    /// `/config/topics/<t>` contents; empty if absent.
+    pub async fn get_topic_config(&self, topic: &str) -> Result<BTreeMap<String, String>> {
+        let path = ConfigEntityZNode::topic_path(topic);
+        match self.get_data_maybe(&path).await? {
+            Some((data, _)) => ConfigEntityZNode::decode(&path, &data),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    // ---- partition state -------------------------------------------------------------------
+
+    /// Reads the `state` znodes of `partitions` (pipelined); missing ones are left out.
+    pub async fn get_partition_states(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, LeaderIsrAndControllerEpoch>> {
+        let reads = partitions.iter().map(|tp| async move {
+            let path = TopicPartitionStateZNode::path(tp);
+            let r = self.get_data_maybe(&path).await?;
+            match r {
+                Some((data, stat)) => Ok::<_, Error>(Some((
+                    tp.clone(),
+                    TopicPartitionStateZNode::decode(tp, &data, stat.version)?,
+                ))),
+                None => Ok(None),
+            }
+        });
+        let mut out = BTreeMap::new();
+        for r in join_all(reads).await {
+            if let Some((tp, s)) = r? {
+                out.insert(tp, s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates `partitions/<p>/state` (and its parents) for new partitions, fenced (Kafka's
+    /// `createTopicPartitionStatesRaw`). Returns per partition the new zkVersion (0) or why not.
+    pub async fn create_partition_states(
+        &self,
+        states: &[(TopicPartition, LeaderIsrAndControllerEpoch)],
+        epoch_zk_version: i32,
+    ) -> Result<BTreeMap<TopicPartition, std::result::Result<i32, String>>> {
+        // Parents first: `partitions` per topic, then `<p>` per partition; NODEEXISTS is fine.
+        let mut topics: Vec<&str> = states.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+        topics.dedup();
+        let parent_ops = topics
+            .iter()
+            .map(|t| TopicPartitionsZNode::path(t))
+            .chain(states.iter().map(|(tp, _)| TopicPartitionZNode::path(tp)));
+        for path in parent_ops.collect::<Vec<_>>() {
+            match self
+                .fenced_multi(
+                    epoch_zk_version,
+                    vec![ZkOp::Create {
+                        path,
+                        data: Vec::new(),
+                        mode: NodeMode::Persistent,
+                    }],
+                )
+                .await
+            {
+                Ok(_)
+                | Err(FencedError::Op {
+                    error: ZkError::NodeExists,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let writes = states.iter().map(|(tp, s)| async move {
+            let r = self
+                .fenced_multi(
+                    epoch_zk_version,
+                    vec![ZkOp::Create {
+                        path: TopicPartitionStateZNode::path(tp),
+                        data: TopicPartitionStateZNode::encode(s),
+                        mode: NodeMode::Persistent,
+                    }],
+                )
+                .await;
+            (tp.clone(), r)
+        });
+        let mut out = BTreeMap::new();
+        for (tp, r) in join_all(writes).await {
+            match r {
+                Ok(_) => {
+                    out.insert(tp, Ok(0));
+                }
+                Err(FencedError::ControllerMoved) => return Err(Error::ControllerMoved),
+                Err(FencedError::Op { error, .. }) => {
+                    out.insert(tp, Err(error.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Conditional, fenced writes of partition states (Kafka's `updateLeaderAndIsr`); each
+    /// write expects the partition epoch carried in its `LeaderAndIsr`.
+    pub async fn update_leader_and_isr(
+        &self,
+        states: &[(TopicPartition, LeaderIsrAndControllerEpoch)],
+        epoch_zk_version: i32,
+    ) -> Result<BTreeMap<TopicPartition, UpdateLeaderAndIsrResult>> {
+        let writes = states.iter().map(|(tp, s)| async move {
+            let r = self
+                .fenced_multi(
+                    epoch_zk_version,
+                    vec![ZkOp::SetData {
+                        path: TopicPartitionStateZNode::path(tp),
+                        data: TopicPartitionStateZNode::encode(s),
+                        version: Some(s.leader_and_isr.partition_epoch),
+                    }],
+                )
+                .await;
+            (tp.clone(), r)
+        });
+        let mut out = BTreeMap::new();
+        for (tp, r) in join_all(writes).await {
+            let res = match r {
+                Ok(results) => match results.first() {
+                    Some(ZkOpResult::SetData(stat)) => {
+                        UpdateLeaderAndIsrResult::Updated(stat.version)
+                    }
+                    _ => UpdateLeaderAndIsrResult::Failed("unexpected multi result".into()),
+                },
+                Err(FencedError::ControllerMoved) => return Err(Error::ControllerMoved),
+                Err(FencedError::Op {
+                    error: ZkError::BadVersion,
+                    ..
+                }) => UpdateLeaderAndIsrResult::NeedsRetry,
+                Err(FencedError::Op { error, .. }) => {
+                    UpdateLeaderAndIsrResult::Failed(error.to_string())
+                }
+            };
+            out.insert(tp, res);
+        }
+        Ok(out)
+    }
+
+    // ---- topic deletion --------------------------------------------------------------------
+
+    /// Creates the deletion marker `/admin/delete_topics/<t>`; an existing one is fine.
+    pub async fn create_delete_topic_marker(&self, topic: &str) -> Result<()> {
+        let path = DeleteTopicsTopicZNode::path(topic);
+        match self
+            .backend
+            .create(path.clone(), Vec::new(), NodeMode::Persistent)
+            .await
+        {
+            Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+            Err(ZkError::NoNode) => {
+                self.create_recursive(&path).await?;
+                Ok(())
+            }
+            Err(e) => Err(Error::zk(path, e)),
+        }
+    }
+
+    /// Topics marked for deletion.
+    pub async fn get_topic_deletions(&self) -> Result<Vec<String>> {
+        self.get_children_maybe(DeleteTopicsZNode::path()).await
+    }
+
+    /// Deletes deletion markers, fenced; missing markers are fine.
+    pub async fn delete_topic_deletion_markers(
+        &self,
+        topics: &[String],
+        epoch_zk_version: i32,
+    ) -> Result<()> {
+        for t in topics {
+            match self
+                .fenced_multi(
+                    epoch_zk_version,
+                    vec![ZkOp::Delete {
+                        path: DeleteTopicsTopicZNode::path(t),
+                        version: None,
+                    }],
+                )
+                .await
+            {
+                Ok(_)
+                | Err(FencedError::Op {
+                    error: ZkError::NoNode,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `/brokers/topics/<t>` recursively and `/config/topics/<t>`, each delete fenced
+    /// (Kafka's `deleteTopicZNode` + `deleteTopicConfigs`).
+    pub async fn delete_topic_znodes(&self, topic: &str, epoch_zk_version: i32) -> Result<()> {
+        let root = TopicZNode::path(topic);
+        let mut paths = Vec::new();
+        self.collect_subtree(&root, &mut paths).await?;
+        // Children before parents.
+        paths.reverse();
+        paths.push(ConfigEntityZNode::topic_path(topic));
+        for path in paths {
+            match self
+                .fenced_multi(
+                    epoch_zk_version,
+                    vec![ZkOp::Delete {
+                        path,
+                        version: None,
+                    }],
+                )
+                .await
+            {
+                Ok(_)
+                | Err(FencedError::Op {
+                    error: ZkError::NoNode,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        debug!(topic, "deleted topic znodes");
+        Ok(())
+    }
+
+    /// Pre-order list of `root` and its descendants that exist.
+    async fn collect_subtree(&self, root: &str, out: &mut Vec<String>) -> Result<()> {
+        let mut stack = vec![root.to_string()];
+        while let Some(p) = stack.pop() {
+            if self.get_data_maybe(&p).await?.is_none() {
+                continue;
+            }
+            let children = self.get_children_maybe(&p).await?;
+            out.push(p.clone());
+            for c in children {
+                stack.push(format!("{p}/{c}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes all children of a notification path (ISR change, log dir events) at failover.
+    pub async fn delete_children(&self, path: &str, epoch_zk_version: i32) -> Result<()> {
+        for c in self.get_children_maybe(path).await? {
+            match self
+                .fenced_multi(
+                    epoch_zk_version,
+                    vec![ZkOp::Delete {
+                        path: format!("{path}/{c}"),
+                        version: None,
+                    }],
+                )
+                .await
+            {
+                Ok(_)
+                | Err(FencedError::Op {
+                    error: ZkError::NoNode,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Failure of a fenced multi-op.
+#[derive(Debug)]
+pub enum FencedError {
+    /// The epoch check failed: another controller was elected since.
+    ControllerMoved,
+    /// The check passed but an operation failed.
+    Op { path: String, error: ZkError },
+}
+
+impl From<FencedError> for Error {
+    fn from(e: FencedError) -> Self {
+        match e {
+            FencedError::ControllerMoved => Error::ControllerMoved,
+            FencedError::Op { path, error } => Error::zk(path, error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zk::backend::MemoryZk;
+
+    fn reg(id: i32) -> BrokerRegistration {
+        BrokerRegistration {
+            broker_id: id,
+            endpoints: vec![EndPoint {
+                listener_name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9092,
+                security_protocol: "PLAINTEXT".into(),
+            }],
+            rack: None,
+            timestamp_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn broker_registration_sets_data_version_1_and_rejects_duplicates() {
+        let mem = MemoryZk::new();
+        let zk = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        zk.ensure_persistent_paths().await.unwrap();
+        let epoch = zk.register_broker(&reg(1)).await.unwrap();
+        let (_, stat) = zk.get_data_maybe("/brokers/ids/1").await.unwrap().unwrap();
+        // Kafka: create with null data then setData(version 0) in one multi.
+        assert_eq!(stat.version, 1);
+        assert_eq!(stat.czxid, epoch);
+        // Our own session re-registering is not a conflict.
+        assert_eq!(zk.register_broker(&reg(1)).await.unwrap(), epoch);
+        // Another live session holding the id is.
+        let other = KafkaZkClient::from_backend(Arc::new(mem.new_session()));
+        assert!(matches!(
+            other.register_broker(&reg(1)).await,
+            Err(Error::BrokerIdAlreadyRegistered(1))
+        ));
+        let all = zk.get_all_brokers().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].broker_epoch, epoch);
+    }
+
+    #[tokio::test]
+    async fn election_bumps_epoch_and_second_contender_loses() {
+        let mem = MemoryZk::new();
+        let a = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        let b = KafkaZkClient::from_backend(Arc::new(mem.new_session()));
+        let won = a.register_controller_and_increment_epoch(1).await.unwrap();
+        assert_eq!(
+            won,
+            ElectionResult::Won {
+                epoch: 1,
+                epoch_zk_version: 1
+            }
+        );
+        assert_eq!(
+            b.register_controller_and_increment_epoch(2).await.unwrap(),
+            ElectionResult::Lost {
+                controller_id: Some(1)
+            }
+        );
+        assert_eq!(a.get_controller_epoch().await.unwrap(), Some((1, 1)));
+    }
+
+    #[tokio::test]
+    async fn cluster_id_is_created_once() {
+        let zk = KafkaZkClient::from_backend(Arc::new(MemoryZk::new()));
+        assert_eq!(zk.get_or_create_cluster_id("abc").await.unwrap(), "abc");
+        assert_eq!(zk.get_or_create_cluster_id("xyz").await.unwrap(), "abc");
+    }
+
+    #[tokio::test]
+    async fn stale_epoch_zk_version_write_fails_with_controller_moved() {
+        let mem = MemoryZk::new();
+        let old = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        let ElectionResult::Won {
+            epoch_zk_version: old_v,
+            ..
+        } = old
+            .register_controller_and_increment_epoch(1)
+            .await
+            .unwrap()
+        else {
+            panic!("first contender must win")
+        };
+        // The old controller's session expires; another broker wins epoch 2.
+        mem.expire_session();
+        let new = KafkaZkClient::from_backend(Arc::new(mem.new_session()));
+        assert!(matches!(
+            new.register_controller_and_increment_epoch(2)
+                .await
+                .unwrap(),
+            ElectionResult::Won { epoch: 2, .. }
+        ));
+        let tp = TopicPartition::new("t", 0);
+        let state = LeaderIsrAndControllerEpoch {
+            leader_and_isr: LeaderAndIsr {
+                leader: 1,
+                leader_epoch: 0,
+                isr: vec![1],
+                leader_recovery_state: 0,
+                partition_epoch: 0,
+            },
+            controller_epoch: 1,
+        };
+        let r = old
+            .create_partition_states(&[(tp.clone(), state)], old_v)
+            .await;
+        assert!(matches!(r, Err(Error::ControllerMoved)));
+        assert!(old.get_partition_states(&[tp]).await.unwrap().is_empty());
+    }
+}

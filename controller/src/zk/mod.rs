@@ -1,0 +1,6 @@
+//! ZooKeeper: the data model ([`data`]), the typed client ([`client`]) and the raw operations
+//! behind a trait ([`backend`]).
+
+pub mod backend;
+pub mod client;
+pub mod data;
