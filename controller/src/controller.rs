@@ -110,6 +110,37 @@ impl KafkaController {
         self.broker_epoch
     }
 
+    /// Refreshes the gauges the handle reports (Kafka's `updateMetrics`).
+    pub fn update_metrics(&self) {
+        let (offline, global, imbalance) = if self.is_active() {
+            let mut offline = 0;
+            let mut imbalance = 0;
+            let mut global = 0;
+            for (tp, state) in &self.ctx.partition_states {
+                if self.ctx.is_topic_queued_for_deletion(&tp.topic) {
+                    continue;
+                }
+                global += 1;
+                if *state != PartitionState::Online {
+                    offline += 1;
+                }
+                let preferred = self.ctx.replicas(tp).first().copied();
+                let leader = self.ctx.leadership.get(tp).map(|l| l.leader_and_isr.leader);
+                if leader.is_some() && leader != preferred {
+                    imbalance += 1;
+                }
+            }
+            (offline, global, imbalance)
+        } else {
+            (0, 0, 0)
+        };
+        let sh = &self.shared;
+        sh.offline_partitions_count.store(offline, Ordering::SeqCst);
+        sh.global_partition_count.store(global, Ordering::SeqCst);
+        sh.preferred_replica_imbalance_count
+            .store(imbalance, Ordering::SeqCst);
+    }
+
     pub(crate) fn shared(&self) -> &SharedState {
         &self.shared
     }

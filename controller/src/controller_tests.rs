@@ -266,6 +266,14 @@ async fn partition_without_live_isr_goes_offline_and_recovers_when_broker_return
     let s = h.state("t", 0).await;
     assert_eq!(s.leader_and_isr.leader, -1);
     assert_eq!(s.leader_and_isr.isr, vec![1]);
+    node.controller.update_metrics();
+    let shared = node.controller.shared();
+    assert_eq!(
+        shared
+            .offline_partitions_count
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     assert_eq!(
         node.controller
             .context()

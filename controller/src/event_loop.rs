@@ -30,6 +30,11 @@ pub struct SharedState {
     pub active_controller_id: AtomicI32,
     /// This broker's current epoch (czxid of its registration), -1 until known.
     pub broker_epoch: AtomicI64,
+    /// Metrics of the active controller (0 when not active), refreshed after every event:
+    /// Kafka's OfflinePartitionsCount, GlobalPartitionCount, PreferredReplicaImbalanceCount.
+    pub offline_partitions_count: AtomicI64,
+    pub global_partition_count: AtomicI64,
+    pub preferred_replica_imbalance_count: AtomicI64,
     /// Set by `ControllerHandle::expire`: events queued before `Expire` are answered with
     /// NotController instead of processed (Kafka's `clearAndPut`).
     pub expiring: AtomicBool,
@@ -42,9 +47,21 @@ impl Default for SharedState {
             controller_epoch: AtomicI32::new(-1),
             active_controller_id: AtomicI32::new(-1),
             broker_epoch: AtomicI64::new(-1),
+            offline_partitions_count: AtomicI64::new(0),
+            global_partition_count: AtomicI64::new(0),
+            preferred_replica_imbalance_count: AtomicI64::new(0),
             expiring: AtomicBool::new(false),
         }
     }
+}
+
+/// A snapshot of the controller's gauges (Kafka's `KafkaController` metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ControllerMetrics {
+    pub active_controller_count: i64,
+    pub offline_partitions_count: i64,
+    pub global_partition_count: i64,
+    pub preferred_replica_imbalance_count: i64,
 }
 
 /// The broker's handle on its `KafkaController` (an event sender plus shared read-only flags).
@@ -97,6 +114,20 @@ impl ControllerHandle {
         });
         rx.await
             .unwrap_or_else(|_| Err("controller event loop stopped".into()))
+    }
+
+    /// Kafka's controller metrics as (ActiveControllerCount, OfflinePartitionsCount,
+    /// GlobalPartitionCount, PreferredReplicaImbalanceCount); zeros when not active.
+    pub fn metrics(&self) -> ControllerMetrics {
+        let sh = &self.shared;
+        ControllerMetrics {
+            active_controller_count: i64::from(self.is_active()),
+            offline_partitions_count: sh.offline_partitions_count.load(Ordering::SeqCst),
+            global_partition_count: sh.global_partition_count.load(Ordering::SeqCst),
+            preferred_replica_imbalance_count: sh
+                .preferred_replica_imbalance_count
+                .load(Ordering::SeqCst),
+        }
     }
 
     /// True once the event loop has stopped.
@@ -183,6 +214,7 @@ impl ControllerEventManager {
                 controller_epoch = controller.context().epoch
             );
             controller.process(event).instrument(span).await;
+            controller.update_metrics();
             if stop {
                 break;
             }

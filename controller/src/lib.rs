@@ -75,7 +75,7 @@ pub mod zk;
 
 pub use error::{Error, Result};
 pub use event::{ControlledShutdownError, ControlledShutdownReply, ControllerEvent};
-pub use event_loop::ControllerHandle;
+pub use event_loop::{ControllerHandle, ControllerMetrics};
 
 /// What the controller needs from the broker's config.
 #[derive(Debug, Clone)]
