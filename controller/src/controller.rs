@@ -207,6 +207,21 @@ impl KafkaController {
                 let _ = reply.send(answer);
                 outcome
             }
+            ControllerEvent::AlterPartition(req) => {
+                let req = *req;
+                match self.process_alter_partition(&req).await {
+                    Ok(reply) => {
+                        let _ = req.reply.send(reply);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = req
+                            .reply
+                            .send(Err(crate::alter_partition::codes::NOT_CONTROLLER));
+                        Err(e)
+                    }
+                }
+            }
             ControllerEvent::LeaderAndIsrResponseReceived {
                 broker_id,
                 response,

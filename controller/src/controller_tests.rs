@@ -578,3 +578,52 @@ async fn session_expiry_resigns_then_reregisters_and_reelects() {
         new_epoch
     );
 }
+
+/// Kafka: KafkaController.processAlterPartition — a leader shrinks its ISR; a stale leader epoch
+/// is fenced; the accepted change is written with a new partition epoch.
+#[tokio::test]
+async fn alter_partition_shrinks_isr_and_fences_stale_leader_epoch() {
+    use crate::alter_partition::{codes, AlterPartitionItem, AlterPartitionRequest};
+    let h = Harness::new(&[1, 2]).await;
+    h.create_topic("t", &[(0, vec![1, 2])]).await;
+    let mut node = h.start_controller(1).await;
+    let epoch1 = h
+        .zk_of(1)
+        .get_broker(1)
+        .await
+        .unwrap()
+        .unwrap()
+        .broker_epoch;
+    let tp = TopicPartition::new("t", 0);
+    let send = |leader_epoch, partition_epoch| {
+        let (reply, rx) = oneshot::channel();
+        let event = ControllerEvent::AlterPartition(Box::new(AlterPartitionRequest {
+            broker_id: 1,
+            broker_epoch: epoch1,
+            version: 2,
+            items: vec![AlterPartitionItem {
+                tp: tp.clone(),
+                leader_epoch,
+                new_isr: vec![1],
+                leader_recovery_state: 0,
+                partition_epoch,
+            }],
+            reply,
+        }));
+        (event, rx)
+    };
+    let (event, rx) = send(0, 0);
+    node.controller.process(event).await;
+    let result = rx.await.unwrap().unwrap().remove(&tp).unwrap().unwrap();
+    assert_eq!(result.isr, vec![1]);
+    assert_eq!(result.partition_epoch, 1);
+    let s = h.state("t", 0).await;
+    assert_eq!(s.leader_and_isr.isr, vec![1]);
+    assert_eq!(s.leader_and_isr.leader_epoch, 0);
+
+    // A leader epoch older than the controller's is fenced.
+    let (event, rx) = send(-1, 1);
+    node.controller.process(event).await;
+    let r = rx.await.unwrap().unwrap().remove(&tp).unwrap();
+    assert_eq!(r, Err(codes::FENCED_LEADER_EPOCH));
+}

@@ -69,6 +69,8 @@ pub enum ControllerEvent {
         broker_epoch: i64,
         reply: oneshot::Sender<ControlledShutdownReply>,
     },
+    /// A partition leader asks to change its ISR (the AlterPartition API, key 56).
+    AlterPartition(Box<crate::alter_partition::AlterPartitionRequest>),
     /// A broker answered a LeaderAndIsr.
     LeaderAndIsrResponseReceived {
         broker_id: i32,
@@ -100,6 +102,7 @@ impl ControllerEvent {
             ControllerEvent::PartitionModifications { .. } => "PartitionModifications",
             ControllerEvent::TopicDeletion => "TopicDeletion",
             ControllerEvent::ControlledShutdown { .. } => "ControlledShutdown",
+            ControllerEvent::AlterPartition(_) => "AlterPartitionReceived",
             ControllerEvent::LeaderAndIsrResponseReceived { .. } => "LeaderAndIsrResponseReceived",
             ControllerEvent::UpdateMetadataResponseReceived { .. } => {
                 "UpdateMetadataResponseReceived"
@@ -122,6 +125,11 @@ impl ControllerEvent {
             }
             ControllerEvent::Shutdown { done } => {
                 let _ = done.send(());
+            }
+            ControllerEvent::AlterPartition(req) => {
+                let _ = req
+                    .reply
+                    .send(Err(crate::alter_partition::codes::NOT_CONTROLLER));
             }
             _ => {}
         }

@@ -130,6 +130,28 @@ impl ControllerHandle {
         }
     }
 
+    /// Submits an AlterPartition request (the broker's API handler for key 56).
+    pub async fn alter_partition(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        version: i16,
+        items: Vec<crate::alter_partition::AlterPartitionItem>,
+    ) -> crate::alter_partition::AlterPartitionReply {
+        let (reply, rx) = oneshot::channel();
+        self.put(ControllerEvent::AlterPartition(Box::new(
+            crate::alter_partition::AlterPartitionRequest {
+                broker_id,
+                broker_epoch,
+                version,
+                items,
+                reply,
+            },
+        )));
+        rx.await
+            .unwrap_or(Err(crate::alter_partition::codes::NOT_CONTROLLER))
+    }
+
     /// True once the event loop has stopped.
     pub fn is_stopped(&self) -> bool {
         self.events.is_closed()

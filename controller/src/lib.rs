@@ -12,6 +12,7 @@
 //!   the broker's [`ControllerHandle`] (Kafka's `ControllerEventManager`).
 //! - [`controller`]: the event handlers, election and failover (Kafka's `KafkaController`);
 //!   [`topic_deletion`]: Kafka's `TopicDeletionManager`.
+//! - [`alter_partition`]: ISR changes requested by leaders (AlterPartition).
 //! - [`context`]: the in-memory cluster view (Kafka's `ControllerContext`).
 //! - [`partition_state`], [`replica_state`]: the two state machines and their transition tables.
 //! - [`election`]: the leader election rules as pure functions.
@@ -61,6 +62,7 @@ use std::time::Duration;
 pub use kafka_protocol::messages::BrokerId;
 
 pub mod admin;
+pub mod alter_partition;
 pub mod channel;
 pub mod context;
 pub mod controller;
