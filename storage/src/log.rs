@@ -349,10 +349,14 @@ impl Log {
         let first = headers.first().expect("analyze refuses empty input");
         let last = headers.last().expect("analyze refuses empty input");
         let now = now_ms();
-        if self
-            .active()
-            .should_roll(&self.config, records.len() as u64, last.last_offset(), now)
-        {
+        let max_ts = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
+        if self.active().should_roll(
+            &self.config,
+            records.len() as u64,
+            last.last_offset(),
+            max_ts,
+            now,
+        ) {
             self.roll(first.base_offset, now)?;
         }
         self.active_mut().append(records, headers)?;

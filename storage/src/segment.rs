@@ -209,20 +209,22 @@ impl LogSegment {
         &self.log_path
     }
 
-    /// Kafka's `shouldRoll`: would appending `size` bytes with offsets up to `last_offset`
-    /// need a new segment?
+    /// Kafka's `shouldRoll`: would appending `size` bytes with offsets up to `last_offset` and
+    /// largest timestamp `max_timestamp` need a new segment? Time is measured as Kafka's
+    /// `timeWaitedForRoll`: the new timestamp minus the first batch's, or wall clock minus the
+    /// creation time when the segment has no timestamps.
     pub fn should_roll(
         &self,
         config: &LogConfig,
         size: u64,
         last_offset: i64,
+        max_timestamp: i64,
         now_ms: i64,
     ) -> bool {
-        let since = now_ms
-            - self
-                .rolling_based_timestamp
-                .filter(|&t| t > 0)
-                .unwrap_or(self.created_ms);
+        let since = match self.rolling_based_timestamp {
+            Some(t) if t >= 0 => max_timestamp - t,
+            _ => now_ms - self.created_ms,
+        };
         (self.size > 0 && self.size + size > config.segment_bytes)
             || (self.size > 0 && since >= config.segment_ms)
             || self.offset_index.is_full()
