@@ -81,6 +81,8 @@ pub struct Log {
     epoch_cache: LeaderEpochFileCache,
     /// Wall clock of the last flush (for `flush.ms`).
     last_flush_ms: i64,
+    /// Segment files were created since the last flush: the folder needs an fsync too.
+    dir_dirty: bool,
 }
 
 impl Log {
@@ -168,6 +170,7 @@ impl Log {
             recovery_point,
             epoch_cache,
             last_flush_ms: now,
+            dir_dirty: true,
         };
         if log.segments.is_empty() {
             let base = log.log_start_offset;
@@ -395,6 +398,7 @@ impl Log {
         }
         let seg = LogSegment::create(&self.dir, base_offset, &self.config, now)?;
         self.segments.insert(base_offset, seg);
+        self.dir_dirty = true;
         info!(topic = %self.topic, partition = self.partition, base_offset, "rolled new log segment");
         Ok(())
     }
@@ -513,11 +517,19 @@ impl Log {
             .range(..=rp)
             .next_back()
             .map_or(i64::MIN, |(b, _)| *b);
-        for (_, seg) in self.segments.range(floor..) {
-            seg.flush()?;
+        let active = self.active().base_offset;
+        for (&base, seg) in self.segments.range(floor..) {
+            if base == active {
+                seg.flush_log()?;
+            } else {
+                seg.flush()?;
+            }
         }
         // New segment files must survive a crash too: their directory entries are in the folder.
-        crate::checkpoint::fsync_dir(&self.dir)?;
+        if self.dir_dirty {
+            crate::checkpoint::fsync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
         self.recovery_point = self.log_end_offset;
         self.last_flush_ms = now_ms();
         debug!(topic = %self.topic, partition = self.partition, offset = self.recovery_point, "flushed log");
@@ -567,6 +579,7 @@ impl Log {
         }
         let seg = LogSegment::create(&self.dir, offset, &self.config, now_ms())?;
         self.segments.insert(offset, seg);
+        self.dir_dirty = true;
         self.log_start_offset = offset;
         self.log_end_offset = offset;
         self.recovery_point = offset;
@@ -670,7 +683,7 @@ impl Log {
     /// Flushes and trims index files; the log can be reopened cleanly.
     pub fn close(mut self) -> Result<()> {
         self.flush()?;
-        self.active_mut().on_become_inactive()?;
+        self.trim_indexes()?;
         info!(topic = %self.topic, partition = self.partition, log_end_offset = self.log_end_offset, "closed log");
         Ok(())
     }
@@ -738,6 +751,7 @@ fn pseudo_uuid() -> String {
 impl Log {
     /// Trims the active segment's preallocated index files to their entries (clean shutdown).
     pub fn trim_indexes(&mut self) -> Result<()> {
-        self.active_mut().on_become_inactive()
+        self.active_mut().on_become_inactive()?;
+        self.active().flush()
     }
 }
