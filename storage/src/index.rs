@@ -48,7 +48,7 @@ impl OffsetIndex {
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, 0).ctx(path)?;
         let mut entries = Vec::with_capacity(len / ENTRY_SIZE);
-        let mut sane = len % ENTRY_SIZE == 0;
+        let mut sane = len.is_multiple_of(ENTRY_SIZE);
         for e in buf.chunks_exact(ENTRY_SIZE) {
             let rel = u32::from_be_bytes(e[0..4].try_into().expect("4 bytes"));
             let pos = u32::from_be_bytes(e[4..8].try_into().expect("4 bytes"));

@@ -138,7 +138,7 @@ impl Log {
             let base = bases[i];
             let (mut seg, sane) = LogSegment::open(dir, base, &config, now)?;
             let next_base = bases.get(i + 1).copied();
-            let unflushed = next_base.map_or(true, |n| n > recovery_point);
+            let unflushed = next_base.is_none_or(|n| n > recovery_point);
             if !sane || (!had_clean_shutdown && unflushed) {
                 let cut = seg.recover(config.max_message_bytes)?;
                 recovered_any = true;
@@ -314,7 +314,7 @@ impl Log {
         if self
             .epoch_cache
             .latest_epoch()
-            .map_or(true, |e| leader_epoch > e)
+            .is_none_or(|e| leader_epoch > e)
             && leader_epoch >= 0
         {
             self.epoch_cache.assign(leader_epoch, self.log_end_offset)?;
@@ -340,7 +340,7 @@ impl Log {
         let headers: Vec<BatchHeader> = batches.iter().map(|b| b.header).collect();
         for h in &headers {
             let e = h.partition_leader_epoch;
-            if e >= 0 && self.epoch_cache.latest_epoch().map_or(true, |l| e > l) {
+            if e >= 0 && self.epoch_cache.latest_epoch().is_none_or(|l| e > l) {
                 self.epoch_cache.assign(e, h.base_offset)?;
             }
         }

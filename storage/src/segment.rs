@@ -225,8 +225,7 @@ impl LogSegment {
             Some(t) if t >= 0 => max_timestamp - t,
             _ => now_ms - self.created_ms,
         };
-        (self.size > 0 && self.size + size > config.segment_bytes)
-            || (self.size > 0 && since >= config.segment_ms)
+        (self.size > 0 && (self.size + size > config.segment_bytes || since >= config.segment_ms))
             || self.offset_index.is_full()
             || self.time_index.is_full()
             || last_offset - self.base_offset > i32::MAX as i64

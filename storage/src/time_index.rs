@@ -39,7 +39,7 @@ impl TimeIndex {
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, 0).ctx(path)?;
         let mut entries: Vec<(i64, u32)> = Vec::with_capacity(len / ENTRY_SIZE);
-        let mut sane = len % ENTRY_SIZE == 0;
+        let mut sane = len.is_multiple_of(ENTRY_SIZE);
         for e in buf.chunks_exact(ENTRY_SIZE) {
             let ts = i64::from_be_bytes(e[0..8].try_into().expect("8 bytes"));
             let rel = u32::from_be_bytes(e[8..12].try_into().expect("4 bytes"));

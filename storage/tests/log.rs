@@ -232,7 +232,7 @@ fn segments_roll_on_segment_bytes_and_reads_cross_segments() {
     let first_index = std::fs::metadata(dir.join(format!("{:020}.index", bases[0])))
         .unwrap()
         .len();
-    assert!(first_index < 4096 && first_index % 8 == 0);
+    assert!(first_index < 4096 && first_index.is_multiple_of(8));
     let active_index = std::fs::metadata(dir.join(format!("{:020}.index", bases.last().unwrap())))
         .unwrap()
         .len();
@@ -397,7 +397,7 @@ fn delete_records_moves_log_start_offset_and_retention_drops_segments_below_it()
     log.maybe_increment_log_start_offset(9, 20).unwrap();
     assert_eq!(log.log_start_offset(), 9);
     assert!(log.read(8, 100, None, false).is_err());
-    assert!(log.read(9, 100, None, true).unwrap().records.len() > 0);
+    assert!(!log.read(9, 100, None, true).unwrap().records.is_empty());
     assert!(log.delete_old_segments(20).unwrap() > 0);
     assert!(log.segment_base_offsets()[0] <= 9);
     assert_eq!(log.log_start_offset(), 9);
