@@ -72,28 +72,21 @@ fn fio(dir: &Path, args: &[&str]) -> Option<f64> {
 fn fio_reference() {
     let d = bench_dir();
     println!("fio reference (MB/s), dir {}:", d.path().display());
-    for (bs, fsync) in [("1k", "1024"), ("16k", "64")] {
-        let w = fio(
-            d.path(),
-            &[
-                "--rw=write",
-                &format!("--bs={bs}"),
-                "--size=512m",
-                "--end_fsync=0",
-            ],
-        );
-        let _ = std::fs::remove_file(d.path().join("ref.0.0"));
-        let wf = fio(
-            d.path(),
-            &[
-                "--rw=write",
-                &format!("--bs={bs}"),
-                "--size=256m",
-                &format!("--fsync={fsync}"),
-            ],
-        );
-        let _ = std::fs::remove_file(d.path().join("ref.0.0"));
-        println!("  fio write bs={bs} buffered: {w:?}   with fsync every 1 MiB: {wf:?}");
+    // fallocate=none: the file grows with each write, as a log segment does (Kafka's
+    // log.preallocate is false); fio's default (native) preallocates the whole file first.
+    for fallocate in ["none", "native"] {
+        for (bs, fsync) in [("1k", "1024"), ("16k", "64")] {
+            let fa = format!("--fallocate={fallocate}");
+            let bs_arg = format!("--bs={bs}");
+            let w = fio(d.path(), &["--rw=write", &bs_arg, "--size=512m", &fa]);
+            let _ = std::fs::remove_file(d.path().join("ref.0.0"));
+            let fs = format!("--fsync={fsync}");
+            let wf = fio(d.path(), &["--rw=write", &bs_arg, "--size=256m", &fa, &fs]);
+            let _ = std::fs::remove_file(d.path().join("ref.0.0"));
+            println!(
+                "  fio write bs={bs} fallocate={fallocate}: buffered {w:?}, fsync every 1 MiB {wf:?}"
+            );
+        }
     }
     // Lay the file out, then read it while it is in the page cache.
     fio(d.path(), &["--rw=write", "--bs=1m", "--size=256m"]);

@@ -564,6 +564,10 @@ impl Log {
         active.truncate_to(offset)?;
         active.on_become_active()?;
         self.log_end_offset = self.active().next_offset;
+        if self.log_end_offset < self.log_start_offset {
+            // The batch holding the log start offset went: nothing readable is left.
+            return self.truncate_fully_and_start_at(offset);
+        }
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
         self.epoch_cache.truncate_from_end(self.log_end_offset)?;
         info!(topic = %self.topic, partition = self.partition, offset, log_end_offset = self.log_end_offset,

@@ -78,11 +78,20 @@ proptest! {
                     leo += count as i64;
                 }
                 Op::Truncate { back } => {
-                    let target = (leo - back).max(log.log_start_offset());
+                    let lso = log.log_start_offset();
+                    let target = (leo - back).max(lso);
                     log.truncate_to(target).unwrap();
-                    model.retain(|&(_, last)| last < target);
-                    leo = model.last().map_or(target.min(leo), |&(_, l)| l + 1);
-                    if model.is_empty() { leo = log.log_end_offset(); }
+                    if target < leo {
+                        // Whole batches go: the one holding `target` too.
+                        let first_cut = model.iter().find(|b| b.1 >= target).map_or(target, |b| b.0);
+                        model.retain(|&(_, last)| last < target);
+                        leo = first_cut;
+                        if leo < lso {
+                            // Nothing readable is left: the log starts over at the target.
+                            model.clear();
+                            leo = target;
+                        }
+                    }
                 }
                 Op::DeleteRecords { forward } => {
                     let target = (log.log_start_offset() + forward).min(leo);
