@@ -1,0 +1,558 @@
+//! The v2 record batch (magic 2): header layout, validation, CRC-32C and in-place rewrites.
+//!
+//! Kafka class mirrored: `org.apache.kafka.common.record.DefaultRecordBatch` (header) and the
+//! batch checks of `LogValidator`. A batch is stored on disk exactly as it travels on the wire:
+//!
+//! ```text
+//! 0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 = 2
+//! 17 crc u32 (CRC-32C of bytes 21..end) | 21 attributes i16 | 23 lastOffsetDelta i32
+//! 27 baseTimestamp i64 | 35 maxTimestamp i64 | 43 producerId i64 | 51 producerEpoch i16
+//! 53 baseSequence i32 | 57 recordCount i32 | 61 records...
+//! ```
+//!
+//! Invariant: the leader may rewrite `baseOffset` and `partitionLeaderEpoch` without touching the
+//! CRC, because neither is covered by it; stamping LogAppendTime changes covered bytes
+//! (attributes, maxTimestamp), so only then is the CRC recomputed.
+//!
+//! Simplification: for compressed batches (gzip, snappy, lz4, zstd) we check the header only
+//! (sizes, magic, CRC, count against lastOffsetDelta, timestamps); the records are not
+//! decompressed. Uncompressed batches also have every record's framing and offset delta checked.
+
+use crate::error::{Error, Result};
+
+pub const BASE_OFFSET: usize = 0;
+pub const LENGTH_OFFSET: usize = 8;
+pub const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+pub const MAGIC_OFFSET: usize = 16;
+pub const CRC_OFFSET: usize = 17;
+pub const ATTRIBUTES_OFFSET: usize = 21;
+pub const LAST_OFFSET_DELTA_OFFSET: usize = 23;
+pub const BASE_TIMESTAMP_OFFSET: usize = 27;
+pub const MAX_TIMESTAMP_OFFSET: usize = 35;
+pub const PRODUCER_ID_OFFSET: usize = 43;
+pub const RECORDS_COUNT_OFFSET: usize = 57;
+/// Size of the batch header; records start here.
+pub const RECORD_BATCH_OVERHEAD: usize = 61;
+/// Bytes before and including batchLength (baseOffset + batchLength).
+pub const LOG_OVERHEAD: usize = 12;
+
+pub const COMPRESSION_CODEC_MASK: i16 = 0x07;
+pub const TIMESTAMP_TYPE_MASK: i16 = 0x08;
+pub const TRANSACTIONAL_FLAG_MASK: i16 = 0x10;
+pub const CONTROL_FLAG_MASK: i16 = 0x20;
+
+/// No leader epoch (`RecordBatch.NO_PARTITION_LEADER_EPOCH`).
+pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
+/// No timestamp (`RecordBatch.NO_TIMESTAMP`).
+pub const NO_TIMESTAMP: i64 = -1;
+
+pub(crate) fn get_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+pub(crate) fn get_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+pub(crate) fn get_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The header fields of one batch, read from its first 61 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Bytes after the batchLength field.
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Reads a header from `b` (at least 61 bytes).
+    pub fn parse(b: &[u8]) -> BatchHeader {
+        BatchHeader {
+            base_offset: get_i64(b, BASE_OFFSET),
+            batch_length: get_i32(b, LENGTH_OFFSET),
+            partition_leader_epoch: get_i32(b, PARTITION_LEADER_EPOCH_OFFSET),
+            magic: b[MAGIC_OFFSET] as i8,
+            crc: u32::from_be_bytes(b[CRC_OFFSET..CRC_OFFSET + 4].try_into().expect("4 bytes")),
+            attributes: get_i16(b, ATTRIBUTES_OFFSET),
+            last_offset_delta: get_i32(b, LAST_OFFSET_DELTA_OFFSET),
+            base_timestamp: get_i64(b, BASE_TIMESTAMP_OFFSET),
+            max_timestamp: get_i64(b, MAX_TIMESTAMP_OFFSET),
+            producer_id: get_i64(b, PRODUCER_ID_OFFSET),
+            record_count: get_i32(b, RECORDS_COUNT_OFFSET),
+        }
+    }
+    /// Total size on disk (batchLength + 12).
+    pub fn size(&self) -> usize {
+        self.batch_length as usize + LOG_OVERHEAD
+    }
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+    pub fn compression(&self) -> i16 {
+        self.attributes & COMPRESSION_CODEC_MASK
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG_MASK != 0
+    }
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_MASK != 0
+    }
+}
+
+/// CRC-32C of a batch: over attributes..end.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Where a batch sits inside a buffer, with its header.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPos {
+    pub position: usize,
+    pub header: BatchHeader,
+}
+
+/// Outcome of scanning the front of a buffer for one batch, used by recovery and reads.
+#[derive(Debug)]
+pub enum Scan {
+    /// A whole batch is present (header fields sane; CRC not checked).
+    Batch(BatchHeader),
+    /// Not enough bytes for the header or the batch (a torn tail, or a short read).
+    Incomplete,
+    /// The length field or magic cannot be right.
+    Corrupt(String),
+}
+
+/// Looks at the batch starting at `b[0]`: is it whole, and are its framing fields sane?
+pub fn scan(b: &[u8]) -> Scan {
+    if b.len() < LOG_OVERHEAD + 5 {
+        return Scan::Incomplete;
+    }
+    let len = get_i32(b, LENGTH_OFFSET);
+    if len < (RECORD_BATCH_OVERHEAD - LOG_OVERHEAD) as i32 {
+        return Scan::Corrupt(format!("batch length {len} smaller than the header"));
+    }
+    if b[MAGIC_OFFSET] != 2 {
+        return Scan::Corrupt(format!("unsupported magic {}", b[MAGIC_OFFSET] as i8));
+    }
+    let size = len as usize + LOG_OVERHEAD;
+    if b.len() < size {
+        return Scan::Incomplete;
+    }
+    Scan::Batch(BatchHeader::parse(b))
+}
+
+/// Checks one whole batch `b` (exactly one batch): CRC, counts, offsets deltas, timestamps and,
+/// for uncompressed batches, every record's framing.
+///
+/// `from_client` applies the leader's checks on producer input (Kafka's `LogValidator`): the
+/// record count must equal lastOffsetDelta + 1 and inner offsets must be 0, 1, 2... Batches from
+/// a leader or read back from disk may have been compacted (gaps inside), so for them the count
+/// must only fit in the offset range and deltas must increase.
+pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
+    validate(b, true)
+}
+
+/// [`validate_batch`] with the leader's strict checks switched off (followers, recovery).
+pub fn validate_stored_batch(b: &[u8]) -> Result<BatchHeader> {
+    validate(b, false)
+}
+
+fn validate(b: &[u8], from_client: bool) -> Result<BatchHeader> {
+    let h = BatchHeader::parse(b);
+    let corrupt = |reason: String| Error::CorruptBatch {
+        offset: h.base_offset,
+        reason,
+    };
+    let crc = compute_crc(b);
+    if crc != h.crc {
+        return Err(corrupt(format!(
+            "CRC-32C mismatch: stored {:#010x}, computed {crc:#010x}",
+            h.crc
+        )));
+    }
+    if from_client && h.record_count <= 0 {
+        // Kafka: a batch must hold records (LogValidator: "Record batch has no records").
+        return Err(Error::InvalidRecord(format!(
+            "batch at offset {} has record count {}",
+            h.base_offset, h.record_count
+        )));
+    }
+    let count_ok = if from_client {
+        h.record_count == h.last_offset_delta.saturating_add(1)
+    } else {
+        h.record_count >= 0 && h.record_count <= h.last_offset_delta.saturating_add(1)
+    };
+    if h.last_offset_delta < 0 || !count_ok {
+        // Kafka: LogValidator.validateBatch, count from offsets must equal the record count.
+        return Err(Error::InvalidRecord(format!(
+            "record count {} does not match lastOffsetDelta {}",
+            h.record_count, h.last_offset_delta
+        )));
+    }
+    if h.max_timestamp < NO_TIMESTAMP || h.base_timestamp < NO_TIMESTAMP {
+        return Err(Error::InvalidTimestamp(format!(
+            "negative timestamp in batch at offset {}",
+            h.base_offset
+        )));
+    }
+    if h.compression() > 4 {
+        return Err(Error::InvalidRecord(format!(
+            "unknown compression codec {}",
+            h.compression()
+        )));
+    }
+    if h.compression() == 0 {
+        validate_records(&b[RECORD_BATCH_OVERHEAD..], &h, from_client)?;
+    }
+    Ok(h)
+}
+
+/// Decodes a zigzag varint (as `ByteUtils.readVarint`), returning (value, bytes used).
+pub fn read_varint(b: &[u8]) -> Option<(i32, usize)> {
+    let (v, n) = read_varlong(b)?;
+    if n > 5 {
+        return None;
+    }
+    Some((v as i32, n))
+}
+
+/// Decodes a zigzag varlong, returning (value, bytes used).
+pub fn read_varlong(b: &[u8]) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        raw |= ((byte & 0x7f) as u64) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+/// Encodes a zigzag varint into `out`.
+pub fn write_varint(v: i32, out: &mut Vec<u8>) {
+    write_varlong(v as i64, out)
+}
+
+/// Encodes a zigzag varlong into `out`.
+pub fn write_varlong(v: i64, out: &mut Vec<u8>) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// One record of an uncompressed batch, borrowed from the batch bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The whole record including its length prefix.
+    pub raw: &'a [u8],
+}
+
+fn bad(h: &BatchHeader, what: &str) -> Error {
+    Error::CorruptBatch {
+        offset: h.base_offset,
+        reason: format!("record framing: {what}"),
+    }
+}
+
+/// Splits the records area of an uncompressed batch into records.
+pub fn records<'a>(area: &'a [u8], h: &BatchHeader) -> Result<Vec<RecordRef<'a>>> {
+    let mut out = Vec::with_capacity(h.record_count.max(0) as usize);
+    let mut at = 0usize;
+    while at < area.len() {
+        let (len, n) = read_varint(&area[at..]).ok_or_else(|| bad(h, "length varint"))?;
+        if len < 1 || at + n + len as usize > area.len() {
+            return Err(bad(h, "record length past the batch"));
+        }
+        let raw = &area[at..at + n + len as usize];
+        let body = &raw[n..];
+        let mut p = 1; // attributes
+        let (ts, k) = read_varlong(&body[p..]).ok_or_else(|| bad(h, "timestamp delta"))?;
+        p += k;
+        let (od, k) =
+            read_varint(body.get(p..).unwrap_or(&[])).ok_or_else(|| bad(h, "offset delta"))?;
+        p += k;
+        let field = |p: &mut usize| -> Result<Option<&'a [u8]>> {
+            let (l, k) =
+                read_varint(body.get(*p..).unwrap_or(&[])).ok_or_else(|| bad(h, "field length"))?;
+            *p += k;
+            if l < 0 {
+                return Ok(None);
+            }
+            let end = *p + l as usize;
+            let s = body
+                .get(*p..end)
+                .ok_or_else(|| bad(h, "field past the record"))?;
+            *p = end;
+            Ok(Some(s))
+        };
+        let key = field(&mut p)?;
+        let value = field(&mut p)?;
+        out.push(RecordRef {
+            offset_delta: od,
+            timestamp_delta: ts,
+            key,
+            value,
+            raw,
+        });
+        at += n + len as usize;
+    }
+    Ok(out)
+}
+
+fn validate_records(area: &[u8], h: &BatchHeader, from_client: bool) -> Result<()> {
+    let recs = records(area, h)?;
+    if recs.len() != h.record_count as usize {
+        return Err(Error::InvalidRecord(format!(
+            "batch at offset {} declares {} records but holds {}",
+            h.base_offset,
+            h.record_count,
+            recs.len()
+        )));
+    }
+    let mut prev = -1;
+    for (i, r) in recs.iter().enumerate() {
+        // Kafka: LogValidator checks that inner offsets are 0, 1, 2 ... (INVALID_RECORD).
+        let ok = if from_client {
+            r.offset_delta == i as i32
+        } else {
+            r.offset_delta > prev && r.offset_delta <= h.last_offset_delta
+        };
+        prev = r.offset_delta;
+        if !ok {
+            return Err(Error::InvalidRecord(format!(
+                "record {i} of batch at offset {} has offset delta {}",
+                h.base_offset, r.offset_delta
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Splits `bytes` into whole batches, checking framing only. Errors if anything is left over.
+pub fn split_batches(bytes: &[u8]) -> Result<Vec<BatchPos>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match scan(&bytes[at..]) {
+            Scan::Batch(header) => {
+                out.push(BatchPos {
+                    position: at,
+                    header,
+                });
+                at += header.size();
+            }
+            Scan::Incomplete => {
+                return Err(Error::CorruptBatch {
+                    offset: -1,
+                    reason: format!("truncated batch at byte {at} of {}", bytes.len()),
+                })
+            }
+            Scan::Corrupt(reason) => return Err(Error::CorruptBatch { offset: -1, reason }),
+        }
+    }
+    Ok(out)
+}
+
+/// Sets baseOffset and partitionLeaderEpoch of the batch at `b[0]` (not CRC-covered).
+pub fn set_offset_and_epoch(b: &mut [u8], base_offset: i64, epoch: i32) {
+    b[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    b[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// Stamps LogAppendTime: timestamp-type bit and maxTimestamp, then the CRC (covered bytes changed).
+pub fn set_log_append_time(b: &mut [u8], now_ms: i64) {
+    let attrs = get_i16(b, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_MASK;
+    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attrs.to_be_bytes());
+    b[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = compute_crc(b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A record to put in a batch built by [`build_batch`].
+#[derive(Debug, Clone)]
+pub struct NewRecord<'a> {
+    pub offset_delta: i32,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Builds an uncompressed v2 batch (used by tests, benchmarks and the cleaner).
+pub fn build_batch(base_offset: i64, epoch: i32, records: &[NewRecord<'_>]) -> Vec<u8> {
+    build_batch_with(base_offset, epoch, records, -1, -1, -1, 0)
+}
+
+/// Builds an uncompressed v2 batch with producer fields and attributes.
+#[allow(clippy::too_many_arguments)]
+pub fn build_batch_with(
+    base_offset: i64,
+    epoch: i32,
+    records: &[NewRecord<'_>],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    attributes: i16,
+) -> Vec<u8> {
+    let base_ts = records.first().map(|r| r.timestamp).unwrap_or(NO_TIMESTAMP);
+    let max_ts = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(NO_TIMESTAMP);
+    let last_delta = records.last().map(|r| r.offset_delta).unwrap_or(0);
+    let mut b = Vec::with_capacity(
+        RECORD_BATCH_OVERHEAD
+            + records
+                .iter()
+                .map(|r| 20 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len))
+                .sum::<usize>(),
+    );
+    b.extend_from_slice(&base_offset.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // length, fixed below
+    b.extend_from_slice(&epoch.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, fixed below
+    b.extend_from_slice(&attributes.to_be_bytes());
+    b.extend_from_slice(&last_delta.to_be_bytes());
+    b.extend_from_slice(&base_ts.to_be_bytes());
+    b.extend_from_slice(&max_ts.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&base_sequence.to_be_bytes());
+    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    let mut body = Vec::new();
+    for r in records {
+        body.clear();
+        body.push(0); // record attributes
+        write_varlong(r.timestamp - base_ts, &mut body);
+        write_varint(r.offset_delta, &mut body);
+        for f in [r.key, r.value] {
+            match f {
+                Some(s) => {
+                    write_varint(s.len() as i32, &mut body);
+                    body.extend_from_slice(s);
+                }
+                None => write_varint(-1, &mut body),
+            }
+        }
+        write_varint(0, &mut body); // headers
+        write_varint(body.len() as i32, &mut b);
+        b.extend_from_slice(&body);
+    }
+    let len = (b.len() - LOG_OVERHEAD) as i32;
+    b[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&len.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A batch of `count` records with `value_len`-byte values (tests and benchmarks).
+pub fn simple_batch(base_offset: i64, count: i32, value_len: usize, timestamp: i64) -> Vec<u8> {
+    let value = vec![b'x'; value_len];
+    let recs: Vec<NewRecord> = (0..count)
+        .map(|i| NewRecord {
+            offset_delta: i,
+            timestamp,
+            key: None,
+            value: Some(&value),
+        })
+        .collect();
+    build_batch(base_offset, NO_PARTITION_LEADER_EPOCH, &recs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CRC-32C (Castagnoli) of "123456789" is 0xE3069283 (the standard check value).
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn varints_round_trip_with_zigzag() {
+        for v in [
+            0i64,
+            -1,
+            1,
+            63,
+            -64,
+            64,
+            300,
+            i32::MAX as i64,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_varlong(v, &mut out);
+            assert_eq!(read_varlong(&out), Some((v, out.len())));
+        }
+        let mut out = Vec::new();
+        write_varint(-1, &mut out);
+        assert_eq!(out, vec![1]); // zigzag(-1) = 1, as Kafka writes a null key
+    }
+
+    #[test]
+    fn built_batch_validates_and_reports_its_header() {
+        let b = simple_batch(5, 3, 10, 1000);
+        let h = validate_batch(&b).unwrap();
+        assert_eq!(h.base_offset, 5);
+        assert_eq!(h.last_offset(), 7);
+        assert_eq!(h.record_count, 3);
+        assert_eq!(h.max_timestamp, 1000);
+        assert_eq!(h.size(), b.len());
+    }
+
+    #[test]
+    fn flipped_byte_is_a_crc_error_and_offset_rewrite_keeps_crc() {
+        let mut b = simple_batch(0, 2, 4, 7);
+        set_offset_and_epoch(&mut b, 1234, 9);
+        assert!(
+            validate_batch(&b).is_ok(),
+            "baseOffset and epoch are not CRC-covered"
+        );
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        let e = validate_batch(&b).unwrap_err();
+        assert_eq!(e.kafka_error_code(), 2);
+    }
+
+    #[test]
+    fn log_append_time_stamping_recomputes_the_crc() {
+        let mut b = simple_batch(0, 1, 4, 7);
+        set_log_append_time(&mut b, 99);
+        let h = validate_batch(&b).unwrap();
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, 99);
+    }
+
+    #[test]
+    fn count_not_matching_last_offset_delta_is_invalid_record() {
+        let mut b = simple_batch(0, 2, 4, 7);
+        b[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&3i32.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(validate_batch(&b).unwrap_err().kafka_error_code(), 87);
+    }
+}

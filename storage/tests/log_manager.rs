@@ -1,0 +1,121 @@
+//! LogManager: meta.properties checks, the dir lock, clean shutdown and recovery, checkpoints.
+
+use bytes::BytesMut;
+use storage::batch;
+use storage::{LogConfig, LogManager, MetaProperties};
+
+fn meta(id: i32) -> MetaProperties {
+    MetaProperties {
+        broker_id: id,
+        cluster_id: "cluster-a".into(),
+    }
+}
+
+fn append(lm: &LogManager, topic: &str, p: i32, n: usize) {
+    let log = lm
+        .get_or_create_log(topic, p, LogConfig::default())
+        .unwrap();
+    let mut log = log.lock().unwrap();
+    for _ in 0..n {
+        log.append_as_leader(BytesMut::from(&batch::simple_batch(0, 2, 20, 1)[..]), 0)
+            .unwrap();
+    }
+}
+
+// Kafka: BrokerMetadataCheckpoint; a dir of another broker or cluster is refused.
+#[test]
+fn meta_properties_mismatch_names_the_dir_and_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dirs = vec![d.path().join("a")];
+    LogManager::open(&dirs, &meta(1), LogConfig::default())
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    let e = LogManager::open(&dirs, &meta(2), LogConfig::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("broker.id") && e.contains(&dirs[0].display().to_string()),
+        "{e}"
+    );
+    let other = MetaProperties {
+        broker_id: 1,
+        cluster_id: "cluster-b".into(),
+    };
+    let e = LogManager::open(&dirs, &other, LogConfig::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("cluster.id"), "{e}");
+}
+
+#[test]
+fn a_locked_dir_cannot_be_opened_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let dirs = vec![d.path().to_path_buf()];
+    let _lm = LogManager::open(&dirs, &meta(1), LogConfig::default()).unwrap();
+    let e = LogManager::open(&dirs, &meta(1), LogConfig::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains(".lock"), "{e}");
+}
+
+#[test]
+fn logs_survive_clean_and_unclean_restarts_across_dirs() {
+    let d = tempfile::tempdir().unwrap();
+    let dirs = vec![d.path().join("a"), d.path().join("b")];
+    {
+        let lm = LogManager::open(&dirs, &meta(1), LogConfig::default()).unwrap();
+        append(&lm, "orders", 0, 3);
+        append(&lm, "orders", 1, 2);
+        append(&lm, "my-topic", 0, 1);
+        lm.checkpoint_high_watermarks(&[("orders".into(), 0, 4)])
+            .unwrap();
+        lm.shutdown().unwrap();
+    }
+    // Partitions were spread over both dirs.
+    assert!(dirs.iter().all(|d| std::fs::read_dir(d)
+        .unwrap()
+        .any(|e| e.unwrap().path().is_dir())));
+    {
+        let lm = LogManager::open(&dirs, &meta(1), LogConfig::default()).unwrap();
+        assert!(
+            !dirs[0].join(".kafka_cleanshutdown").exists(),
+            "marker removed while running"
+        );
+        let logs = lm.all_logs();
+        let names: Vec<_> = logs.iter().map(|(t, p, _)| format!("{t}-{p}")).collect();
+        assert_eq!(names, vec!["my-topic-0", "orders-0", "orders-1"]);
+        assert_eq!(
+            lm.get_log("orders", 0)
+                .unwrap()
+                .lock()
+                .unwrap()
+                .log_end_offset(),
+            6
+        );
+        assert_eq!(lm.high_watermark_checkpoint("orders", 0), Some(4));
+        append(&lm, "orders", 0, 1);
+        // no shutdown: a crash
+    }
+    let lm = LogManager::open(&dirs, &meta(1), LogConfig::default()).unwrap();
+    assert_eq!(
+        lm.get_log("orders", 0)
+            .unwrap()
+            .lock()
+            .unwrap()
+            .log_end_offset(),
+        8
+    );
+    lm.write_partition_metadata("orders", 0, "AAAAAAAAAAAAAAAAAAAAAA")
+        .unwrap();
+    assert_eq!(
+        lm.read_partition_metadata("orders", 0).unwrap().as_deref(),
+        Some("AAAAAAAAAAAAAAAAAAAAAA")
+    );
+    lm.delete_log("orders", 1).unwrap();
+    assert!(lm.get_log("orders", 1).is_none());
+    assert!(!dirs.iter().any(|d| d.join("orders-1").exists()));
+}
