@@ -1,0 +1,205 @@
+//! The Kafka APIs this broker serves: parsing a frame into a typed request, dispatching it to
+//! the file that implements it, and encoding the answer.
+//!
+//! Kafka class mirrored: `kafka.server.KafkaApis` (one `handleXxx` per API). Each API lives in
+//! its own file; this one only knows which versions we implement ([`SUPPORTED`], which is
+//! exactly what ApiVersions advertises) and how to frame an answer.
+
+pub mod admin;
+pub mod api_versions;
+pub mod configs;
+pub mod control;
+pub mod fetch;
+pub mod groups;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tracing::{debug, warn};
+
+use crate::broker::Broker;
+
+/// (api, min version, max version) implemented here, within Kafka 3.x ZooKeeper-mode ranges.
+/// The group APIs come from [`crate::group::GroupCoordinator::SUPPORTED_APIS`].
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::LeaderAndIsr, 7, 7),
+    (ApiKey::StopReplica, 4, 4),
+    (ApiKey::UpdateMetadata, 8, 8),
+    (ApiKey::ControlledShutdown, 3, 3),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The version range we implement for `key`, if any (group APIs included).
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+        .or_else(|| {
+            crate::group::GroupCoordinator::SUPPORTED_APIS
+                .iter()
+                .find(|(k, _, _)| *k == key as i16)
+                .map(|(_, lo, hi)| (*lo, *hi))
+        })
+}
+
+/// A decoded request.
+pub struct Request {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+pub enum ParseError {
+    /// Answer this and keep the connection (ApiVersions with an unknown version).
+    Respond(BytesMut),
+    /// Close the connection, logging the reason.
+    Close(String),
+}
+
+/// Decodes header and body. Unknown api keys and unsupported versions close the connection,
+/// as Kafka does, except ApiVersions, which is answered with UNSUPPORTED_VERSION (v0 body).
+pub fn parse_request(api_key: i16, version: i16, mut frame: Bytes) -> Result<Request, ParseError> {
+    let key = ApiKey::try_from(api_key)
+        .map_err(|_| ParseError::Close(format!("unknown api key {api_key}")))?;
+    let Some((lo, hi)) = supported_range(key) else {
+        return Err(ParseError::Close(format!(
+            "api {key:?} (key {api_key}) is not supported by this broker"
+        )));
+    };
+    if version < lo || version > hi {
+        if key == ApiKey::ApiVersions {
+            // Kafka reads the correlation id from the v1 header and answers with v0.
+            let correlation_id = if frame.len() >= 8 {
+                i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]])
+            } else {
+                0
+            };
+            let body = api_versions::response(
+                kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
+            );
+            return match encode_response(correlation_id, 0, &ResponseKind::ApiVersions(body)) {
+                Some(b) => Err(ParseError::Respond(b)),
+                None => Err(ParseError::Close("cannot encode ApiVersions".into())),
+            };
+        }
+        return Err(ParseError::Close(format!(
+            "unsupported version {version} of {key:?} (supported {lo}..={hi})"
+        )));
+    }
+    let header =
+        RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(|e| {
+            ParseError::Close(format!("bad request header for {key:?} v{version}: {e}"))
+        })?;
+    let body = RequestKind::decode(key, &mut frame, version)
+        .map_err(|e| ParseError::Close(format!("malformed {key:?} v{version} request: {e}")))?;
+    Ok(Request {
+        api_key: key,
+        version,
+        header,
+        body,
+    })
+}
+
+/// Frames a response: size, header (version from the API), body.
+pub fn encode_response(correlation_id: i32, version: i16, body: &ResponseKind) -> Option<BytesMut> {
+    let header_version = body.header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    if let Err(e) = header.encode(&mut buf, header_version) {
+        warn!(error = %e, "cannot encode response header");
+        return None;
+    }
+    if let Err(e) = body.encode(&mut buf, version) {
+        warn!(error = %e, version, "cannot encode response");
+        return None;
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Some(buf)
+}
+
+/// Runs one request to completion; `None` means no answer (Produce with acks=0).
+pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Option<BytesMut> {
+    let correlation_id = req.header.correlation_id;
+    let version = req.version;
+    let client_id = req
+        .header
+        .client_id
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    debug!(api = ?req.api_key, version, correlation_id, client_id = %client_id, %peer, "request");
+    let resp: ResponseKind = match req.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::response(0)),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(&broker, r, version).await)
+        }
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let resp = produce::handle(&broker, r, version).await;
+            if acks == 0 {
+                return None;
+            }
+            ResponseKind::Produce(resp)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&broker, r, version).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(&broker, r, version))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(list_offsets::offsets_for_leader_epoch(&broker, r))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(&broker, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(&broker, r, version).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(&broker, r, version).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe_configs(&broker, r, version).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(configs::describe_cluster(&broker, r))
+        }
+        RequestKind::LeaderAndIsr(r) => {
+            ResponseKind::LeaderAndIsr(control::leader_and_isr(&broker, r).await)
+        }
+        RequestKind::UpdateMetadata(r) => {
+            ResponseKind::UpdateMetadata(control::update_metadata(&broker, r))
+        }
+        RequestKind::StopReplica(r) => ResponseKind::StopReplica(control::stop_replica(&broker, r)),
+        RequestKind::ControlledShutdown(r) => {
+            ResponseKind::ControlledShutdown(control::controlled_shutdown(&broker, r).await)
+        }
+        other => match groups::handle(&broker, other, version).await {
+            Some(resp) => resp,
+            None => {
+                warn!(api = ?req.api_key, "request type reached dispatch but has no handler");
+                return None;
+            }
+        },
+    };
+    encode_response(correlation_id, version, &resp)
+}

@@ -1,0 +1,27 @@
+//! A Kafka broker in ZooKeeper mode: it registers in ZooKeeper, hosts a controller that
+//! contests `/controller`, keeps partition logs with the `storage` crate and serves stock Kafka
+//! clients.
+//!
+//! # Layout (one file per concept)
+//!
+//! - [`config`]: `server.properties` keys with Kafka's defaults (`KafkaConfig`).
+//! - [`broker`]: start-up in Kafka's order, shared state, clean shutdown (`KafkaServer`).
+//! - [`server`]: accepting connections, framing, in-order answers (`SocketServer`).
+//! - [`api`]: one file per Kafka API (`KafkaApis`); `api::SUPPORTED` is what ApiVersions says.
+//! - [`metadata_cache`]: the cluster as the controller last described it (`ZkMetadataCache`).
+//! - [`replica_manager`]: hosted partitions, leader and follower (`ReplicaManager`, `Partition`).
+//! - [`replication`]: followers fetching from leaders, the ISR and the high watermark.
+//! - [`client`]: the broker's own requests to other brokers.
+//! - [`group`]: the consumer group coordinator (`GroupCoordinator`).
+//!
+//! The controller itself lives in the `controller` crate; [`broker::start`] starts it.
+
+pub mod api;
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod group;
+pub mod metadata_cache;
+pub mod replica_manager;
+pub mod replication;
+pub mod server;
