@@ -47,6 +47,10 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// Turns true when shutdown starts.
     pub shutting_down: watch::Sender<bool>,
+    /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
+    pub fetchers: crate::replication::FetcherManager,
+    /// This broker's own `Arc`, for tasks spawned from `&Broker`.
+    self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
 
 impl Broker {
@@ -54,6 +58,11 @@ impl Broker {
     /// expiry and re-registration).
     pub fn broker_epoch(&self) -> i64 {
         self.controller.broker_epoch()
+    }
+
+    /// This broker's `Arc` (set right after start-up builds it).
+    pub fn me(&self) -> Option<Arc<Broker>> {
+        self.self_ref.get().and_then(|w| w.upgrade())
     }
 }
 
@@ -175,7 +184,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         metadata: MetadataCache::new(),
         replicas: replicas.clone(),
         shutting_down: watch::channel(false).0,
+        fetchers: crate::replication::FetcherManager::new(),
+        self_ref: std::sync::OnceLock::new(),
     });
+    let _ = broker.self_ref.set(Arc::downgrade(&broker));
+    broker.fetchers.set_broker(Arc::downgrade(&broker));
 
     let mut timers = Vec::new();
     timers.push(every(
@@ -192,6 +205,19 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             move || r.enforce_retention()
         },
     ));
+    {
+        let weak = Arc::downgrade(&broker);
+        let period = Duration::from_millis((config.replica_lag_time_max_ms / 2).max(10));
+        timers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(b) = weak.upgrade() else { return };
+                crate::isr::maybe_shrink_all(&b);
+            }
+        }));
+    }
     timers.push(every(Duration::from_secs(1), {
         let r = replicas.clone();
         move || r.maybe_flush_all()
@@ -247,6 +273,7 @@ impl Running {
         }
         b.shutting_down.send_replace(true);
         let _ = self.server.await;
+        b.fetchers.shutdown();
         for t in &self.timers {
             t.abort();
         }

@@ -11,6 +11,7 @@
 //! - [`metadata_cache`]: the cluster as the controller last described it (`ZkMetadataCache`).
 //! - [`replica_manager`]: hosted partitions, leader and follower (`ReplicaManager`, `Partition`).
 //! - [`replication`]: followers fetching from leaders, the ISR and the high watermark.
+//! - [`isr`]: the leader's ISR shrink and expand through AlterPartition.
 //! - [`client`]: the broker's own requests to other brokers.
 //! - [`group`]: the consumer group coordinator (`GroupCoordinator`).
 //!
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod group;
+pub mod isr;
 pub mod metadata_cache;
 pub mod replica_manager;
 pub mod replication;

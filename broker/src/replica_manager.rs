@@ -31,6 +31,10 @@ pub struct FollowerState {
     pub log_end_offset: i64,
     /// When the follower last fetched up to the leader's log end offset.
     pub last_caught_up: Instant,
+    /// The leader's log end offset when the follower last fetched.
+    pub last_fetch_leader_log_end_offset: i64,
+    /// When the follower last fetched.
+    pub last_fetch_time: Instant,
 }
 
 /// Replication state of one hosted partition, changed only by LeaderAndIsr (and, on the leader,
@@ -47,6 +51,8 @@ pub struct PartitionState {
     pub followers: HashMap<i32, FollowerState>,
     /// min.insync.replicas for this topic.
     pub min_isr: i32,
+    /// An AlterPartition for this partition is waiting for the controller's answer.
+    pub isr_change_in_flight: bool,
 }
 
 /// One hosted replica: its log and its replication state.
@@ -239,6 +245,7 @@ impl ReplicaManager {
                     st.isr = isr.clone();
                     st.replicas = replicas;
                     st.controller_epoch = p.controller_epoch;
+                    st.isr_change_in_flight = false;
                     st.min_isr = self.config.min_isr_for(overrides);
                     if is_leader && (!was_leader || new_epoch) {
                         // Kafka's makeLeader: followers start unknown, caught-up clock now.
@@ -251,6 +258,8 @@ impl ReplicaManager {
                                     FollowerState {
                                         log_end_offset: -1,
                                         last_caught_up: now,
+                                        last_fetch_leader_log_end_offset: -1,
+                                        last_fetch_time: now,
                                     },
                                 );
                             }
@@ -331,6 +340,7 @@ impl ReplicaManager {
                 high_watermark: hw.min(leo),
                 followers: HashMap::new(),
                 min_isr: 1,
+                isr_change_in_flight: false,
             }),
         });
         self.partitions

@@ -43,6 +43,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::AlterPartition, 0, 1),
 ];
 
 /// The version range we implement for `key`, if any (group APIs included).
@@ -190,6 +191,9 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
             ResponseKind::UpdateMetadata(control::update_metadata(&broker, r))
         }
         RequestKind::StopReplica(r) => ResponseKind::StopReplica(control::stop_replica(&broker, r)),
+        RequestKind::AlterPartition(r) => {
+            ResponseKind::AlterPartition(crate::isr::handle(&broker, r, version).await)
+        }
         RequestKind::ControlledShutdown(r) => {
             ResponseKind::ControlledShutdown(control::controlled_shutdown(&broker, r).await)
         }
