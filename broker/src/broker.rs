@@ -154,10 +154,27 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         rack: config.rack.clone(),
         timestamp_ms: controller::zk::data::now_ms(),
     };
-    let broker_epoch = zk
-        .register_broker(&registration)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot register /brokers/ids/{id}: {e}"))?;
+    // Kafka fails at once if /brokers/ids/<id> is held by another session. After a crash that
+    // session lingers for zookeeper.session.timeout.ms, so we wait that long (logging why)
+    // before giving up: a restarted broker then comes back by itself.
+    let give_up =
+        tokio::time::Instant::now() + config.zookeeper_session_timeout + Duration::from_secs(2);
+    let broker_epoch = loop {
+        match zk.register_broker(&registration).await {
+            Ok(epoch) => break epoch,
+            Err(controller::Error::BrokerIdAlreadyRegistered(_))
+                if tokio::time::Instant::now() < give_up =>
+            {
+                warn!(
+                    broker_id = id,
+                    "/brokers/ids/{id} is held by another session (a previous run not expired \
+                     yet?); retrying until zookeeper.session.timeout.ms has passed"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => anyhow::bail!("cannot register /brokers/ids/{id}: {e}"),
+        }
+    };
     info!(broker_id = id, broker_epoch, "registered /brokers/ids/{id}");
 
     let mut cc = controller::ControllerConfig::with_defaults(id);

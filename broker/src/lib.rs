@@ -4,6 +4,7 @@
 //!
 //! # Layout (one file per concept)
 //!
+//! - [`alloc`]: the allocator guard that keeps a malformed request from aborting the broker.
 //! - [`config`]: `server.properties` keys with Kafka's defaults (`KafkaConfig`).
 //! - [`broker`]: start-up in Kafka's order, shared state, clean shutdown (`KafkaServer`).
 //! - [`server`]: accepting connections, framing, in-order answers (`SocketServer`).
@@ -17,6 +18,7 @@
 //!
 //! The controller itself lives in the `controller` crate; [`broker::start`] starts it.
 
+pub mod alloc;
 pub mod api;
 pub mod broker;
 pub mod client;
@@ -27,3 +29,8 @@ pub mod metadata_cache;
 pub mod replica_manager;
 pub mod replication;
 pub mod server;
+
+/// Unit tests decode hostile frames too, so they run under the same guard as the binary.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: alloc::GuardedAlloc = alloc::GuardedAlloc;

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// See `broker::alloc`: a hostile array length must not abort the process.
+#[global_allocator]
+static GLOBAL: broker::alloc::GuardedAlloc = broker::alloc::GuardedAlloc;
+
 /// A Kafka broker in ZooKeeper mode (classic architecture).
 ///
 /// Example:

@@ -275,7 +275,9 @@ fn bad(h: &BatchHeader, what: &str) -> Error {
 
 /// Splits the records area of an uncompressed batch into records.
 pub fn records<'a>(area: &'a [u8], h: &BatchHeader) -> Result<Vec<RecordRef<'a>>> {
-    let mut out = Vec::with_capacity(h.record_count.max(0) as usize);
+    // record_count comes from the wire: every record takes at least 1 byte, so never reserve
+    // more than the area could hold.
+    let mut out = Vec::with_capacity((h.record_count.max(0) as usize).min(area.len()));
     let mut at = 0usize;
     while at < area.len() {
         let (len, n) = read_varint(&area[at..]).ok_or_else(|| bad(h, "length varint"))?;

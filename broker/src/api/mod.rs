@@ -207,3 +207,68 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
     };
     encode_response(correlation_id, version, &resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(key: i16, version: i16, body: &[u8]) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i16(key);
+        b.put_i16(version);
+        b.put_i32(7);
+        b.put_i16(1);
+        b.put_slice(b"x");
+        b.put_slice(body);
+        b.freeze()
+    }
+
+    /// A Metadata v1 request claiming 2^31-1 topics in 4 bytes is refused, not allocated.
+    #[test]
+    fn hostile_array_length_is_a_decode_error() {
+        let f = frame(3, 1, &0x7fff_ffffi32.to_be_bytes());
+        match parse_request(3, 1, f) {
+            Err(ParseError::Close(reason)) => assert!(reason.contains("malformed"), "{reason}"),
+            _ => panic!("expected the connection to be closed"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_and_version_close_but_api_versions_answers() {
+        assert!(matches!(
+            parse_request(999, 0, frame(999, 0, b"")),
+            Err(ParseError::Close(_))
+        ));
+        assert!(matches!(
+            parse_request(3, 99, frame(3, 99, b"")),
+            Err(ParseError::Close(_))
+        ));
+        match parse_request(18, 99, frame(18, 99, b"")) {
+            Err(ParseError::Respond(b)) => {
+                // size, correlation id 7, error code 35 (UNSUPPORTED_VERSION)
+                assert_eq!(&b[4..8], &7i32.to_be_bytes());
+                assert_eq!(&b[8..10], &35i16.to_be_bytes());
+            }
+            _ => panic!("ApiVersions with an unknown version must be answered"),
+        }
+    }
+
+    /// Every advertised version of ApiVersions, Metadata and Produce responses encodes.
+    #[test]
+    fn advertised_versions_encode() {
+        for (key, lo, hi) in SUPPORTED {
+            for v in *lo..=*hi {
+                let body = match key {
+                    ApiKey::ApiVersions => ResponseKind::ApiVersions(api_versions::response(0)),
+                    ApiKey::Metadata => {
+                        let mut m = kafka_protocol::messages::MetadataResponse::default();
+                        metadata::fit_to_version(&mut m, v);
+                        ResponseKind::Metadata(m)
+                    }
+                    _ => continue,
+                };
+                assert!(encode_response(1, v, &body).is_some(), "{key:?} v{v}");
+            }
+        }
+    }
+}
