@@ -32,6 +32,15 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
             );
         }
     }
+    if super::groups_enabled() {
+        let (lo, hi) = super::FIND_COORDINATOR;
+        keys.push(
+            ApiVersion::default()
+                .with_api_key(ApiKey::FindCoordinator as i16)
+                .with_min_version(lo)
+                .with_max_version(hi),
+        );
+    }
     keys.sort_by_key(|k| k.api_key);
     ApiVersionsResponse::default()
         .with_error_code(error_code)

@@ -46,8 +46,19 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartition, 0, 1),
 ];
 
+/// FindCoordinator versions, advertised only together with the group APIs it serves.
+pub const FIND_COORDINATOR: (i16, i16) = (0, 4);
+
+/// True when the group coordinator implements the group APIs.
+pub fn groups_enabled() -> bool {
+    !crate::group::GroupCoordinator::SUPPORTED_APIS.is_empty()
+}
+
 /// The version range we implement for `key`, if any (group APIs included).
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    if key == ApiKey::FindCoordinator {
+        return groups_enabled().then_some(FIND_COORDINATOR);
+    }
     SUPPORTED
         .iter()
         .find(|(k, _, _)| *k == key)
@@ -193,6 +204,9 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
         RequestKind::StopReplica(r) => ResponseKind::StopReplica(control::stop_replica(&broker, r)),
         RequestKind::AlterPartition(r) => {
             ResponseKind::AlterPartition(crate::isr::handle(&broker, r, version).await)
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(&broker, r, version).await)
         }
         RequestKind::ControlledShutdown(r) => {
             ResponseKind::ControlledShutdown(control::controlled_shutdown(&broker, r).await)

@@ -1,5 +1,9 @@
 //! Placeholder until the group coordinator lands: no group API is advertised.
 
+pub mod placement;
+
+pub use placement::partition_for;
+
 /// The group coordinator (Kafka's `GroupCoordinator`), not implemented yet on this branch.
 pub struct GroupCoordinator;
 
