@@ -89,12 +89,13 @@ async fn handle_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Option<BytesMut>>>(MAX_IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<JoinHandle<Option<api::Frame>>>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
+        let mut staging = BytesMut::with_capacity(COALESCE);
         while let Some(h) = rx.recv().await {
             match h.await {
-                Ok(Some(resp)) => {
-                    if let Err(e) = wr.write_all(&resp).await {
+                Ok(Some(chunks)) => {
+                    if let Err(e) = write_frame(&mut wr, &mut staging, chunks).await {
                         debug!(%peer, error = %e, "client went away before its response");
                         return;
                     }
@@ -118,11 +119,42 @@ async fn handle_connection(
     let _ = writer.await;
 }
 
+/// Chunks smaller than this are copied together into one write; larger ones (record batches)
+/// are written as they are, without a copy.
+const COALESCE: usize = 16 * 1024;
+
+async fn write_frame(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    staging: &mut BytesMut,
+    chunks: api::Frame,
+) -> std::io::Result<()> {
+    for c in chunks {
+        if c.len() < COALESCE {
+            staging.extend_from_slice(&c);
+            if staging.len() >= COALESCE {
+                wr.write_all(staging).await?;
+                staging.clear();
+            }
+        } else {
+            if !staging.is_empty() {
+                wr.write_all(staging).await?;
+                staging.clear();
+            }
+            wr.write_all(&c).await?;
+        }
+    }
+    if !staging.is_empty() {
+        wr.write_all(staging).await?;
+        staging.clear();
+    }
+    Ok(())
+}
+
 async fn read_loop(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     peer: SocketAddr,
     broker: &Arc<Broker>,
-    tx: &mpsc::Sender<JoinHandle<Option<BytesMut>>>,
+    tx: &mpsc::Sender<JoinHandle<Option<api::Frame>>>,
     max: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
@@ -170,7 +202,7 @@ async fn read_loop(
             Ok(req) => req,
             Err(api::ParseError::Respond(resp)) => {
                 // ApiVersions with a version we do not know: answered with v0 and the list.
-                let h = tokio::spawn(async move { Some(resp) });
+                let h = tokio::spawn(async move { Some(vec![resp.freeze()]) });
                 if tx.send(h).await.is_err() {
                     return End::Closed("writer gone".into());
                 }

@@ -10,6 +10,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod control;
 pub mod fetch;
+pub mod fetch_encode;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
@@ -149,8 +150,11 @@ pub fn encode_response(correlation_id: i32, version: i16, body: &ResponseKind) -
     Some(buf)
 }
 
+/// A response frame as chunks written in order (record batches are their own chunks).
+pub type Frame = Vec<Bytes>;
+
 /// Runs one request to completion; `None` means no answer (Produce with acks=0).
-pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Option<BytesMut> {
+pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Option<Frame> {
     let correlation_id = req.header.correlation_id;
     let version = req.version;
     let client_id = req
@@ -173,7 +177,10 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
             }
             ResponseKind::Produce(resp)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&broker, r, version).await),
+        RequestKind::Fetch(r) => {
+            let resp = fetch::handle(&broker, r, version).await;
+            return fetch_encode::encode(correlation_id, version, &resp);
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(&broker, r, version))
         }
@@ -219,7 +226,7 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
             }
         },
     };
-    encode_response(correlation_id, version, &resp)
+    encode_response(correlation_id, version, &resp).map(|b| vec![b.freeze()])
 }
 
 #[cfg(test)]
