@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{LeaderAndIsrRequest, StopReplicaRequest};
 use storage::{LogAppendInfo, LogManager, SharedLog};
@@ -413,13 +413,11 @@ impl ReplicaManager {
         if acks == -1 && isr_len < min_isr {
             return Err(code(ResponseError::NotEnoughReplicas));
         }
-        let buf = match records.try_into_mut() {
-            Ok(b) => b,
-            Err(shared) => BytesMut::from(&shared[..]),
-        };
+        // The client's bytes go to the file as received; only each batch's 16-byte prefix
+        // (base offset, leader epoch) is patched in a side buffer.
         let info = part
             .log()
-            .append_as_leader(buf, leader_epoch)
+            .append_as_leader_shared(records, leader_epoch)
             .map_err(|e| e.kafka_error_code())?;
         if let Err(e) = part.log().maybe_flush() {
             warn!(topic = %part.topic, partition = part.partition, error = %e, "flush failed");
