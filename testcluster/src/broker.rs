@@ -1,6 +1,7 @@
 //! One broker process: its `server.properties`, its log dir, its signals.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -111,6 +112,9 @@ impl BrokerProcess {
             .append(true)
             .open(&self.log_file)?;
         let child = Command::new(bin)
+            // Own process group: a Ctrl-C in the terminal reaches `testcluster` only, which
+            // then stops brokers (controlled shutdown) before ZooKeeper.
+            .process_group(0)
             .arg(&self.config)
             .env(
                 "RUST_LOG",

@@ -21,6 +21,8 @@ pub struct ClusterOptions {
     pub dir: Option<PathBuf>,
     /// Extra `server.properties` entries for every broker.
     pub broker_config: BTreeMap<String, String>,
+    /// ZooKeeper chroot; a unique one per cluster when `None` (tests run side by side).
+    pub chroot: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -30,6 +32,7 @@ impl Default for ClusterOptions {
             zk_nodes: 1,
             dir: None,
             broker_config: BTreeMap::new(),
+            chroot: None,
         }
     }
 }
@@ -73,10 +76,10 @@ impl Cluster {
             }
         };
         let zk = ZooKeeper::start(&dir, opts.zk_nodes)?;
-        let chroot = format!(
-            "/kafka-{}",
-            std::process::id() as u64 * 1000 + (crate::free_port() as u64 % 1000)
-        );
+        let chroot = opts
+            .chroot
+            .clone()
+            .unwrap_or_else(|| format!("/kafka-{}-{}", std::process::id(), crate::free_port()));
         let connect = format!("{}{}", zk.connect_string(), chroot);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -45,6 +46,9 @@ impl ZkServer {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.dir.join("zookeeper.log"))?;
         let child = Command::new("java")
+            // Own process group: a Ctrl-C in the terminal reaches `testcluster` only, which
+            // then stops brokers (controlled shutdown) before ZooKeeper.
+            .process_group(0)
             .arg("-Xmx256m")
             .arg("-Dzookeeper.admin.enableServer=false")
             .arg("-cp")
