@@ -47,6 +47,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// Turns true when shutdown starts.
     pub shutting_down: watch::Sender<bool>,
+    /// The consumer group coordinator.
+    pub groups: Arc<crate::group::GroupCoordinator>,
     /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
     pub fetchers: crate::replication::FetcherManager,
     /// This broker's own `Arc`, for tasks spawned from `&Broker`.
@@ -202,6 +204,14 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         replicas: replicas.clone(),
         shutting_down: watch::channel(false).0,
         fetchers: crate::replication::FetcherManager::new(),
+        groups: crate::group::GroupCoordinator::new(
+            id,
+            crate::group::GroupConfig {
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+                ..crate::group::GroupConfig::default()
+            },
+        ),
         self_ref: std::sync::OnceLock::new(),
     });
     let _ = broker.self_ref.set(Arc::downgrade(&broker));

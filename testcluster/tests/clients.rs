@@ -181,12 +181,13 @@ fn python_clients_acks_1_and_all() {
     }
 }
 
-/// kafkajs produces and consumes through a consumer group.
+/// kafkajs produces and consumes through a consumer group (FindCoordinator, JoinGroup,
+/// SyncGroup, Heartbeat, OffsetCommit/OffsetFetch), on a 6-partition topic.
 #[test]
-#[ignore = "needs the group coordinator (JoinGroup/SyncGroup/OffsetCommit), not merged yet"]
 fn kafkajs_produce_consume() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let mut c = Cluster::start(ClusterOptions::default()).expect("cluster");
+    c.create_topic("js-topic", 6, 1, &[]).expect("create topic");
     let script = testcluster::workspace_root().join("testcluster/clients/kafkajs_roundtrip.js");
     let (ok, out, err) = run(
         Command::new("node")

@@ -74,6 +74,11 @@ pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> Leader
     let outcomes =
         tokio::task::block_in_place(|| replicas.become_leader_or_follower(&req, &configs));
     crate::replication::on_leader_and_isr(broker, &outcomes);
+    let changed: Vec<(String, i32)> = outcomes
+        .iter()
+        .map(|o| (o.topic.clone(), o.partition))
+        .collect();
+    super::groups::on_partitions_changed(broker, &changed);
     let mut topics: Vec<LeaderAndIsrTopicError> = Vec::new();
     for o in outcomes {
         let err = LeaderAndIsrPartitionError::default()
@@ -141,6 +146,8 @@ pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResp
     let replicas = broker.replicas.clone();
     let results = tokio::task::block_in_place(|| replicas.stop_replicas(&req));
     crate::replication::on_stop_replica(broker, &results);
+    let stopped: Vec<(String, i32)> = results.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+    super::groups::on_partitions_changed(broker, &stopped);
     StopReplicaResponse::default().with_partition_errors(
         results
             .into_iter()

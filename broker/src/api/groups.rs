@@ -19,8 +19,45 @@ use crate::broker::Broker;
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Dispatches a group API request; `None` for anything else.
-pub async fn handle(_broker: &Broker, _req: RequestKind, _version: i16) -> Option<ResponseKind> {
-    None
+pub async fn handle(
+    broker: &Broker,
+    req: RequestKind,
+    version: i16,
+    client_id: &str,
+) -> Option<ResponseKind> {
+    let g = &broker.groups;
+    Some(match req {
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(g.join_group(r, version, client_id).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(g.sync_group(r, version).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(g.heartbeat(r, version).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(g.leave_group(r, version).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(g.offset_commit(r, version).await)
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(g.offset_fetch(r, version).await),
+        _ => return None,
+    })
+}
+
+/// After LeaderAndIsr / StopReplica: this broker coordinates the groups of the
+/// `__consumer_offsets` partitions it leads.
+pub fn on_partitions_changed(broker: &Broker, partitions: &[(String, i32)]) {
+    for (t, p) in partitions {
+        if t != OFFSETS_TOPIC {
+            continue;
+        }
+        let leads = broker
+            .replicas
+            .get(t, *p)
+            .is_some_and(|part| part.state().leader == broker.broker_id);
+        if leads {
+            broker.groups.on_elected(*p);
+        } else {
+            broker.groups.on_resigned(*p);
+        }
+    }
 }
 
 /// The coordinator for one key: (error code, node id, host, port).

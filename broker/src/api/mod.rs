@@ -218,7 +218,7 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
         RequestKind::ControlledShutdown(r) => {
             ResponseKind::ControlledShutdown(control::controlled_shutdown(&broker, r).await)
         }
-        other => match groups::handle(&broker, other, version).await {
+        other => match groups::handle(&broker, other, version, &client_id).await {
             Some(resp) => resp,
             None => {
                 warn!(api = ?req.api_key, "request type reached dispatch but has no handler");
