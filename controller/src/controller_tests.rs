@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::stop_replica_response::StopReplicaPartitionError;
 use kafka_protocol::messages::StopReplicaResponse;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::admin::AdminZkClient;
 use crate::channel::{ControlRequest, SharedRecordingChannel};
@@ -30,7 +30,7 @@ struct Harness {
 struct Node {
     controller: KafkaController,
     sent: SharedRecordingChannel,
-    _rx: mpsc::UnboundedReceiver<ControllerEvent>,
+    rx: crate::event::EventReceiver,
 }
 
 fn registration(id: i32) -> BrokerRegistration {
@@ -77,7 +77,7 @@ impl Harness {
 
     /// A controller hosted by broker `id`, started (it contests the election).
     async fn start_controller(&self, id: i32) -> Node {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::event::event_queue();
         let sent = SharedRecordingChannel::default();
         let mut controller = KafkaController::new(
             self.zk_of(id),
@@ -91,7 +91,7 @@ impl Harness {
         Node {
             controller,
             sent,
-            _rx: rx,
+            rx,
         }
     }
 
