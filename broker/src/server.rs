@@ -190,9 +190,22 @@ async fn read_loop(
                 "frame of {len} bytes is too short for a request header"
             ));
         }
-        let mut buf = BytesMut::zeroed(len);
-        if let Err(e) = rd.read_exact(&mut buf).await {
-            return End::Closed(format!("peer hung up inside a {len}-byte request: {e}"));
+        // Read into uninitialised capacity (no memset of the frame first).
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let mut limited = (&mut *rd).take((len - buf.len()) as u64);
+            match limited.read_buf(&mut buf).await {
+                Ok(0) => {
+                    return End::Closed(format!(
+                        "peer hung up inside a {len}-byte request after {} bytes",
+                        buf.len()
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return End::Closed(format!("read error inside a {len}-byte request: {e}"))
+                }
+            }
         }
         let frame: Bytes = buf.freeze();
         let mut peek = &frame[..];
