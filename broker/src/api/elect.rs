@@ -35,7 +35,10 @@ pub async fn handle(
         0 => ElectionType::Preferred,
         1 => ElectionType::Unclean,
         other => {
-            info!(election_type = other, "ElectLeaders with an unknown election type");
+            info!(
+                election_type = other,
+                "ElectLeaders with an unknown election type"
+            );
             return ElectLeadersResponse::default()
                 .with_error_code(ResponseError::InvalidRequest.code());
         }

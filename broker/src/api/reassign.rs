@@ -44,9 +44,7 @@ pub async fn alter_partition_reassignments(
         for p in &t.partitions {
             reassignments.insert(
                 TopicPartition::new(t.name.0.to_string(), p.partition_index),
-                p.replicas
-                    .as_ref()
-                    .map(|r| r.iter().map(|b| b.0).collect()),
+                p.replicas.as_ref().map(|r| r.iter().map(|b| b.0).collect()),
             );
         }
     }
@@ -111,8 +109,7 @@ pub async fn list_partition_reassignments(
     {
         Err(code) => ListPartitionReassignmentsResponse::default().with_error_code(code),
         Ok(ongoing) => {
-            let mut by_topic: BTreeMap<String, Vec<OngoingPartitionReassignment>> =
-                BTreeMap::new();
+            let mut by_topic: BTreeMap<String, Vec<OngoingPartitionReassignment>> = BTreeMap::new();
             for (tp, a) in ongoing {
                 by_topic.entry(tp.topic).or_default().push(
                     OngoingPartitionReassignment::default()
