@@ -49,6 +49,8 @@ pub struct Broker {
     pub shutting_down: watch::Sender<bool>,
     /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
     pub fetchers: crate::replication::FetcherManager,
+    /// ISR shrink/expand counters for the metrics endpoint.
+    pub metrics: crate::metrics::BrokerMetrics,
     /// This broker's own `Arc`, for tasks spawned from `&Broker`.
     self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
@@ -202,6 +204,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         replicas: replicas.clone(),
         shutting_down: watch::channel(false).0,
         fetchers: crate::replication::FetcherManager::new(),
+        metrics: Default::default(),
         self_ref: std::sync::OnceLock::new(),
     });
     let _ = broker.self_ref.set(Arc::downgrade(&broker));
@@ -240,6 +243,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         move || r.maybe_flush_all()
     }));
 
+    timers.extend(crate::metrics::start(&broker).await?);
     let mut servers = Vec::new();
     for listener in listeners {
         servers.push(tokio::spawn(crate::server::run(
