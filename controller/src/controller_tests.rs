@@ -916,8 +916,8 @@ mod election_and_reassignment {
         let assignment: Vec<(i32, Vec<i32>)> = (0..10).map(|p| (p, vec![1, 2])).collect();
         h.create_topic("t", &assignment).await;
         let mut node = h.start_controller(2).await;
-        // Move partition 0's leadership to 2 (controlled move through an unclean-free path:
-        // broker 1 bounces, so all ten move; then restore nine by hand through elections).
+        // Broker 1 bounces: all ten leaderships move to 2. Once 1 is back in the ISRs, nine
+        // are moved back by ElectLeaders, leaving 1 of broker 1's 10 partitions led elsewhere.
         h.kill(1);
         node.controller.process(ControllerEvent::BrokerChange).await;
         restart(&mut h, &mut node, 1).await;
