@@ -1214,6 +1214,82 @@ mod election_and_reassignment {
         assert_eq!(h.state("t", 1).await.leader_and_isr.leader, 2);
     }
 
+    /// Kafka: onBrokerStartup restarts reassignments whose target includes the new broker
+    /// (the znode path does not check liveness, so a target broker may be down at first).
+    #[tokio::test]
+    async fn reassignment_to_a_dead_broker_resumes_when_it_starts() {
+        let mut h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(1).await;
+        h.kill(3);
+        node.controller.process(ControllerEvent::BrokerChange).await;
+        h.reader
+            .set_or_create_partition_reassignment(
+                &[(TopicPartition::new("t", 0), vec![1, 3])],
+                node.controller.context().epoch_zk_version,
+            )
+            .await
+            .unwrap();
+        node.controller
+            .process(ControllerEvent::ZkPartitionReassignment)
+            .await;
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.adding_replicas[&0], vec![3]);
+        node.sent.take();
+
+        restart(&mut h, &mut node, 3).await;
+        let sent = node.sent.take();
+        assert!(leader_and_isr_to(&sent, 3).contains(&("t".into(), 0, 1, true)));
+        let tp = TopicPartition::new("t", 0);
+        alter_isr(&h, &mut node, 1, &tp, &[1, 2, 3]).await;
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![1, 3]);
+        assert!(h
+            .reader
+            .get_partition_reassignment()
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    /// Kafka: a topic with a reassignment in flight is ineligible for deletion; the deletion
+    /// starts when the reassignment completes (resumeDeletionForTopics).
+    #[tokio::test]
+    async fn topic_deletion_waits_for_an_in_flight_reassignment() {
+        let h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(1).await;
+        let tp = TopicPartition::new("t", 0);
+        reassign(&mut node, &[(tp.clone(), Some(vec![2, 3]))])
+            .await
+            .unwrap();
+        h.admin.delete_topic("t").await.unwrap();
+        node.controller
+            .process(ControllerEvent::TopicDeletion)
+            .await;
+        assert!(node
+            .controller
+            .context()
+            .topics_ineligible_for_deletion
+            .contains("t"));
+        let sent = node.sent.take();
+        assert_eq!(
+            stop_replica_deletes_to(&sent, 2) + stop_replica_deletes_to(&sent, 3),
+            0,
+            "no replica deleted while the reassignment runs"
+        );
+
+        alter_isr(&h, &mut node, 1, &tp, &[1, 2, 3]).await;
+        let sent = node.sent.take();
+        assert_eq!(stop_replica_deletes_to(&sent, 2), 1);
+        assert_eq!(stop_replica_deletes_to(&sent, 3), 1);
+        assert!(!node
+            .controller
+            .context()
+            .topics_ineligible_for_deletion
+            .contains("t"));
+    }
+
     /// The ControllerState gauge reads Idle between events, and the queue time is recorded.
     #[tokio::test]
     async fn event_loop_publishes_controller_state_and_queue_metrics() {
