@@ -125,6 +125,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         bound.push((l.name.clone(), local));
         listeners.push(listener);
     }
+    let metrics_listener = crate::metrics::bind(&config).await?;
     let endpoints: Vec<EndPoint> = config
         .advertised_listeners
         .iter()
@@ -243,7 +244,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         move || r.maybe_flush_all()
     }));
 
-    timers.extend(crate::metrics::start(&broker).await?);
+    timers.extend(crate::metrics::start(metrics_listener, &broker));
     let mut servers = Vec::new();
     for listener in listeners {
         servers.push(tokio::spawn(crate::server::run(

@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::broker::Broker;
+use crate::config::BrokerConfig;
 
 /// Largest request head we read before answering 400.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -225,15 +226,14 @@ pub fn render_broker(broker: &Broker) -> String {
     render(&broker.controller.metrics(), &r)
 }
 
-/// Binds `metrics.port` on the first listener's host (unless it is -1) and serves the page
-/// until the broker shuts down. Returns the serving task.
-pub async fn start(broker: &Arc<Broker>) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let port = broker.config.metrics_port;
+/// Binds `metrics.port` on the first listener's host, unless it is -1 (done early in start-up,
+/// with the listeners, so a taken port stops the broker before it registers).
+pub async fn bind(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> {
+    let port = config.metrics_port;
     if port < 0 {
         return Ok(None);
     }
-    let host = broker
-        .config
+    let host = config
         .listeners
         .first()
         .map(|l| l.host.as_str())
@@ -243,15 +243,27 @@ pub async fn start(broker: &Arc<Broker>) -> anyhow::Result<Option<tokio::task::J
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics.port: cannot bind {addr}: {e}"))?;
-    let local = listener.local_addr()?;
-    info!(broker_id = broker.broker_id, address = %local, "serving metrics on http://{local}/metrics");
+    Ok(Some(listener))
+}
+
+/// Serves the page on the bound listener until the broker shuts down; returns the task.
+pub fn start(
+    listener: Option<TcpListener>,
+    broker: &Arc<Broker>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = listener?;
+    match listener.local_addr() {
+        Ok(local) => info!(broker_id = broker.broker_id, address = %local,
+            "serving metrics on http://{local}/metrics"),
+        Err(e) => info!(broker_id = broker.broker_id, error = %e, "serving metrics"),
+    }
     let weak: Weak<Broker> = Arc::downgrade(broker);
     let page = move || weak.upgrade().map(|b| render_broker(&b));
-    Ok(Some(tokio::spawn(serve(
+    Some(tokio::spawn(serve(
         listener,
         broker.shutting_down.subscribe(),
         page,
-    ))))
+    )))
 }
 
 /// Accepts scrapers until `shutdown` turns true; each connection gets one answer.
