@@ -405,7 +405,7 @@ impl ReplicaManager {
         part: &Partition,
         records: Bytes,
         acks: i16,
-    ) -> Result<LogAppendInfo, Code> {
+    ) -> Result<(LogAppendInfo, i32), Code> {
         let (leader_epoch, isr_len, min_isr) = {
             let st = part.state();
             (st.leader_epoch, st.isr.len() as i32, st.min_isr)
@@ -424,36 +424,58 @@ impl ReplicaManager {
         }
         part.maybe_advance_high_watermark(self.broker_id);
         self.notify_progress();
-        Ok(info)
+        Ok((info, leader_epoch))
     }
 
     /// Waits until the high watermark reaches `offset` (acks=all), or the timeout.
+    ///
+    /// Kafka answers NOT_LEADER_OR_FOLLOWER as soon as the leader is demoted, even when the
+    /// batch was already replicated, and a retrying producer without idempotence then writes
+    /// it twice. We keep waiting after a demotion: as a follower this broker learns the high
+    /// watermark from the new leader, and once it passes `offset` while our log still holds
+    /// the batch in the epoch we appended it (`leader_epoch`), the batch is committed and the
+    /// answer is success. If the batch is truncated away (it was never replicated), the answer
+    /// is NOT_LEADER_OR_FOLLOWER, as Kafka's.
     pub async fn wait_for_high_watermark(
         &self,
         part: &Partition,
         offset: i64,
+        leader_epoch: i32,
         timeout: Duration,
     ) -> Result<(), Code> {
         let mut rx = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            let still_ours = {
+                let log = part.log();
+                log.log_end_offset() >= offset
+                    && epoch_at(&log.leader_epoch_entries(), offset - 1) == Some(leader_epoch)
+            };
+            if !still_ours {
+                return Err(code(ResponseError::NotLeaderOrFollower));
+            }
             {
                 let st = part.state();
-                if st.leader != self.broker_id {
-                    return Err(code(ResponseError::NotLeaderOrFollower));
-                }
                 if st.high_watermark >= offset {
-                    if (st.isr.len() as i32) < st.min_isr {
+                    if st.leader == self.broker_id && (st.isr.len() as i32) < st.min_isr {
                         return Err(code(ResponseError::NotEnoughReplicasAfterAppend));
                     }
                     return Ok(());
                 }
             }
+            if self.get(&part.topic, part.partition).is_none() {
+                return Err(code(ResponseError::NotLeaderOrFollower));
+            }
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await
                 .is_err()
             {
-                return Err(code(ResponseError::RequestTimedOut));
+                let st = part.state();
+                return Err(code(if st.leader == self.broker_id {
+                    ResponseError::RequestTimedOut
+                } else {
+                    ResponseError::NotLeaderOrFollower
+                }));
             }
         }
     }
@@ -497,4 +519,13 @@ impl ReplicaManager {
             }
         }
     }
+}
+
+/// The leader epoch that wrote `offset`, from the leader-epoch cache entries (epoch, start).
+fn epoch_at(entries: &[(i32, i64)], offset: i64) -> Option<i32> {
+    entries
+        .iter()
+        .take_while(|(_, start)| *start <= offset)
+        .last()
+        .map(|(e, _)| *e)
 }

@@ -8,7 +8,7 @@ use controller::zk::client::KafkaZkClient;
 use kafka_protocol::messages::MetadataResponse;
 
 use crate::broker::BrokerProcess;
-use crate::kafka::{leaders, Client};
+use crate::kafka::{leaders, leaders as leaders_of, Client};
 use crate::wait_until;
 use crate::zk::ZooKeeper;
 
@@ -72,7 +72,14 @@ impl Cluster {
             }
             None => {
                 let t = tempfile::Builder::new().prefix("zk-kafka-").tempdir()?;
-                (t.path().to_path_buf(), Some(t))
+                if std::env::var_os("TESTCLUSTER_KEEP").is_some() {
+                    // Keep logs and data for a post-mortem.
+                    let path = t.keep();
+                    eprintln!("[testcluster] keeping {}", path.display());
+                    (path, None)
+                } else {
+                    (t.path().to_path_buf(), Some(t))
+                }
             }
         };
         let zk = ZooKeeper::start(&dir, opts.zk_nodes)?;
@@ -157,6 +164,63 @@ impl Cluster {
         let id = self.rt.block_on(c.get_controller_id()).ok()??;
         let (epoch, _) = self.rt.block_on(c.get_controller_epoch()).ok()??;
         Some((id, epoch))
+    }
+
+    /// The broker epoch (czxid of `/brokers/ids/<id>`), if registered.
+    pub fn broker_epoch(&mut self, id: i32) -> Option<i64> {
+        let c = self.zk_client().ok()?;
+        self.rt
+            .block_on(c.get_broker(id))
+            .ok()?
+            .map(|b| b.broker_epoch)
+    }
+
+    /// (leader, leader_epoch, isr) of a partition from its state znode.
+    pub fn partition_state(&mut self, topic: &str, partition: i32) -> Option<(i32, i32, Vec<i32>)> {
+        let text = self
+            .zk_get(&format!(
+                "/brokers/topics/{topic}/partitions/{partition}/state"
+            ))
+            .ok()??;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let isr = v["isr"]
+            .as_array()?
+            .iter()
+            .filter_map(|x| x.as_i64().map(|x| x as i32))
+            .collect();
+        Some((
+            v["leader"].as_i64()? as i32,
+            v["leader_epoch"].as_i64()? as i32,
+            isr,
+        ))
+    }
+
+    /// Every running broker's Metadata agrees with ZooKeeper on each partition of `topic`
+    /// (same leader, leader alive and in the ISR); returns the leaders.
+    pub fn consistent(&mut self, topic: &str, partitions: i32) -> Option<Vec<i32>> {
+        let ids = self.running();
+        let mut leaders = Vec::new();
+        for p in 0..partitions {
+            let (leader, _, isr) = self.partition_state(topic, p)?;
+            if !ids.contains(&leader) || !isr.contains(&leader) {
+                return None;
+            }
+            leaders.push(leader);
+        }
+        for id in &ids {
+            let md = self.metadata_from(*id, Some(&[topic])).ok()?;
+            if leaders_of(&md, topic)? != leaders {
+                return None;
+            }
+        }
+        Some(leaders)
+    }
+
+    /// Deletes a topic through the controller (DeleteTopics); returns the error code.
+    pub fn delete_topic(&mut self, name: &str, timeout_ms: i32) -> anyhow::Result<i16> {
+        let (controller, _) = wait_until("a controller", WAIT, || self.controller())?;
+        let addr = self.broker(controller).address();
+        Client::connect(&addr)?.delete_topic(name, timeout_ms)
     }
 
     /// Registered broker ids.

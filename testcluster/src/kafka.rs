@@ -109,6 +109,16 @@ impl Client {
         self.send(ApiKey::CreateTopics, 5, &req)
     }
 
+    /// DeleteTopics v4 (send it to the controller); returns the topic's error code.
+    pub fn delete_topic(&mut self, name: &str, timeout_ms: i32) -> anyhow::Result<i16> {
+        let req = kafka_protocol::messages::DeleteTopicsRequest::default()
+            .with_timeout_ms(timeout_ms)
+            .with_topic_names(vec![TopicName(StrBytes::from_string(name.to_string()))]);
+        let r: kafka_protocol::messages::DeleteTopicsResponse =
+            self.send(ApiKey::DeleteTopics, 4, &req)?;
+        Ok(r.responses.first().map_or(-1, |t| t.error_code))
+    }
+
     /// Writes raw bytes (for malformed-input tests).
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)

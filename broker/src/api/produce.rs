@@ -47,9 +47,15 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Produ
                     (Ok(_), None) => Err(ResponseError::CorruptMessage.code()),
                     (Ok(part), Some(records)) => {
                         match broker.replicas.append_as_leader(&part, records, acks) {
-                            Ok(info) => {
+                            Ok((info, epoch)) => {
                                 if acks == -1 {
-                                    waits.push((ti, partitions.len(), part, info.last_offset + 1));
+                                    waits.push((
+                                        ti,
+                                        partitions.len(),
+                                        part,
+                                        info.last_offset + 1,
+                                        epoch,
+                                    ));
                                 }
                                 Ok(info)
                             }
@@ -82,11 +88,11 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Produ
     if !waits.is_empty() {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
-        for (ti, pi, part, offset) in waits {
+        for (ti, pi, part, offset, epoch) in waits {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if let Err(code) = broker
                 .replicas
-                .wait_for_high_watermark(&part, offset, left)
+                .wait_for_high_watermark(&part, offset, epoch, left)
                 .await
             {
                 responses[ti].partition_responses[pi].error_code = code;
