@@ -51,6 +51,8 @@ pub struct Broker {
     pub groups: Arc<crate::group::GroupCoordinator>,
     /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
     pub fetchers: crate::replication::FetcherManager,
+    /// ISR shrink/expand counters for the metrics endpoint.
+    pub metrics: crate::metrics::BrokerMetrics,
     /// This broker's own `Arc`, for tasks spawned from `&Broker`.
     self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
@@ -125,6 +127,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         bound.push((l.name.clone(), local));
         listeners.push(listener);
     }
+    let metrics_listener = crate::metrics::bind(&config).await?;
     let endpoints: Vec<EndPoint> = config
         .advertised_listeners
         .iter()
@@ -212,6 +215,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
                 ..crate::group::GroupConfig::default()
             },
         ),
+        metrics: Default::default(),
         self_ref: std::sync::OnceLock::new(),
     });
     let _ = broker.self_ref.set(Arc::downgrade(&broker));
@@ -250,6 +254,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         move || r.maybe_flush_all()
     }));
 
+    timers.extend(crate::metrics::start(metrics_listener, &broker));
     let mut servers = Vec::new();
     for listener in listeners {
         servers.push(tokio::spawn(crate::server::run(

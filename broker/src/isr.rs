@@ -116,7 +116,9 @@ fn propose(
         match result {
             Ok(p) if p.error_code == 0 => {
                 if p.leader_epoch == st.leader_epoch {
+                    let before = st.isr.len();
                     st.isr = p.isr.iter().map(|r| r.0).collect();
+                    b.metrics.record_isr_change(before, st.isr.len());
                     st.partition_epoch = p.partition_epoch;
                     info!(topic = %part.topic, partition = part.partition, isr = ?st.isr,
                         leader_epoch = st.leader_epoch, partition_epoch = st.partition_epoch,

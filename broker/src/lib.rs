@@ -14,6 +14,7 @@
 //! - [`replication`]: followers fetching from leaders, the ISR and the high watermark.
 //! - [`isr`]: the leader's ISR shrink and expand through AlterPartition.
 //! - [`client`]: the broker's own requests to other brokers.
+//! - [`metrics`]: the Prometheus endpoint (`metrics.port`).
 //! - [`group`]: the consumer group coordinator (`GroupCoordinator`).
 //!
 //! The controller itself lives in the `controller` crate; [`broker::start`] starts it.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod group;
 pub mod isr;
 pub mod metadata_cache;
+pub mod metrics;
 pub mod replica_manager;
 pub mod replication;
 pub mod server;

@@ -9,12 +9,14 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod control;
+pub mod elect;
 pub mod fetch;
 pub mod fetch_encode;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod reassign;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::AlterPartition, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// FindCoordinator versions, advertised only together with the group APIs it serves.
@@ -215,6 +220,15 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(&broker, r, version).await)
         }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect::handle(&broker, r, version).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            reassign::alter_partition_reassignments(&broker, r).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
+            reassign::list_partition_reassignments(&broker, r).await,
+        ),
         RequestKind::ControlledShutdown(r) => {
             ResponseKind::ControlledShutdown(control::controlled_shutdown(&broker, r).await)
         }
