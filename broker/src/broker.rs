@@ -163,7 +163,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     // session lingers for zookeeper.session.timeout.ms, so we wait that long (logging why)
     // before giving up: a restarted broker then comes back by itself.
     let give_up =
-        tokio::time::Instant::now() + config.zookeeper_session_timeout + Duration::from_secs(2);
+        tokio::time::Instant::now() + config.zookeeper_session_timeout * 2 + Duration::from_secs(5);
     let broker_epoch = loop {
         match zk.register_broker(&registration).await {
             Ok(epoch) => break epoch,
@@ -173,7 +173,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
                 warn!(
                     broker_id = id,
                     "/brokers/ids/{id} is held by another session (a previous run not expired \
-                     yet?); retrying until zookeeper.session.timeout.ms has passed"
+                     yet?); retrying for up to twice zookeeper.session.timeout.ms"
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
