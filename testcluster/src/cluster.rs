@@ -223,6 +223,32 @@ impl Cluster {
         Client::connect(&addr)?.delete_topic(name, timeout_ms)
     }
 
+    /// A client connected to the active controller.
+    pub fn controller_client(&mut self) -> anyhow::Result<Client> {
+        let (controller, _) = wait_until("a controller", WAIT, || self.controller())?;
+        let addr = self.broker(controller).address();
+        Client::connect(&addr)
+    }
+
+    /// A topic's replica assignment from `/brokers/topics/<t>`.
+    pub fn assignment(&mut self, topic: &str) -> Option<BTreeMap<i32, Vec<i32>>> {
+        let text = self.zk_get(&format!("/brokers/topics/{topic}")).ok()??;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["partitions"]
+            .as_object()?
+            .iter()
+            .map(|(p, r)| {
+                Some((
+                    p.parse().ok()?,
+                    r.as_array()?
+                        .iter()
+                        .filter_map(|x| x.as_i64().map(|x| x as i32))
+                        .collect(),
+                ))
+            })
+            .collect()
+    }
+
     /// Registered broker ids.
     pub fn registered_brokers(&mut self) -> Vec<i32> {
         let mut ids: Vec<i32> = self

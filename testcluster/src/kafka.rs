@@ -119,6 +119,95 @@ impl Client {
         Ok(r.responses.first().map_or(-1, |t| t.error_code))
     }
 
+    /// ElectLeaders v2 (0 = preferred, 1 = unclean) for `partitions` of `topic`; returns the
+    /// (partition, error code) results.
+    pub fn elect_leaders(
+        &mut self,
+        election_type: i8,
+        topic: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<Vec<(i32, i16)>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let req = kafka_protocol::messages::ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_timeout_ms(30_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions.to_vec())]));
+        let r: kafka_protocol::messages::ElectLeadersResponse =
+            self.send(ApiKey::ElectLeaders, 2, &req)?;
+        anyhow::ensure!(r.error_code == 0, "ElectLeaders error {}", r.error_code);
+        Ok(r.replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(|p| (p.partition_id, p.error_code))
+            })
+            .collect())
+    }
+
+    /// AlterPartitionReassignments v0: `targets` = (partition, Some(replicas) or None to cancel);
+    /// returns (partition, error code).
+    pub fn alter_reassignments(
+        &mut self,
+        topic: &str,
+        targets: &[(i32, Option<Vec<i32>>)],
+    ) -> anyhow::Result<Vec<(i32, i16)>> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        use kafka_protocol::messages::BrokerId;
+        let req = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    targets
+                        .iter()
+                        .map(|(p, r)| {
+                            ReassignablePartition::default()
+                                .with_partition_index(*p)
+                                .with_replicas(
+                                    r.as_ref().map(|v| v.iter().map(|b| BrokerId(*b)).collect()),
+                                )
+                        })
+                        .collect(),
+                )]);
+        let r: kafka_protocol::messages::AlterPartitionReassignmentsResponse =
+            self.send(ApiKey::AlterPartitionReassignments, 0, &req)?;
+        anyhow::ensure!(
+            r.error_code == 0,
+            "AlterPartitionReassignments error {}",
+            r.error_code
+        );
+        Ok(r.responses
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.error_code))
+            })
+            .collect())
+    }
+
+    /// ListPartitionReassignments v0 for all topics: (topic, partition) in progress.
+    pub fn list_reassignments(&mut self) -> anyhow::Result<Vec<(String, i32)>> {
+        let req = kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(None);
+        let r: kafka_protocol::messages::ListPartitionReassignmentsResponse =
+            self.send(ApiKey::ListPartitionReassignments, 0, &req)?;
+        Ok(r.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.to_string(), p.partition_index))
+            })
+            .collect())
+    }
+
     /// Writes raw bytes (for malformed-input tests).
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
