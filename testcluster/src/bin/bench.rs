@@ -12,25 +12,34 @@
 //! ZooKeeper and `target/release/broker` processes in a temporary folder) and knows the broker
 //! pids; with `--bootstrap`, pass `--broker-pid` to get CPU figures.
 
-mod bench {
-    pub mod cpu;
-    pub mod stats;
-    pub mod target;
-    pub mod workload;
-}
+#[path = "bench/cpu.rs"]
+mod cpu;
+#[path = "bench/stats.rs"]
+mod stats;
+#[path = "bench/target.rs"]
+mod target;
+#[path = "bench/workload.rs"]
+mod workload;
 
 use std::time::Duration;
 
-use bench::{cpu, stats, target, workload};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use target::{Layout, Target};
 use workload::{Phase, ProducerSettings, E2e};
 
-/// Load tool for the ZooKeeper-mode Kafka brokers, on librdkafka.
+/// Load tool for the ZooKeeper-mode Kafka brokers, on librdkafka (the `rdkafka` crate).
+///
+/// Without --bootstrap each command starts its own cluster (real ZooKeeper and
+/// target/release/broker processes; run `cargo build --release -p broker` first).
+///
+/// Examples:
+///   bench produce-consume --records 1000000 --size 100 --acks 1
+///   bench e2e --rate 50000 --seconds 10
+///   bench compare
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

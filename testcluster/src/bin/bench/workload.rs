@@ -216,7 +216,9 @@ pub fn produce(
 fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        // No group: partitions are assigned by hand and no offset is committed.
+        // librdkafka wants a group.id even for a manual assignment; the group never joins
+        // (no subscribe) and no offset is committed.
+        .set("group.id", format!("bench-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
