@@ -27,7 +27,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use target::{Layout, Target};
-use workload::{Phase, ProducerSettings, E2e};
+use workload::{Phase, ClientSettings, E2e};
 
 /// Load tool for the ZooKeeper-mode Kafka brokers, on librdkafka (the `rdkafka` crate).
 ///
@@ -163,15 +163,30 @@ struct ProducerArgs {
     /// Producer batch.size in bytes.
     #[arg(long, default_value_t = 1_000_000)]
     batch_bytes: u32,
+    /// Extra librdkafka producer property (repeatable), e.g. queue.buffering.max.messages=500000.
+    #[arg(long = "producer-config", value_name = "KEY=VALUE", value_parser = key_value)]
+    producer_config: Vec<(String, String)>,
+    /// Extra librdkafka consumer property (repeatable), e.g. fetch.max.bytes=104857600.
+    #[arg(long = "consumer-config", value_name = "KEY=VALUE", value_parser = key_value)]
+    consumer_config: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
 impl ProducerArgs {
-    fn settings(&self, default_linger_ms: u32) -> ProducerSettings {
-        ProducerSettings {
+    fn settings(&self, default_linger_ms: u32) -> ClientSettings {
+        ClientSettings {
             acks: self.acks.clone(),
             compression: self.compression.clone(),
             linger_ms: self.linger_ms.unwrap_or(default_linger_ms),
             batch_bytes: self.batch_bytes,
+            producer_config: self.producer_config.clone(),
+            consumer_config: self.consumer_config.clone(),
         }
     }
 }
@@ -227,7 +242,7 @@ fn produce_consume(
     target: &mut Target,
     layout: &Layout,
     load: &LoadArgs,
-    settings: &ProducerSettings,
+    settings: &ClientSettings,
     label: String,
 ) -> anyhow::Result<RunResult> {
     let topic = topic_name();
@@ -240,7 +255,7 @@ fn produce_consume(
     );
     let produce = workload::produce(&bootstrap, &topic, load.records, load.size, settings, &cpu)?;
     eprintln!("[bench] {label}: consuming them back");
-    let consume = workload::consume(&bootstrap, &topic, load.records, load.size, &cpu)?;
+    let consume = workload::consume(&bootstrap, &topic, load.records, load.size, settings, &cpu)?;
     Ok(RunResult {
         label,
         produce,
@@ -249,7 +264,7 @@ fn produce_consume(
     })
 }
 
-fn run_json(r: &mut RunResult, layout: &Layout, load: &LoadArgs, s: &ProducerSettings) -> Value {
+fn run_json(r: &mut RunResult, layout: &Layout, load: &LoadArgs, s: &ClientSettings) -> Value {
     json!({
         "label": r.label,
         "records": load.records,
@@ -317,7 +332,7 @@ fn run_e2e(
     seconds: f64,
     warmup_seconds: f64,
     size: usize,
-    settings: &ProducerSettings,
+    settings: &ClientSettings,
 ) -> anyhow::Result<E2e> {
     let topic = topic_name();
     target.create_topic(&topic, layout)?;
@@ -355,6 +370,8 @@ fn compare_one(
         compression: compression.into(),
         linger_ms: None,
         batch_bytes: 1_000_000,
+        producer_config: Vec::new(),
+        consumer_config: Vec::new(),
     }
     .settings(5);
     let mut r = produce_consume(&mut t, layout, load, &settings, label.into())?;

@@ -26,16 +26,20 @@ use serde_json::{json, Value};
 use crate::cpu::BrokerCpu;
 use crate::stats::Latencies;
 
-/// Producer settings shared by the commands.
+/// Client settings shared by the commands.
 #[derive(Debug, Clone)]
-pub struct ProducerSettings {
+pub struct ClientSettings {
     pub acks: String,
     pub compression: String,
     pub linger_ms: u32,
     pub batch_bytes: u32,
+    /// Extra librdkafka producer properties, applied last.
+    pub producer_config: Vec<(String, String)>,
+    /// Extra librdkafka consumer properties, applied last.
+    pub consumer_config: Vec<(String, String)>,
 }
 
-impl ProducerSettings {
+impl ClientSettings {
     fn client_config(&self, bootstrap: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", bootstrap)
@@ -46,6 +50,9 @@ impl ProducerSettings {
             .set("batch.num.messages", "1000000")
             .set("enable.idempotence", "false")
             .set("message.timeout.ms", "120000");
+        for (k, v) in &self.producer_config {
+            c.set(k, v);
+        }
         c
     }
 }
@@ -152,7 +159,7 @@ pub fn produce(
     topic: &str,
     records: u64,
     size: usize,
-    settings: &ProducerSettings,
+    settings: &ClientSettings,
     cpu: &BrokerCpu,
 ) -> anyhow::Result<Phase> {
     let ctx = DeliveryCounter {
@@ -213,18 +220,20 @@ pub fn produce(
     })
 }
 
-fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn consumer(bootstrap: &str, settings: &ClientSettings) -> anyhow::Result<BaseConsumer> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
         // librdkafka wants a group.id even for a manual assignment; the group never joins
         // (no subscribe) and no offset is committed.
         .set("group.id", format!("bench-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .context("creating the consumer")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in &settings.consumer_config {
+        c.set(k, v);
+    }
+    c.create().context("creating the consumer")
 }
 
 fn assign_from_zero(c: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
@@ -241,9 +250,10 @@ pub fn consume(
     topic: &str,
     records: u64,
     size: usize,
+    settings: &ClientSettings,
     cpu: &BrokerCpu,
 ) -> anyhow::Result<Phase> {
-    let c = consumer(bootstrap)?;
+    let c = consumer(bootstrap, settings)?;
     c.fetch_metadata(Some(topic), Duration::from_secs(10))
         .context("metadata for the bench topic")?;
     let cpu0 = cpu.seconds()?;
@@ -318,7 +328,7 @@ pub fn e2e(
     seconds: f64,
     warmup: Duration,
     size: usize,
-    settings: &ProducerSettings,
+    settings: &ClientSettings,
 ) -> anyhow::Result<E2e> {
     anyhow::ensure!(rate > 0.0 && seconds > 0.0, "rate and seconds must be > 0");
     let size = size.max(8);
@@ -328,8 +338,9 @@ pub fn e2e(
     let reader = {
         let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
         let (total, ready) = (total.clone(), ready.clone());
+        let settings = settings.clone();
         std::thread::spawn(move || -> anyhow::Result<(u64, Latencies)> {
-            let c = consumer(&bootstrap)?;
+            let c = consumer(&bootstrap, &settings)?;
             c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             assign_from_zero(&c, &topic)?;
             let mut lat = Latencies::with_capacity((rate * seconds) as usize);
