@@ -27,7 +27,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use target::{Layout, Target};
-use workload::{Phase, ClientSettings, E2e};
+use workload::{ClientSettings, E2e, Phase};
 
 /// Load tool for the ZooKeeper-mode Kafka brokers, on librdkafka (the `rdkafka` crate).
 ///
@@ -100,7 +100,7 @@ enum Cmd {
     ///
     /// Runs produce-consume on each (each on its own fresh cluster), prints the throughput
     /// ratio (goal: acks=all at >= 60% of acks=1), then end-to-end latency on each at half of
-    /// its measured produce rate (goal: p99 < 20 ms).
+    /// its maximal rate, the lower of its produce and consume records/s (goal: p99 < 20 ms).
     ///
     /// Examples:
     ///   bench compare
@@ -215,7 +215,10 @@ impl TargetArgs {
                     layout.replication_factor,
                     layout.brokers
                 );
-                eprintln!("[bench] starting ZooKeeper and {} broker(s)", layout.brokers);
+                eprintln!(
+                    "[bench] starting ZooKeeper and {} broker(s)",
+                    layout.brokers
+                );
                 Target::start(&layout)
             }
         }
@@ -236,6 +239,9 @@ struct RunResult {
     produce: Phase,
     consume: Phase,
     pids: usize,
+    /// Bytes the log holds, and the CPU seconds a plain write of as many bytes to a new file
+    /// costs the kernel here (see [`cpu::page_cache_write_seconds`]).
+    control: Option<(u64, f64)>,
 }
 
 fn produce_consume(
@@ -256,11 +262,22 @@ fn produce_consume(
     let produce = workload::produce(&bootstrap, &topic, load.records, load.size, settings, &cpu)?;
     eprintln!("[bench] {label}: consuming them back");
     let consume = workload::consume(&bootstrap, &topic, load.records, load.size, settings, &cpu)?;
+    let log_bytes = target
+        .log_bytes(&topic)
+        .unwrap_or(load.records * load.size as u64);
+    let control = match cpu::page_cache_write_seconds(&target.scratch_dir(), log_bytes) {
+        Ok(s) => Some((log_bytes, s)),
+        Err(e) => {
+            eprintln!("[bench] page-cache control failed: {e:#}");
+            None
+        }
+    };
     Ok(RunResult {
         label,
         produce,
         consume,
         pids: cpu.pids().len(),
+        control,
     })
 }
 
@@ -277,6 +294,11 @@ fn run_json(r: &mut RunResult, layout: &Layout, load: &LoadArgs, s: &ClientSetti
         "broker_pids_measured": r.pids,
         "produce": r.produce.to_json(),
         "consume": r.consume.to_json(),
+        "control_page_cache_write": r.control.map(|(bytes, s)| json!({
+            "bytes": bytes,
+            "cpu_seconds": s,
+            "cpu_seconds_per_million_records": s * 1e6 / load.records as f64,
+        })),
     })
 }
 
@@ -309,6 +331,13 @@ fn print_run(r: &mut RunResult) {
     }
     if r.pids == 0 {
         println!("(no broker pid given: pass --broker-pid for broker CPU figures)");
+    }
+    if let Some((bytes, s)) = r.control {
+        println!(
+            "control  writing {:.1} MB (the log's size) to a new file here costs the kernel {s:.3} CPU-s = {:.3} per million records",
+            bytes as f64 / 1e6,
+            s * 1e6 / r.produce.records as f64
+        );
     }
 }
 
@@ -377,7 +406,12 @@ fn compare_one(
     let mut r = produce_consume(&mut t, layout, load, &settings, label.into())?;
     let v = run_json(&mut r, layout, load, &settings);
     settings.linger_ms = 1;
-    let rate = (r.produce.records_per_second() / 2.0).floor();
+    // The maximal sustained rate is the lower of what produce and consume reach alone.
+    let max_rate = r
+        .produce
+        .records_per_second()
+        .min(r.consume.records_per_second());
+    let rate = (max_rate / 2.0).floor();
     let e = run_e2e(&mut t, layout, rate, e2e_seconds, 1.0, load.size, &settings)?;
     Ok((r, v, e))
 }

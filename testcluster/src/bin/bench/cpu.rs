@@ -56,6 +56,41 @@ fn parse_stat_ticks(text: &str) -> anyhow::Result<u64> {
     Ok(utime + stime)
 }
 
+/// CPU seconds (user + system) this thread has used so far.
+fn thread_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_THREAD is Linux's per-thread usage.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A control for the produce figure: the CPU seconds this machine's kernel needs to put `bytes`
+/// into the page cache of a new file in `dir` (1 MiB writes, no fsync), as the broker's log
+/// appends must. On a VM whose free memory goes back to the host (virtio balloon / free page
+/// reporting), touching fresh page-cache pages costs far more than the copy itself, and that
+/// cost lands in the broker's system time.
+pub fn page_cache_write_seconds(dir: &std::path::Path, bytes: u64) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let path = dir.join(format!("bench-page-cache-control-{}", std::process::id()));
+    let chunk = vec![0x5au8; 1 << 20];
+    let t0 = thread_cpu_seconds();
+    let mut f = std::fs::File::create(&path).with_context(|| format!("creating {path:?}"))?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    drop(f);
+    let spent = thread_cpu_seconds() - t0;
+    std::fs::remove_file(&path)?;
+    Ok(spent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,30 @@ impl Target {
         }
     }
 
+    /// A folder on the brokers' file system (for the page-cache control), else the temp dir.
+    pub fn scratch_dir(&self) -> std::path::PathBuf {
+        match self {
+            Target::Own(c) => c.path().to_path_buf(),
+            Target::External { .. } => std::env::temp_dir(),
+        }
+    }
+
+    /// Bytes of partition 0's segment files on the first broker holding it (own cluster only).
+    pub fn log_bytes(&self, topic: &str) -> Option<u64> {
+        let Target::Own(c) = self else { return None };
+        c.brokers.iter().find_map(|b| {
+            let dir = c.log_dir(b.id).join(format!("{topic}-0"));
+            let entries = std::fs::read_dir(dir).ok()?;
+            Some(
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                    .sum(),
+            )
+        })
+    }
+
     /// Creates a 1-partition topic and waits until it has a leader.
     pub fn create_topic(&mut self, name: &str, layout: &Layout) -> anyhow::Result<()> {
         let min_isr = layout.min_isr.map(|m| m.to_string());
@@ -83,7 +107,8 @@ fn create_external(
         .find(|b| b.node_id == md.controller_id)
         .with_context(|| format!("{first} reports no live controller"))?;
     let controller_addr = resolve(&format!("{}:{}", controller.host.as_str(), controller.port))?;
-    let r = Client::connect(&controller_addr)?.create_topic(name, 1, replication_factor, configs)?;
+    let r =
+        Client::connect(&controller_addr)?.create_topic(name, 1, replication_factor, configs)?;
     let code = r.topics.first().map_or(-1, |t| t.error_code);
     anyhow::ensure!(code == 0, "CreateTopics {name} answered error code {code}");
     wait_until(
