@@ -292,8 +292,8 @@ fn run_json(r: &mut RunResult, layout: &Layout, load: &LoadArgs, s: &ClientSetti
         "replication_factor": layout.replication_factor,
         "min_insync_replicas": layout.min_isr,
         "broker_pids_measured": r.pids,
-        "produce": r.produce.to_json(),
-        "consume": r.consume.to_json(),
+        "produce": r.produce.json(),
+        "consume": r.consume.json(),
         "control_page_cache_write": r.control.map(|(bytes, s)| json!({
             "bytes": bytes,
             "cpu_seconds": s,
@@ -451,9 +451,9 @@ fn compare(load: &LoadArgs, e2e_seconds: f64, compression: &str, json: bool) -> 
             "{}",
             json!({
                 "acks1": a_json,
-                "acks1_e2e_at_half_rate": a_e2e.to_json(),
+                "acks1_e2e_at_half_rate": a_e2e.json(),
                 "acks_all": b_json,
-                "acks_all_e2e_at_half_rate": b_e2e.to_json(),
+                "acks_all_e2e_at_half_rate": b_e2e.json(),
                 "produce_throughput_ratio": ratio,
                 "goal_ratio_met": ratio >= 0.6,
                 "goal_e2e_p99_met": b_p99 < 20.0,
@@ -528,7 +528,7 @@ fn main() -> anyhow::Result<()> {
                 &settings,
             )?;
             if json {
-                println!("{}", e.to_json());
+                println!("{}", e.json());
             } else {
                 print_e2e(&format!("acks={}", settings.acks), &mut e);
             }

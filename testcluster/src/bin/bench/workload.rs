@@ -78,7 +78,7 @@ impl Phase {
         self.broker_cpu_seconds * 1e6 / self.records as f64
     }
 
-    pub fn to_json(&mut self) -> Value {
+    pub fn json(&mut self) -> Value {
         let mut v = json!({
             "records": self.records,
             "bytes": self.bytes,
@@ -326,7 +326,7 @@ pub struct E2e {
 }
 
 impl E2e {
-    pub fn to_json(&mut self) -> Value {
+    pub fn json(&mut self) -> Value {
         json!({
             "target_rate": self.target_rate,
             "achieved_rate": self.achieved_rate,
