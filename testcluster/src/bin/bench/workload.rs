@@ -240,11 +240,26 @@ fn consumer(bootstrap: &str, settings: &ClientSettings) -> anyhow::Result<BaseCo
 /// FindCoordinator makes the broker create `__consumer_offsets` (50 partitions by default), as
 /// Kafka does. Asking for committed offsets waits for that to happen before the CPU clock
 /// starts, so the consume figure counts fetching only. Errors are only reported.
+/// While `__consumer_offsets` is being created the answer is NOT_COORDINATOR or
+/// COORDINATOR_NOT_AVAILABLE, so this asks again until an answer succeeds (30 s at most).
 fn warm_up_group(c: &BaseConsumer, topic: &str) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, 0);
-    if let Err(e) = c.committed_offsets(tpl, Duration::from_secs(30)) {
-        eprintln!("[bench] committed offsets (group warm-up) failed: {e}");
+    let mut last_error = None;
+    let ok = testcluster::wait_until("the group coordinator", Duration::from_secs(30), || match c
+        .committed_offsets(tpl.clone(), Duration::from_secs(5))
+    {
+        Ok(_) => Some(()),
+        Err(e) => {
+            last_error = Some(e);
+            None
+        }
+    });
+    if ok.is_err() {
+        eprintln!(
+            "[bench] group warm-up failed (consume CPU may include creating __consumer_offsets): {}",
+            last_error.map(|e| e.to_string()).unwrap_or_default()
+        );
     }
 }
 
