@@ -137,6 +137,11 @@ struct TargetArgs {
     /// min.insync.replicas of the bench topic (broker default when absent).
     #[arg(long)]
     min_isr: Option<u32>,
+    /// Extra server.properties entry for the brokers this run starts (repeatable),
+    /// e.g. replica.fetch.wait.max.ms=50.
+    #[arg(long = "broker-config", value_name = "KEY=VALUE", value_parser = key_value,
+          conflicts_with = "bootstrap")]
+    broker_config: Vec<(String, String)>,
 }
 
 #[derive(Args, Clone)]
@@ -197,6 +202,7 @@ impl TargetArgs {
             brokers: self.brokers,
             replication_factor: self.replication_factor,
             min_isr: self.min_isr,
+            broker_config: self.broker_config.clone(),
         }
     }
 
@@ -392,6 +398,7 @@ fn compare_one(
         brokers: layout.brokers,
         replication_factor: layout.replication_factor,
         min_isr: layout.min_isr,
+        broker_config: layout.broker_config.clone(),
     };
     let mut t = args.open()?;
     let mut settings = ProducerArgs {
@@ -421,11 +428,13 @@ fn compare(load: &LoadArgs, e2e_seconds: f64, compression: &str, json: bool) -> 
         brokers: 1,
         replication_factor: 1,
         min_isr: None,
+        broker_config: Vec::new(),
     };
     let replicated = Layout {
         brokers: 3,
         replication_factor: 3,
         min_isr: Some(2),
+        broker_config: Vec::new(),
     };
     // Each configuration gets its own cluster, stopped before the next one starts.
     let (mut a, a_json, mut a_e2e) = compare_one(

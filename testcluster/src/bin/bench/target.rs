@@ -15,6 +15,8 @@ pub struct Layout {
     pub brokers: i32,
     pub replication_factor: i16,
     pub min_isr: Option<u32>,
+    /// Extra `server.properties` entries for the brokers started.
+    pub broker_config: Vec<(String, String)>,
 }
 
 pub enum Target {
@@ -26,7 +28,10 @@ pub enum Target {
 
 impl Target {
     pub fn start(layout: &Layout) -> anyhow::Result<Target> {
-        let opts = ClusterOptions::default().brokers(layout.brokers);
+        let mut opts = ClusterOptions::default().brokers(layout.brokers);
+        for (k, v) in &layout.broker_config {
+            opts = opts.config(k, v);
+        }
         let cluster = Cluster::start(opts).context(
             "starting ZooKeeper and brokers (is `cargo build --release -p broker` done?)",
         )?;
