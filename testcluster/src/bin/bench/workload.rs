@@ -369,13 +369,18 @@ pub fn e2e(
     let start = Instant::now();
     let total = Arc::new(AtomicU64::new(u64::MAX));
     let ready = Arc::new(AtomicBool::new(false));
+    // Send times (ns since `start`) from which records are measured; set when sending starts.
+    let measure_from = Arc::new(AtomicU64::new(u64::MAX));
     let reader = {
         let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
-        let (total, ready) = (total.clone(), ready.clone());
+        let (total, ready, measure_from) = (total.clone(), ready.clone(), measure_from.clone());
         let settings = settings.clone();
         std::thread::spawn(move || -> anyhow::Result<(u64, Latencies)> {
             let c = consumer(&bootstrap, &settings)?;
             c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            // Creating __consumer_offsets (150 replicas on 3 brokers) must not overlap the
+            // measured window.
+            warm_up_group(&c, &topic);
             assign_from_zero(&c, &topic)?;
             let mut lat = Latencies::with_capacity((rate * seconds) as usize);
             let mut seen = 0u64;
@@ -391,7 +396,7 @@ pub fn e2e(
                         let p = m.payload().context("record without payload")?;
                         anyhow::ensure!(m.offset() == seen as i64, "gap or duplicate");
                         let sent = Duration::from_nanos(u64::from_be_bytes(p[..8].try_into()?));
-                        if sent >= warmup {
+                        if sent.as_nanos() as u64 >= measure_from.load(Ordering::Relaxed) {
                             lat.record(now.saturating_sub(sent));
                         }
                         seen += 1;
@@ -427,6 +432,7 @@ pub fn e2e(
     })?;
     let mut value = payload(size);
     let t0 = start.elapsed();
+    measure_from.store((t0 + warmup).as_nanos() as u64, Ordering::Relaxed);
     let mut sent = 0u64;
     loop {
         let elapsed = (start.elapsed() - t0).as_secs_f64();
