@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 /// Signals a test sends to a broker, as an operator would with `kill`.
@@ -111,7 +111,7 @@ impl BrokerProcess {
             .create(true)
             .append(true)
             .open(&self.log_file)?;
-        let child = Command::new(bin)
+        let child = crate::command(bin)
             // Own process group: a Ctrl-C in the terminal reaches `testcluster` only, which
             // then stops brokers (controlled shutdown) before ZooKeeper.
             .process_group(0)

@@ -25,6 +25,15 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A command for an external client (kcat, python, node, zkCli) with the test process's
+/// `LD_LIBRARY_PATH` removed: cargo points it at the native libraries built for our own crates
+/// (the bench's librdkafka, built without zstd), which must not replace the system's.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::{free_port, wait_until};
@@ -45,7 +45,7 @@ pub fn four_letter(port: u16, word: &str) -> Option<String> {
 impl ZkServer {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.dir.join("zookeeper.log"))?;
-        let child = Command::new("java")
+        let child = crate::command("java")
             // Own process group: a Ctrl-C in the terminal reaches `testcluster` only, which
             // then stops brokers (controlled shutdown) before ZooKeeper.
             .process_group(0)
@@ -177,7 +177,7 @@ impl ZooKeeper {
 
     /// Reads a znode's data as text with ZooKeeper's own `zkCli.sh` (`None` if absent).
     pub fn zkcli_get(&self, path: &str) -> Option<String> {
-        let out = Command::new("/usr/share/zookeeper/bin/zkCli.sh")
+        let out = crate::command("/usr/share/zookeeper/bin/zkCli.sh")
             .arg("-server")
             .arg(self.connect_string())
             .arg("get")

@@ -59,7 +59,7 @@ fn kcat_roundtrip(c: &Cluster, topic: &str, codec: &str, n: usize) {
     let input: String = (0..n).map(|i| format!("k{i}:v{i}\n")).collect();
     let t0 = now_ms();
     let (ok, _, err) = run(
-        Command::new("kcat").args([
+        testcluster::command("kcat").args([
             "-b",
             &c.bootstrap(),
             "-P",
@@ -79,7 +79,7 @@ fn kcat_roundtrip(c: &Cluster, topic: &str, codec: &str, n: usize) {
     assert!(ok, "kcat produce ({codec}) failed: {err}");
     let t1 = now_ms();
     let (ok, out, err) = run(
-        Command::new("kcat").args([
+        testcluster::command("kcat").args([
             "-b",
             &c.bootstrap(),
             "-C",
@@ -153,9 +153,13 @@ fn python(c: &Cluster, client: &str, topic: &str, acks: &str, n: usize) {
     let py = testcluster::workspace_root().join(".venv/bin/python");
     let script = testcluster::workspace_root().join("testcluster/clients/py_roundtrip.py");
     let (ok, out, err) = run(
-        Command::new(py)
-            .arg(script)
-            .args([client, &c.bootstrap(), topic, acks, &n.to_string()]),
+        testcluster::command(py).arg(script).args([
+            client,
+            &c.bootstrap(),
+            topic,
+            acks,
+            &n.to_string(),
+        ]),
         None,
         Duration::from_secs(240),
     );
@@ -190,7 +194,7 @@ fn kafkajs_produce_consume() {
     c.create_topic("js-topic", 6, 1, &[]).expect("create topic");
     let script = testcluster::workspace_root().join("testcluster/clients/kafkajs_roundtrip.js");
     let (ok, out, err) = run(
-        Command::new("node")
+        testcluster::command("node")
             .arg(script)
             .args([&c.bootstrap(), "js-topic", "10000"]),
         None,

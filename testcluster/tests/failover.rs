@@ -3,7 +3,7 @@
 //! during a rolling restart, deletion with a broker down, and the controller's broker restarted
 //! in a loop. Each test ends by checking ZooKeeper and every broker's Metadata agree.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +44,7 @@ fn start_producer(c: &Cluster, topic: &str, acks: &str) -> Producer {
     let root = testcluster::workspace_root();
     let stop = c.path().join(format!("{topic}.stop"));
     let acked = c.path().join(format!("{topic}.acked"));
-    let child = Command::new(root.join(".venv/bin/python"))
+    let child = testcluster::command(root.join(".venv/bin/python"))
         .arg(root.join("testcluster/clients/py_acked_producer.py"))
         .args([&c.bootstrap(), topic, acks])
         .arg(&stop)
@@ -99,7 +99,7 @@ fn verify(
     allow_duplicates: bool,
 ) -> String {
     let root = testcluster::workspace_root();
-    let mut cmd = Command::new(root.join(".venv/bin/python"));
+    let mut cmd = testcluster::command(root.join(".venv/bin/python"));
     cmd.arg(root.join("testcluster/clients/py_verify_acked.py"))
         .args([&c.bootstrap(), topic])
         .arg(acked);

@@ -3,7 +3,7 @@
 //! bounces of leaders, controllers and followers without losing an acknowledged record.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn kcat_produce(c: &Cluster, topic: &str, acks: &str, lines: &str) {
-    let mut child = Command::new("kcat")
+    let mut child = testcluster::command("kcat")
         .args(["-b", &c.bootstrap(), "-P", "-t", topic, "-p", "0", "-X"])
         .arg(format!("acks={acks}"))
         .args(["-X", "message.timeout.ms=20000"])
@@ -102,7 +102,7 @@ fn paused_follower_leaves_and_rejoins_isr() {
     })
     .unwrap();
     kcat_produce(&c, "isr", "all", "f\n");
-    let out = Command::new("kcat")
+    let out = testcluster::command("kcat")
         .args(["-b", &c.bootstrap(), "-C", "-t", "isr", "-e", "-q"])
         .output()
         .unwrap();
@@ -170,7 +170,7 @@ fn divergent_old_leader_truncates() {
         final_log, leader_log,
         "the old leader's divergent tail was cut"
     );
-    let out = Command::new("kcat")
+    let out = testcluster::command("kcat")
         .args(["-b", &c.bootstrap(), "-C", "-t", "div", "-e", "-q"])
         .output()
         .unwrap();
@@ -193,7 +193,7 @@ fn bounce_loop(acks: &str, report_loss: bool) -> String {
     let root = testcluster::workspace_root();
     let stop = c.path().join("stop");
     let acked = c.path().join("acked");
-    let mut producer = Command::new(root.join(".venv/bin/python"))
+    let mut producer = testcluster::command(root.join(".venv/bin/python"))
         .arg(root.join("testcluster/clients/py_acked_producer.py"))
         .args([&c.bootstrap(), "bounce", acks])
         .arg(&stop)
@@ -245,7 +245,7 @@ fn bounce_loop(acks: &str, report_loss: bool) -> String {
         producer.try_wait().ok().flatten()
     })
     .unwrap();
-    let mut cmd = Command::new(root.join(".venv/bin/python"));
+    let mut cmd = testcluster::command(root.join(".venv/bin/python"));
     cmd.arg(root.join("testcluster/clients/py_verify_acked.py"))
         .args([&c.bootstrap(), "bounce"])
         .arg(&acked)

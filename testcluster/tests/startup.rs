@@ -3,7 +3,6 @@
 //! that belongs to another cluster.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use testcluster::{BrokerProcess, Cluster, ClusterOptions};
@@ -11,7 +10,7 @@ use testcluster::{BrokerProcess, Cluster, ClusterOptions};
 fn run_broker(props: &str, dir: &std::path::Path) -> (Option<i32>, String) {
     let cfg = dir.join("bad.properties");
     std::fs::write(&cfg, props).unwrap();
-    let out = Command::new(testcluster::broker_binary())
+    let out = testcluster::command(testcluster::broker_binary())
         .arg(&cfg)
         .env("NO_COLOR", "1")
         .output()
