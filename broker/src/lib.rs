@@ -1,1 +1,38 @@
+//! A Kafka broker in ZooKeeper mode: it registers in ZooKeeper, hosts a controller that
+//! contests `/controller`, keeps partition logs with the `storage` crate and serves stock Kafka
+//! clients.
+//!
+//! # Layout (one file per concept)
+//!
+//! - [`alloc`]: the allocator guard that keeps a malformed request from aborting the broker.
+//! - [`config`]: `server.properties` keys with Kafka's defaults (`KafkaConfig`).
+//! - [`broker`]: start-up in Kafka's order, shared state, clean shutdown (`KafkaServer`).
+//! - [`server`]: accepting connections, framing, in-order answers (`SocketServer`).
+//! - [`api`]: one file per Kafka API (`KafkaApis`); `api::SUPPORTED` is what ApiVersions says.
+//! - [`metadata_cache`]: the cluster as the controller last described it (`ZkMetadataCache`).
+//! - [`replica_manager`]: hosted partitions, leader and follower (`ReplicaManager`, `Partition`).
+//! - [`replication`]: followers fetching from leaders, the ISR and the high watermark.
+//! - [`isr`]: the leader's ISR shrink and expand through AlterPartition.
+//! - [`client`]: the broker's own requests to other brokers.
+//! - [`metrics`]: the Prometheus endpoint (`metrics.port`).
+//! - [`group`]: the consumer group coordinator (`GroupCoordinator`).
+//!
+//! The controller itself lives in the `controller` crate; [`broker::start`] starts it.
+
+pub mod alloc;
+pub mod api;
+pub mod broker;
+pub mod client;
+pub mod config;
 pub mod group;
+pub mod isr;
+pub mod metadata_cache;
+pub mod metrics;
+pub mod replica_manager;
+pub mod replication;
+pub mod server;
+
+/// Unit tests decode hostile frames too, so they run under the same guard as the binary.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: alloc::GuardedAlloc = alloc::GuardedAlloc;

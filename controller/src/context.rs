@@ -8,7 +8,7 @@
 //! Invariant: no I/O here. Only the event loop owns the context (by value), so no lock is needed;
 //! it is cleared on resignation and rebuilt from ZooKeeper on the next failover.
 //!
-//! Simplifications: no offline log directories, no reassignment bookkeeping yet.
+//! Simplifications: no offline log directories.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,8 +28,76 @@ pub struct PartitionAndReplica {
 pub struct ReplicaAssignment {
     /// Full replica set RS (preferred replica first).
     pub replicas: Vec<i32>,
+    /// AR: replicas being added by an in-flight reassignment (empty when none).
     pub adding_replicas: Vec<i32>,
+    /// RR: replicas being removed by an in-flight reassignment (empty when none).
     pub removing_replicas: Vec<i32>,
+}
+
+impl ReplicaAssignment {
+    /// A settled assignment (no reassignment in flight).
+    pub fn new(replicas: Vec<i32>) -> Self {
+        ReplicaAssignment {
+            replicas,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }
+    }
+
+    /// True while a reassignment is in flight (Kafka's `isBeingReassigned`).
+    pub fn is_being_reassigned(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// ORS = RS - AR (Kafka's `originReplicas`).
+    pub fn origin_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
+
+    /// TRS = RS - RR (Kafka's `targetReplicas`).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// Kafka's `reassignTo`: RS = distinct(TRS ++ ORS), AR = RS - ORS, RR = RS - TRS. Target
+    /// replicas come first, so the target's head becomes the preferred replica.
+    pub fn reassign_to(&self, target: &[i32]) -> ReplicaAssignment {
+        let origin = self.origin_replicas();
+        let mut full: Vec<i32> = Vec::new();
+        for r in target.iter().chain(origin.iter()) {
+            if !full.contains(r) {
+                full.push(*r);
+            }
+        }
+        ReplicaAssignment {
+            adding_replicas: full
+                .iter()
+                .copied()
+                .filter(|r| !origin.contains(r))
+                .collect(),
+            removing_replicas: full
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect(),
+            replicas: full,
+        }
+    }
+
+    /// Kafka's `removeReplica`: drops a replica from RS, AR and RR.
+    pub fn remove_replica(&mut self, replica: i32) {
+        self.replicas.retain(|r| *r != replica);
+        self.adding_replicas.retain(|r| *r != replica);
+        self.removing_replicas.retain(|r| *r != replica);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +126,9 @@ pub struct ControllerContext {
     pub topics_with_deletion_started: BTreeSet<String>,
     /// Topics whose deletion waits (a replica's broker is down, or a StopReplica failed).
     pub topics_ineligible_for_deletion: BTreeSet<String>,
+    /// Partitions with a reassignment in flight (Kafka's `partitionsBeingReassigned`); their
+    /// assignment has non-empty adding or removing replicas, in memory and in ZooKeeper.
+    pub partitions_being_reassigned: BTreeSet<TopicPartition>,
 }
 
 impl ControllerContext {
@@ -187,6 +258,41 @@ impl ControllerContext {
         self.topics_to_be_deleted.remove(topic);
         self.topics_with_deletion_started.remove(topic);
         self.topics_ineligible_for_deletion.remove(topic);
+        self.partitions_being_reassigned
+            .retain(|tp| tp.topic != topic);
+    }
+
+    /// The full assignment (RS, AR, RR) of a partition; empty if unknown.
+    pub fn partition_full_replica_assignment(&self, tp: &TopicPartition) -> ReplicaAssignment {
+        self.assignments
+            .get(&tp.topic)
+            .and_then(|m| m.get(&tp.partition))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces a partition's full assignment (Kafka's `updatePartitionFullReplicaAssignment`).
+    pub fn update_partition_full_replica_assignment(
+        &mut self,
+        tp: &TopicPartition,
+        assignment: ReplicaAssignment,
+    ) {
+        self.assignments
+            .entry(tp.topic.clone())
+            .or_default()
+            .insert(tp.partition, assignment);
+    }
+
+    /// Partitions not led by their preferred replica, among topics not being deleted (Kafka's
+    /// `preferredReplicaImbalanceCount`).
+    pub fn preferred_replica_imbalance_count(&self) -> i64 {
+        self.leadership
+            .iter()
+            .filter(|(tp, l)| {
+                !self.is_topic_queued_for_deletion(&tp.topic)
+                    && self.replicas(tp).first() != Some(&l.leader_and_isr.leader)
+            })
+            .count() as i64
     }
 
     pub fn topic_id(&self, topic: &str) -> uuid::Uuid {
@@ -194,5 +300,30 @@ impl ControllerContext {
             .get(topic)
             .copied()
             .unwrap_or(uuid::Uuid::nil())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplicaAssignment;
+
+    // Kafka: ReplicaAssignmentTest / the example in KafkaController.onPartitionReassignment.
+    #[test]
+    fn reassign_to_puts_target_first_and_splits_adding_and_removing() {
+        let a = ReplicaAssignment::new(vec![1, 2, 3]).reassign_to(&[4, 5, 6]);
+        assert_eq!(a.replicas, vec![4, 5, 6, 1, 2, 3]);
+        assert_eq!(a.adding_replicas, vec![4, 5, 6]);
+        assert_eq!(a.removing_replicas, vec![1, 2, 3]);
+        assert_eq!(a.origin_replicas(), vec![1, 2, 3]);
+        assert_eq!(a.target_replicas(), vec![4, 5, 6]);
+        // Overlapping target: [1,2,3] -> [3,4,2] is encoded as [3,4,2,1].
+        let b = ReplicaAssignment::new(vec![1, 2, 3]).reassign_to(&[3, 4, 2]);
+        assert_eq!(b.replicas, vec![3, 4, 2, 1]);
+        assert_eq!(b.adding_replicas, vec![4]);
+        assert_eq!(b.removing_replicas, vec![1]);
+        // Cancelling (target = origin) settles back on the origin replicas.
+        let c = b.reassign_to(&b.origin_replicas());
+        assert_eq!(c.replicas, vec![3, 2, 1]);
+        assert!(!c.is_being_reassigned());
     }
 }

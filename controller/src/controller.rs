@@ -12,9 +12,11 @@
 //! state makes the controller resign and trigger a new election, as Kafka's
 //! `handleIllegalState` does.
 //!
-//! Simplifications (first light): no partition reassignment, no preferred-replica election or
-//! auto rebalance, no ISR change notifications or AlterPartition, no log-dir failures, no
-//! metrics, no topic-level `unclean.leader.election.enable`. Session expiry follows Kafka
+//! Preferred elections and the auto rebalance live in [`crate::preferred_election`], partition
+//! reassignment in [`crate::reassignment`], ISR changes in [`crate::alter_partition`].
+//!
+//! Simplifications: no ISR change notifications (IBP < 2.7 only), no log-dir failures, no
+//! topic-level `unclean.leader.election.enable`. Session expiry follows Kafka
 //! (`Expire`, then `RegisterBrokerAndReelect` on a new session, see
 //! [`crate::spawn_session_expiry_handler`]). Replicas of a topic being deleted are not moved to
 //! OnlineReplica when their broker returns (Kafka does, briefly recreating them); they go
@@ -59,8 +61,11 @@ pub struct KafkaController {
     pub(crate) batch: RequestBatch,
     /// Per-broker queues (real sockets, or a recorder in tests).
     pub(crate) channel: Box<dyn ControllerChannel>,
-    /// Our own queue, for watch tasks.
-    events: EventSender,
+    /// Our own queue, for watch tasks and timers.
+    pub(crate) events: EventSender,
+    /// The pending auto leader rebalance check (Kafka's `auto-leader-rebalance-task`);
+    /// cancelled on resignation.
+    pub(crate) rebalance_timer: Option<JoinHandle<()>>,
     /// Flags the broker's `ControllerHandle` reads.
     shared: Arc<SharedState>,
     /// The controller this broker believes is active (Kafka's `activeControllerId`).
@@ -90,6 +95,7 @@ impl KafkaController {
             events,
             shared,
             active_controller_id: None,
+            rebalance_timer: None,
             watches: HashMap::new(),
             controller_watch: None,
         }
@@ -143,6 +149,10 @@ impl KafkaController {
 
     pub(crate) fn shared(&self) -> &SharedState {
         &self.shared
+    }
+
+    pub(crate) fn shared_arc(&self) -> Arc<SharedState> {
+        self.shared.clone()
     }
 
     /// Processes one event to completion (Kafka's `ControllerEventProcessor.process`).
@@ -211,8 +221,27 @@ impl KafkaController {
                 let req = *req;
                 match self.process_alter_partition(&req).await {
                     Ok(reply) => {
+                        // Kafka answers first, then checks whether an accepted ISR expansion
+                        // completes a reassignment.
+                        let accepted: Vec<TopicPartition> = match &reply {
+                            Ok(results) => results
+                                .iter()
+                                .filter(|(tp, r)| {
+                                    r.is_ok() && self.ctx.partitions_being_reassigned.contains(*tp)
+                                })
+                                .map(|(tp, _)| tp.clone())
+                                .collect(),
+                            Err(_) => Vec::new(),
+                        };
                         let _ = req.reply.send(reply);
-                        Ok(())
+                        let mut outcome = Ok(());
+                        for tp in accepted {
+                            outcome = self.maybe_complete_reassignment(&tp).await;
+                            if outcome.is_err() {
+                                break;
+                            }
+                        }
+                        outcome
                     }
                     Err(e) => {
                         let _ = req
@@ -247,6 +276,43 @@ impl KafkaController {
             } => {
                 self.process_stop_replica_response(broker_id, &response)
                     .await
+            }
+            ControllerEvent::ReplicaLeaderElection {
+                partitions,
+                election_type,
+                trigger,
+                reply,
+            } => {
+                self.process_replica_leader_election(partitions, election_type, trigger, reply)
+                    .await
+            }
+            ControllerEvent::AutoPreferredReplicaLeaderElection => {
+                self.process_auto_preferred_replica_leader_election().await
+            }
+            ControllerEvent::ZkPartitionReassignment => {
+                self.process_zk_partition_reassignment().await.map(|_| ())
+            }
+            ControllerEvent::ApiPartitionReassignment {
+                reassignments,
+                reply,
+            } => match self.process_api_partition_reassignment(reassignments).await {
+                Ok(r) => {
+                    let _ = reply.send(r);
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(match e {
+                        Error::ControllerMoved | Error::NotController => {
+                            crate::error::codes::NOT_CONTROLLER
+                        }
+                        _ => crate::error::codes::UNKNOWN_SERVER_ERROR,
+                    }));
+                    Err(e)
+                }
+            },
+            ControllerEvent::ListPartitionReassignments { partitions, reply } => {
+                let _ = reply.send(self.process_list_partition_reassignments(partitions));
+                Ok(())
             }
             ControllerEvent::Shutdown { done } => {
                 self.shutdown().await;
@@ -486,7 +552,9 @@ impl KafkaController {
     /// 6. send UpdateMetadata (live brokers, no partitions) to every live broker, before any
     ///    LeaderAndIsr so brokers know the leaders' endpoints;
     /// 7. replica state machine startup; 8. partition state machine startup and elections for
-    ///    New/Offline partitions; 9. resume topic deletion.
+    ///    New/Offline partitions; 9. resume reassignments (`/admin/reassign_partitions` first,
+    ///    then those recorded in the topic znodes), topic deletion, a pending
+    ///    `/admin/preferred_replica_election`, and schedule the first auto rebalance check.
     async fn on_controller_failover(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
         // 1.
@@ -556,13 +624,19 @@ impl KafkaController {
                 .await?;
         } else {
             for t in queued {
-                // Replicas on dead brokers make a topic ineligible until they return.
+                // Replicas on dead brokers, or a reassignment in flight, make a topic
+                // ineligible until they return or it completes.
                 let dead = self
                     .ctx
                     .replicas_for_topic(&t)
                     .iter()
                     .any(|r| !self.ctx.is_replica_online(r.replica));
-                if dead {
+                let reassigning = self
+                    .ctx
+                    .partitions_being_reassigned
+                    .iter()
+                    .any(|tp| tp.topic == t);
+                if dead || reassigning {
                     self.ctx.topics_ineligible_for_deletion.insert(t.clone());
                 }
                 self.ctx.topics_to_be_deleted.insert(t);
@@ -614,7 +688,14 @@ impl KafkaController {
         }
         self.trigger_online_partition_state_change().await?;
         // 9.
+        self.initialize_partition_reassignments().await?;
         self.resume_deletions().await?;
+        self.resume_pending_preferred_replica_elections().await?;
+        if self.config.auto_leader_rebalance_enable {
+            self.schedule_auto_leader_rebalance_task(
+                crate::preferred_election::FIRST_AUTO_REBALANCE_DELAY,
+            );
+        }
         info!(
             controller_epoch = self.ctx.epoch,
             live_brokers = ?self.ctx.live_broker_ids(),
@@ -651,9 +732,15 @@ impl KafkaController {
         };
         self.ctx.all_topics.insert(topic.to_string());
         self.ctx.topic_ids.insert(topic.to_string(), id);
-        self.ctx
-            .assignments
-            .insert(topic.to_string(), assignment_map(&a));
+        let map = assignment_map(&a);
+        for (p, r) in &map {
+            if r.is_being_reassigned() {
+                self.ctx
+                    .partitions_being_reassigned
+                    .insert(TopicPartition::new(topic, *p));
+            }
+        }
+        self.ctx.assignments.insert(topic.to_string(), map);
         Ok(true)
     }
 
@@ -681,6 +768,7 @@ impl KafkaController {
         for (_, h) in self.watches.drain() {
             h.abort();
         }
+        self.cancel_auto_leader_rebalance_task();
         self.channel.shutdown();
         self.batch.clear();
         self.ctx = ControllerContext::default();
@@ -701,6 +789,7 @@ impl KafkaController {
         if let Some(h) = self.controller_watch.take() {
             h.abort();
         }
+        self.cancel_auto_leader_rebalance_task();
         for (_, h) in self.watches.drain() {
             h.abort();
         }
@@ -827,7 +916,8 @@ impl KafkaController {
     /// 2. UpdateMetadata with every partition that has a leader to the new brokers;
     /// 3. their replicas -> OnlineReplica (LeaderAndIsr with the current state);
     /// 4. New/Offline partitions -> Online (a returning broker may lead again);
-    /// 5. resume deletion of topics with replicas on them; 6. watch their znodes.
+    /// 5. restart reassignments whose target includes a new broker; resume deletion of topics
+    ///    with replicas on them; 6. watch their znodes.
     async fn on_broker_startup(&mut self, new: &BTreeSet<i32>) -> Result<()> {
         let existing: Vec<i32> = self
             .ctx
@@ -846,6 +936,8 @@ impl KafkaController {
         self.handle_replica_state_changes(&others, ReplicaState::Online)
             .await?;
         self.trigger_online_partition_state_change().await?;
+        self.maybe_resume_reassignments(|_, a| a.target_replicas().iter().any(|r| new.contains(r)))
+            .await?;
         if !for_deletion.is_empty() {
             let topics: BTreeSet<String> =
                 for_deletion.iter().map(|r| r.tp.topic.clone()).collect();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::stop_replica_response::StopReplicaPartitionError;
 use kafka_protocol::messages::StopReplicaResponse;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::admin::AdminZkClient;
 use crate::channel::{ControlRequest, SharedRecordingChannel};
@@ -30,7 +30,7 @@ struct Harness {
 struct Node {
     controller: KafkaController,
     sent: SharedRecordingChannel,
-    _rx: mpsc::UnboundedReceiver<ControllerEvent>,
+    rx: crate::event::EventReceiver,
 }
 
 fn registration(id: i32) -> BrokerRegistration {
@@ -77,7 +77,7 @@ impl Harness {
 
     /// A controller hosted by broker `id`, started (it contests the election).
     async fn start_controller(&self, id: i32) -> Node {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::event::event_queue();
         let sent = SharedRecordingChannel::default();
         let mut controller = KafkaController::new(
             self.zk_of(id),
@@ -91,7 +91,7 @@ impl Harness {
         Node {
             controller,
             sent,
-            _rx: rx,
+            rx,
         }
     }
 
@@ -626,4 +626,705 @@ async fn alter_partition_shrinks_isr_and_fences_stale_leader_epoch() {
     node.controller.process(event).await;
     let r = rx.await.unwrap().unwrap().remove(&tp).unwrap();
     assert_eq!(r, Err(codes::FENCED_LEADER_EPOCH));
+}
+
+// ---- preferred replica election, auto rebalance, reassignment --------------------------------
+
+mod election_and_reassignment {
+    use super::*;
+    use crate::alter_partition::{AlterPartitionItem, AlterPartitionRequest};
+    use crate::error::codes;
+    use crate::event::{ElectLeadersResults, ElectionTrigger, ElectionType};
+
+    /// The leader asks the controller to set the ISR (AlterPartition), with the epochs it has.
+    async fn alter_isr(
+        h: &Harness,
+        node: &mut Node,
+        leader: i32,
+        tp: &TopicPartition,
+        isr: &[i32],
+    ) {
+        let s = h.state(&tp.topic, tp.partition).await;
+        let broker_epoch = h
+            .zk_of(leader)
+            .get_broker(leader)
+            .await
+            .unwrap()
+            .unwrap()
+            .broker_epoch;
+        let (reply, rx) = oneshot::channel();
+        node.controller
+            .process(ControllerEvent::AlterPartition(Box::new(
+                AlterPartitionRequest {
+                    broker_id: leader,
+                    broker_epoch,
+                    version: 2,
+                    items: vec![AlterPartitionItem {
+                        tp: tp.clone(),
+                        leader_epoch: s.leader_and_isr.leader_epoch,
+                        new_isr: isr.to_vec(),
+                        leader_recovery_state: 0,
+                        partition_epoch: s.leader_and_isr.partition_epoch,
+                    }],
+                    reply,
+                },
+            )))
+            .await;
+        let r = rx.await.unwrap().unwrap().remove(tp).unwrap();
+        assert!(r.is_ok(), "AlterPartition refused: {r:?}");
+    }
+
+    async fn elect(
+        node: &mut Node,
+        election_type: ElectionType,
+        partitions: &[TopicPartition],
+    ) -> ElectLeadersResults {
+        let (reply, rx) = oneshot::channel();
+        node.controller
+            .process(ControllerEvent::ReplicaLeaderElection {
+                partitions: Some(partitions.to_vec()),
+                election_type,
+                trigger: ElectionTrigger::AdminClient,
+                reply: Some(reply),
+            })
+            .await;
+        rx.await.unwrap()
+    }
+
+    async fn restart(h: &mut Harness, node: &mut Node, id: i32) {
+        h.sessions.insert(id, h.mem.new_session());
+        h.zk_of(id)
+            .register_broker(&registration(id))
+            .await
+            .unwrap();
+        node.controller.process(ControllerEvent::BrokerChange).await;
+    }
+
+    /// Topic "t" with one partition assigned [1, 2], whose leadership has moved to broker 2
+    /// (broker 1 bounced) and whose ISR is back to [2, 1]: a preferred election is due.
+    async fn leadership_moved_away(controller_on: i32) -> (Harness, Node, TopicPartition) {
+        let mut h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(controller_on).await;
+        let tp = TopicPartition::new("t", 0);
+        h.kill(1);
+        node.controller.process(ControllerEvent::BrokerChange).await;
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 2);
+        restart(&mut h, &mut node, 1).await;
+        (h, node, tp)
+    }
+
+    /// Kafka: processReplicaLeaderElection (PREFERRED) — the preferred replica must be in the
+    /// ISR; once it is, leadership moves back with a new leader epoch and the ISR unchanged.
+    #[tokio::test]
+    async fn elect_leaders_preferred_moves_leadership_back_once_preferred_replica_is_in_isr() {
+        let (h, mut node, tp) = leadership_moved_away(3).await;
+        let r = elect(
+            &mut node,
+            ElectionType::Preferred,
+            std::slice::from_ref(&tp),
+        )
+        .await;
+        assert_eq!(
+            r[&tp].as_ref().unwrap_err().0,
+            codes::PREFERRED_LEADER_NOT_AVAILABLE
+        );
+
+        alter_isr(&h, &mut node, 2, &tp, &[2, 1]).await;
+        let before = h.state("t", 0).await;
+        node.sent.take();
+        let r = elect(
+            &mut node,
+            ElectionType::Preferred,
+            std::slice::from_ref(&tp),
+        )
+        .await;
+        assert_eq!(r[&tp], Ok(1));
+        let after = h.state("t", 0).await;
+        assert_eq!(after.leader_and_isr.leader, 1);
+        assert_eq!(after.leader_and_isr.isr, vec![2, 1]);
+        assert_eq!(
+            after.leader_and_isr.leader_epoch,
+            before.leader_and_isr.leader_epoch + 1
+        );
+        let sent = node.sent.take();
+        assert!(leader_and_isr_to(&sent, 1).contains(&("t".into(), 0, 1, false)));
+        assert!(leader_and_isr_to(&sent, 2).contains(&("t".into(), 0, 1, false)));
+        assert_eq!(
+            node.controller
+                .context()
+                .preferred_replica_imbalance_count(),
+            0
+        );
+
+        // Already led by the preferred replica; unknown partitions are reported as such.
+        let unknown = TopicPartition::new("nope", 0);
+        let r = elect(
+            &mut node,
+            ElectionType::Preferred,
+            &[tp.clone(), unknown.clone()],
+        )
+        .await;
+        assert_eq!(r[&tp].as_ref().unwrap_err().0, codes::ELECTION_NOT_NEEDED);
+        assert_eq!(
+            r[&unknown].as_ref().unwrap_err().0,
+            codes::UNKNOWN_TOPIC_OR_PARTITION
+        );
+    }
+
+    /// Kafka: ElectLeaders on a broker that is not the controller answers NOT_CONTROLLER.
+    #[tokio::test]
+    async fn elect_leaders_on_inactive_controller_answers_not_controller() {
+        let h = Harness::new(&[1, 2]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let _active = h.start_controller(1).await;
+        let mut passive = h.start_controller(2).await;
+        let tp = TopicPartition::new("t", 0);
+        let r = elect(
+            &mut passive,
+            ElectionType::Preferred,
+            std::slice::from_ref(&tp),
+        )
+        .await;
+        assert_eq!(r[&tp].as_ref().unwrap_err().0, codes::NOT_CONTROLLER);
+    }
+
+    /// Kafka: UNCLEAN from the admin API elects an out-of-sync live replica when no ISR member
+    /// is alive (KIP-704 recovery state), and is not needed while the leader is alive.
+    #[tokio::test]
+    async fn elect_leaders_unclean_elects_out_of_sync_replica_only_when_leader_is_gone() {
+        let h = Harness::new(&[1, 2]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(2).await;
+        let tp = TopicPartition::new("t", 0);
+        let r = elect(&mut node, ElectionType::Unclean, std::slice::from_ref(&tp)).await;
+        assert_eq!(r[&tp].as_ref().unwrap_err().0, codes::ELECTION_NOT_NEEDED);
+
+        alter_isr(&h, &mut node, 1, &tp, &[1]).await;
+        h.kill(1);
+        node.controller.process(ControllerEvent::BrokerChange).await;
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, -1);
+
+        let r = elect(&mut node, ElectionType::Unclean, std::slice::from_ref(&tp)).await;
+        assert_eq!(r[&tp], Ok(2));
+        let s = h.state("t", 0).await;
+        assert_eq!(s.leader_and_isr.leader, 2);
+        assert_eq!(s.leader_and_isr.isr, vec![2]);
+        assert_eq!(s.leader_and_isr.leader_recovery_state, 1);
+    }
+
+    /// Kafka: PreferredReplicaElectionHandler + removePartitionsFromPreferredReplicaElection —
+    /// creating the znode fires the controller's watch; the election runs; the znode is deleted.
+    #[tokio::test]
+    async fn preferred_replica_election_znode_is_watched_processed_and_deleted() {
+        let (h, mut node, tp) = leadership_moved_away(3).await;
+        alter_isr(&h, &mut node, 2, &tp, &[2, 1]).await;
+        let path = PreferredReplicaElectionZNode::path();
+        h.reader
+            .backend()
+            .create(
+                path.into(),
+                br#"{"version":1,"partitions":[{"topic":"t","partition":0}]}"#.to_vec(),
+                crate::zk::backend::NodeMode::Persistent,
+            )
+            .await
+            .unwrap();
+        // The watch armed at failover enqueues the event (and does nothing else).
+        let event = next_event(&mut node, |e| {
+            matches!(
+                e,
+                ControllerEvent::ReplicaLeaderElection {
+                    partitions: None,
+                    ..
+                }
+            )
+        })
+        .await;
+        node.controller.process(event).await;
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 1);
+        assert!(h.reader.get_data_maybe(path).await.unwrap().is_none());
+        // The controller re-queued the event to re-arm its watch; processing it finds no znode.
+        let event = next_event(&mut node, |e| {
+            matches!(
+                e,
+                ControllerEvent::ReplicaLeaderElection {
+                    partitions: None,
+                    ..
+                }
+            )
+        })
+        .await;
+        node.controller.process(event).await;
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 1);
+    }
+
+    /// Takes events from the controller's queue until one matches (bounded, no sleeping: the
+    /// watch and timer tasks run while we await).
+    async fn next_event(
+        node: &mut Node,
+        wanted: impl Fn(&ControllerEvent) -> bool,
+    ) -> ControllerEvent {
+        let deadline = std::time::Duration::from_secs(600);
+        tokio::time::timeout(deadline, async {
+            loop {
+                let q = node.rx.recv().await.expect("controller queue open");
+                if wanted(&q.event) {
+                    return q.event;
+                }
+            }
+        })
+        .await
+        .expect("event enqueued")
+    }
+
+    /// Kafka: checkAndTriggerAutoLeaderRebalance — broker 1 leads none of its 1 preferred
+    /// partition (imbalance 100% > 10%), its preferred replica is back in the ISR: elected.
+    #[tokio::test]
+    async fn auto_rebalance_elects_preferred_leaders_above_imbalance_threshold() {
+        let (h, mut node, tp) = leadership_moved_away(3).await;
+        node.controller
+            .process(ControllerEvent::AutoPreferredReplicaLeaderElection)
+            .await;
+        // Not in the ISR yet: nothing happens.
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 2);
+        assert_eq!(
+            node.controller
+                .context()
+                .preferred_replica_imbalance_count(),
+            1
+        );
+
+        alter_isr(&h, &mut node, 2, &tp, &[2, 1]).await;
+        node.controller
+            .process(ControllerEvent::AutoPreferredReplicaLeaderElection)
+            .await;
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 1);
+        node.controller.update_metrics();
+        assert_eq!(
+            node.controller
+                .context()
+                .preferred_replica_imbalance_count(),
+            0
+        );
+    }
+
+    /// Kafka: a broker whose imbalance is at or below leader.imbalance.per.broker.percentage is
+    /// left alone (1 of 10 partitions = 10%, not above 10%).
+    #[tokio::test]
+    async fn auto_rebalance_leaves_imbalance_at_threshold_alone() {
+        let mut h = Harness::new(&[1, 2]).await;
+        let assignment: Vec<(i32, Vec<i32>)> = (0..10).map(|p| (p, vec![1, 2])).collect();
+        h.create_topic("t", &assignment).await;
+        let mut node = h.start_controller(2).await;
+        // Broker 1 bounces: all ten leaderships move to 2. Once 1 is back in the ISRs, nine
+        // are moved back by ElectLeaders, leaving 1 of broker 1's 10 partitions led elsewhere.
+        h.kill(1);
+        node.controller.process(ControllerEvent::BrokerChange).await;
+        restart(&mut h, &mut node, 1).await;
+        let all: Vec<TopicPartition> = (0..10).map(|p| TopicPartition::new("t", p)).collect();
+        for tp in &all {
+            alter_isr(&h, &mut node, 2, tp, &[2, 1]).await;
+        }
+        let r = elect(&mut node, ElectionType::Preferred, &all[1..]).await;
+        assert!(r.values().all(|r| *r == Ok(1)));
+        node.controller
+            .process(ControllerEvent::AutoPreferredReplicaLeaderElection)
+            .await;
+        assert_eq!(
+            h.state("t", 0).await.leader_and_isr.leader,
+            2,
+            "10% is not above 10%"
+        );
+    }
+
+    /// Kafka: scheduleAutoLeaderRebalanceTask — 5 s after failover the timer enqueues
+    /// AutoPreferredReplicaLeaderElection, and after processing it the next check is scheduled
+    /// leader.imbalance.check.interval.seconds later. (Virtual time: no real waiting.)
+    #[tokio::test(start_paused = true)]
+    async fn auto_rebalance_timer_only_enqueues_the_event_every_interval() {
+        let h = Harness::new(&[1, 2]).await;
+        let mut node = h.start_controller(1).await;
+        let start = tokio::time::Instant::now();
+        let is_auto =
+            |e: &ControllerEvent| matches!(e, ControllerEvent::AutoPreferredReplicaLeaderElection);
+        let event = next_event(&mut node, is_auto).await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
+        node.controller.process(event).await;
+        next_event(&mut node, is_auto).await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(305));
+    }
+
+    async fn reassign(
+        node: &mut Node,
+        reassignments: &[(TopicPartition, Option<Vec<i32>>)],
+    ) -> crate::event::AlterReassignmentsReply {
+        let (reply, rx) = oneshot::channel();
+        node.controller
+            .process(ControllerEvent::ApiPartitionReassignment {
+                reassignments: reassignments.iter().cloned().collect(),
+                reply,
+            })
+            .await;
+        rx.await.unwrap()
+    }
+
+    async fn list(node: &mut Node) -> BTreeMap<TopicPartition, crate::context::ReplicaAssignment> {
+        let (reply, rx) = oneshot::channel();
+        node.controller
+            .process(ControllerEvent::ListPartitionReassignments {
+                partitions: None,
+                reply,
+            })
+            .await;
+        rx.await.unwrap().unwrap()
+    }
+
+    fn stop_replica_deletes_to(sent: &[(i32, ControlRequest)], broker: i32) -> usize {
+        sent.iter()
+            .filter(|(to, _)| *to == broker)
+            .filter_map(|(_, r)| match r {
+                ControlRequest::StopReplica(sr) => Some(sr),
+                _ => None,
+            })
+            .flat_map(|sr| {
+                sr.topic_states
+                    .iter()
+                    .flat_map(|t| t.partition_states.iter())
+            })
+            .filter(|p| p.delete_partition)
+            .count()
+    }
+
+    /// Kafka: onPartitionReassignment phases U, A, B — [1,2] -> [2,3]: RS [2,3,1] with
+    /// adding [3] / removing [1] written first; the leader (1) is not in the target, so once 3
+    /// joins the ISR leadership moves to 2, 1 is stopped and deleted, and RS = [2,3] last.
+    #[tokio::test]
+    async fn reassignment_adds_target_waits_for_isr_moves_leader_then_removes_old_replica() {
+        let h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(3).await;
+        let tp = TopicPartition::new("t", 0);
+        node.sent.take();
+        let r = reassign(&mut node, &[(tp.clone(), Some(vec![2, 3]))]).await;
+        assert_eq!(r, Ok(BTreeMap::from([(tp.clone(), Ok(()))])));
+
+        // U1: the topic znode records RS, AR and RR.
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![2, 3, 1]);
+        assert_eq!(a.adding_replicas[&0], vec![3]);
+        assert_eq!(a.removing_replicas[&0], vec![1]);
+        // A1: leader epoch bumped, leader and ISR unchanged; LeaderAndIsr IsNew to the new one.
+        let s = h.state("t", 0).await;
+        assert_eq!(
+            (s.leader_and_isr.leader, s.leader_and_isr.leader_epoch),
+            (1, 1)
+        );
+        assert_eq!(s.leader_and_isr.isr, vec![1, 2]);
+        let sent = node.sent.take();
+        assert!(leader_and_isr_to(&sent, 3).contains(&("t".into(), 0, 1, true)));
+        assert!(leader_and_isr_to(&sent, 1).contains(&("t".into(), 0, 1, false)));
+        let listed = list(&mut node).await;
+        assert_eq!(listed[&tp].replicas, vec![2, 3, 1]);
+
+        // Not complete while 3 is out of the ISR.
+        alter_isr(&h, &mut node, 1, &tp, &[1, 2]).await;
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 1);
+
+        // The leader adds 3 to the ISR: phase B.
+        alter_isr(&h, &mut node, 1, &tp, &[1, 2, 3]).await;
+        let s = h.state("t", 0).await;
+        assert_eq!(s.leader_and_isr.leader, 2);
+        assert_eq!(s.leader_and_isr.isr, vec![2, 3]);
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![2, 3]);
+        assert!(a.adding_replicas.is_empty() && a.removing_replicas.is_empty());
+        let sent = node.sent.take();
+        assert_eq!(stop_replica_deletes_to(&sent, 1), 1);
+        assert!(list(&mut node).await.is_empty());
+        let ctx = node.controller.context();
+        assert!(ctx.partitions_being_reassigned.is_empty());
+        assert_eq!(ctx.replicas(&tp), &[2, 3]);
+        assert!(!ctx
+            .replica_states
+            .contains_key(&crate::context::PartitionAndReplica {
+                tp: tp.clone(),
+                replica: 1
+            }));
+    }
+
+    /// Kafka: AlterPartitionReassignments with a null target cancels (targets ORS again): the
+    /// added replica is stopped and deleted, RS goes back to ORS; a second cancel finds nothing.
+    #[tokio::test]
+    async fn reassignment_cancel_reverts_to_original_replicas() {
+        let h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(1).await;
+        let tp = TopicPartition::new("t", 0);
+        reassign(&mut node, &[(tp.clone(), Some(vec![1, 3]))])
+            .await
+            .unwrap();
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![1, 3, 2]);
+        node.sent.take();
+
+        let r = reassign(&mut node, &[(tp.clone(), None)]).await.unwrap();
+        assert_eq!(r[&tp], Ok(()));
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![1, 2]);
+        assert!(a.adding_replicas.is_empty() && a.removing_replicas.is_empty());
+        assert_eq!(stop_replica_deletes_to(&node.sent.take(), 3), 1);
+        let s = h.state("t", 0).await;
+        assert_eq!(s.leader_and_isr.leader, 1);
+        assert_eq!(s.leader_and_isr.isr, vec![1, 2]);
+
+        let r = reassign(&mut node, &[(tp.clone(), None)]).await.unwrap();
+        assert_eq!(
+            r[&tp].as_ref().unwrap_err().0,
+            codes::NO_REASSIGNMENT_IN_PROGRESS
+        );
+    }
+
+    /// Kafka: validateReplicas and maybeTriggerPartitionReassignment errors.
+    #[tokio::test]
+    async fn reassignment_requests_are_validated() {
+        let h = Harness::new(&[1, 2]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(1).await;
+        let tp = TopicPartition::new("t", 0);
+        let unknown = TopicPartition::new("t", 7);
+        let r = reassign(
+            &mut node,
+            &[
+                (tp.clone(), Some(vec![1, 9])),
+                (unknown.clone(), Some(vec![1])),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r[&tp].as_ref().unwrap_err().0,
+            codes::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(
+            r[&unknown].as_ref().unwrap_err().0,
+            codes::UNKNOWN_TOPIC_OR_PARTITION
+        );
+        for bad in [vec![], vec![1, 1], vec![-1, 2]] {
+            let r = reassign(&mut node, &[(tp.clone(), Some(bad))])
+                .await
+                .unwrap();
+            assert_eq!(
+                r[&tp].as_ref().unwrap_err().0,
+                codes::INVALID_REPLICA_ASSIGNMENT
+            );
+        }
+        // Nothing was written.
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![1, 2]);
+
+        let mut passive = h.start_controller(2).await;
+        let r = reassign(&mut passive, &[(tp.clone(), Some(vec![2, 1]))]).await;
+        assert_eq!(r, Err(codes::NOT_CONTROLLER));
+    }
+
+    /// Kafka: a new controller resumes a reassignment from the adding/removing fields of the
+    /// topic znode (initializePartitionReassignments) and completes it on the ISR change.
+    #[tokio::test]
+    async fn reassignment_interrupted_by_controller_failover_is_resumed_and_completed() {
+        let h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut old = h.start_controller(3).await;
+        let tp = TopicPartition::new("t", 0);
+        reassign(&mut old, &[(tp.clone(), Some(vec![2, 3]))])
+            .await
+            .unwrap();
+        old.controller.process(shutdown_event()).await;
+
+        let mut new = h.start_controller(2).await;
+        assert!(new.controller.is_active());
+        assert!(new
+            .controller
+            .context()
+            .partitions_being_reassigned
+            .contains(&tp));
+        // Resumed: phase A again under the new epoch (LeaderAndIsr IsNew to the adding replica).
+        let sent = new.sent.take();
+        assert!(leader_and_isr_to(&sent, 3).contains(&("t".into(), 0, 1, true)));
+        assert_eq!(h.state("t", 0).await.controller_epoch, 2);
+
+        alter_isr(&h, &mut new, 1, &tp, &[1, 2, 3]).await;
+        let s = h.state("t", 0).await;
+        assert_eq!(s.leader_and_isr.leader, 2);
+        assert_eq!(s.leader_and_isr.isr, vec![2, 3]);
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![2, 3]);
+        assert!(a.adding_replicas.is_empty() && a.removing_replicas.is_empty());
+    }
+
+    /// Kafka: PartitionReassignmentHandler / maybeRemoveFromZkReassignment — a request written
+    /// to /admin/reassign_partitions is started, and the znode is deleted once it completes.
+    #[tokio::test]
+    async fn reassign_partitions_znode_is_watched_and_deleted_when_done() {
+        let h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2]), (1, vec![2, 1])])
+            .await;
+        let mut node = h.start_controller(3).await;
+        let path = ReassignPartitionsZNode::path();
+        let body = br#"{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[1,3]},{"topic":"t","partition":1,"replicas":[2,3]}]}"#;
+        h.reader
+            .backend()
+            .create(
+                path.into(),
+                body.to_vec(),
+                crate::zk::backend::NodeMode::Persistent,
+            )
+            .await
+            .unwrap();
+        let event = next_event(&mut node, |e| {
+            matches!(e, ControllerEvent::ZkPartitionReassignment)
+        })
+        .await;
+        node.controller.process(event).await;
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![1, 3, 2]);
+        assert_eq!(a.partitions[&1], vec![2, 3, 1]);
+
+        // Partition 0 completes: the znode is rewritten without it.
+        let tp0 = TopicPartition::new("t", 0);
+        alter_isr(&h, &mut node, 1, &tp0, &[1, 2, 3]).await;
+        let left = h
+            .reader
+            .get_partition_reassignment()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(left, vec![(TopicPartition::new("t", 1), vec![2, 3])]);
+        // Partition 1 completes: the znode is deleted.
+        let tp1 = TopicPartition::new("t", 1);
+        alter_isr(&h, &mut node, 2, &tp1, &[2, 1, 3]).await;
+        assert!(h
+            .reader
+            .get_partition_reassignment()
+            .await
+            .unwrap()
+            .is_none());
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![1, 3]);
+        assert_eq!(a.partitions[&1], vec![2, 3]);
+        assert_eq!(h.state("t", 1).await.leader_and_isr.leader, 2);
+    }
+
+    /// Kafka: onBrokerStartup restarts reassignments whose target includes the new broker
+    /// (the znode path does not check liveness, so a target broker may be down at first).
+    #[tokio::test]
+    async fn reassignment_to_a_dead_broker_resumes_when_it_starts() {
+        let mut h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(1).await;
+        h.kill(3);
+        node.controller.process(ControllerEvent::BrokerChange).await;
+        h.reader
+            .set_or_create_partition_reassignment(
+                &[(TopicPartition::new("t", 0), vec![1, 3])],
+                node.controller.context().epoch_zk_version,
+            )
+            .await
+            .unwrap();
+        node.controller
+            .process(ControllerEvent::ZkPartitionReassignment)
+            .await;
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.adding_replicas[&0], vec![3]);
+        node.sent.take();
+
+        restart(&mut h, &mut node, 3).await;
+        let sent = node.sent.take();
+        assert!(leader_and_isr_to(&sent, 3).contains(&("t".into(), 0, 1, true)));
+        let tp = TopicPartition::new("t", 0);
+        alter_isr(&h, &mut node, 1, &tp, &[1, 2, 3]).await;
+        let a = h.reader.get_topic_assignment("t").await.unwrap().unwrap();
+        assert_eq!(a.partitions[&0], vec![1, 3]);
+        assert!(h
+            .reader
+            .get_partition_reassignment()
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    /// Kafka: a topic with a reassignment in flight is ineligible for deletion; the deletion
+    /// starts when the reassignment completes (resumeDeletionForTopics).
+    #[tokio::test]
+    async fn topic_deletion_waits_for_an_in_flight_reassignment() {
+        let h = Harness::new(&[1, 2, 3]).await;
+        h.create_topic("t", &[(0, vec![1, 2])]).await;
+        let mut node = h.start_controller(1).await;
+        let tp = TopicPartition::new("t", 0);
+        reassign(&mut node, &[(tp.clone(), Some(vec![2, 3]))])
+            .await
+            .unwrap();
+        h.admin.delete_topic("t").await.unwrap();
+        node.controller
+            .process(ControllerEvent::TopicDeletion)
+            .await;
+        assert!(node
+            .controller
+            .context()
+            .topics_ineligible_for_deletion
+            .contains("t"));
+        let sent = node.sent.take();
+        assert_eq!(
+            stop_replica_deletes_to(&sent, 2) + stop_replica_deletes_to(&sent, 3),
+            0,
+            "no replica deleted while the reassignment runs"
+        );
+
+        alter_isr(&h, &mut node, 1, &tp, &[1, 2, 3]).await;
+        let sent = node.sent.take();
+        assert_eq!(stop_replica_deletes_to(&sent, 2), 1);
+        assert_eq!(stop_replica_deletes_to(&sent, 3), 1);
+        assert!(!node
+            .controller
+            .context()
+            .topics_ineligible_for_deletion
+            .contains("t"));
+    }
+
+    /// The ControllerState gauge reads Idle between events, and the queue time is recorded.
+    #[tokio::test]
+    async fn event_loop_publishes_controller_state_and_queue_metrics() {
+        let (handle, rx) = crate::event_loop::ControllerEventManager::channel();
+        let h = Harness::new(&[1]).await;
+        let controller = KafkaController::new(
+            h.zk_of(1),
+            ControllerConfig::with_defaults(1),
+            0,
+            Box::new(SharedRecordingChannel::default()),
+            crate::event_loop::ControllerEventManager::sender(&handle),
+            crate::event_loop::ControllerEventManager::shared(&handle),
+        );
+        handle.put(ControllerEvent::Startup);
+        assert_eq!(handle.metrics().event_queue_size, 1);
+        let task = tokio::spawn(crate::event_loop::ControllerEventManager::run(
+            controller, rx,
+        ));
+        let r = handle.list_partition_reassignments(None).await;
+        assert_eq!(r, Ok(BTreeMap::new()));
+        let m = handle.metrics();
+        assert_eq!(m.active_controller_count, 1);
+        assert_eq!(
+            m.controller_state,
+            crate::event::ControllerState::Idle as u8
+        );
+        // Startup and ListPartitionReassignments at least (the /controller watch may have
+        // queued a ControllerChange too); every wait fell in a bucket.
+        assert!(m.event_queue_time_count >= 2);
+        assert_eq!(m.controller_epoch, 1);
+        assert_eq!(
+            m.event_queue_time_cumulative.last().unwrap().1,
+            m.event_queue_time_count
+        );
+        handle.shutdown().await;
+        task.await.unwrap();
+    }
 }

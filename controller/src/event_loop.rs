@@ -8,16 +8,23 @@
 //! Invariant: on shutdown the queue is drained and every waiting caller is answered with
 //! NotController (Kafka's `clearAndPut`), never left hanging.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::controller::KafkaController;
 use crate::event::{
-    ControlledShutdownError, ControlledShutdownReply, ControllerEvent, EventSender,
+    event_queue, AlterReassignmentsReply, ControlledShutdownError, ControlledShutdownReply,
+    ControllerEvent, ControllerState, ElectLeadersResults, ElectionTrigger, ElectionType,
+    EventReceiver, EventSender, ListReassignmentsReply,
 };
+use crate::zk::data::TopicPartition;
+
+/// Upper bounds (ms) of the EventQueueTimeMs histogram buckets (Prometheus `le` labels).
+pub const EVENT_QUEUE_TIME_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000, 30000];
 
 /// Flags the event loop publishes for the broker (read without going through the queue).
 #[derive(Debug)]
@@ -35,6 +42,15 @@ pub struct SharedState {
     pub offline_partitions_count: AtomicI64,
     pub global_partition_count: AtomicI64,
     pub preferred_replica_imbalance_count: AtomicI64,
+    /// Kafka's ControllerState gauge: the state of the event being processed, 0 (Idle) between
+    /// events.
+    pub controller_state: AtomicU8,
+    /// EventQueueTimeMs histogram: how long events waited in the queue before processing.
+    /// One counter per bucket of [`EVENT_QUEUE_TIME_BUCKETS_MS`] (not cumulative), plus the
+    /// count and the sum.
+    pub event_queue_time_buckets: [AtomicU64; EVENT_QUEUE_TIME_BUCKETS_MS.len()],
+    pub event_queue_time_count: AtomicU64,
+    pub event_queue_time_sum_ms: AtomicU64,
     /// Set by `ControllerHandle::expire`: events queued before `Expire` are answered with
     /// NotController instead of processed (Kafka's `clearAndPut`).
     pub expiring: AtomicBool,
@@ -50,18 +66,47 @@ impl Default for SharedState {
             offline_partitions_count: AtomicI64::new(0),
             global_partition_count: AtomicI64::new(0),
             preferred_replica_imbalance_count: AtomicI64::new(0),
+            controller_state: AtomicU8::new(ControllerState::Idle as u8),
+            event_queue_time_buckets: Default::default(),
+            event_queue_time_count: AtomicU64::new(0),
+            event_queue_time_sum_ms: AtomicU64::new(0),
             expiring: AtomicBool::new(false),
         }
     }
 }
 
-/// A snapshot of the controller's gauges (Kafka's `KafkaController` metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+impl SharedState {
+    /// Records how long one event waited in the queue.
+    fn observe_queue_time(&self, waited: std::time::Duration) {
+        let ms = waited.as_millis() as u64;
+        if let Some(i) = EVENT_QUEUE_TIME_BUCKETS_MS.iter().position(|b| ms <= *b) {
+            self.event_queue_time_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.event_queue_time_count.fetch_add(1, Ordering::Relaxed);
+        self.event_queue_time_sum_ms
+            .fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the controller's gauges (Kafka's `KafkaController` and
+/// `ControllerEventManager` metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ControllerMetrics {
     pub active_controller_count: i64,
     pub offline_partitions_count: i64,
     pub global_partition_count: i64,
     pub preferred_replica_imbalance_count: i64,
+    /// Kafka's ControllerState byte (0 = Idle).
+    pub controller_state: u8,
+    /// Events waiting in the queue.
+    pub event_queue_size: i64,
+    /// EventQueueTimeMs histogram: cumulative counts per bucket of
+    /// [`EVENT_QUEUE_TIME_BUCKETS_MS`], then count and sum (ms).
+    pub event_queue_time_cumulative: Vec<(u64, u64)>,
+    pub event_queue_time_count: u64,
+    pub event_queue_time_sum_ms: u64,
+    /// The controller epoch this broker last saw (-1 = none yet).
+    pub controller_epoch: i32,
 }
 
 /// The broker's handle on its `KafkaController` (an event sender plus shared read-only flags).
@@ -120,6 +165,15 @@ impl ControllerHandle {
     /// GlobalPartitionCount, PreferredReplicaImbalanceCount); zeros when not active.
     pub fn metrics(&self) -> ControllerMetrics {
         let sh = &self.shared;
+        let mut running = 0;
+        let event_queue_time_cumulative = EVENT_QUEUE_TIME_BUCKETS_MS
+            .iter()
+            .zip(sh.event_queue_time_buckets.iter())
+            .map(|(le, n)| {
+                running += n.load(Ordering::Relaxed);
+                (*le, running)
+            })
+            .collect();
         ControllerMetrics {
             active_controller_count: i64::from(self.is_active()),
             offline_partitions_count: sh.offline_partitions_count.load(Ordering::SeqCst),
@@ -127,7 +181,55 @@ impl ControllerHandle {
             preferred_replica_imbalance_count: sh
                 .preferred_replica_imbalance_count
                 .load(Ordering::SeqCst),
+            controller_state: sh.controller_state.load(Ordering::SeqCst),
+            event_queue_size: self.events.queue_size(),
+            event_queue_time_cumulative,
+            event_queue_time_count: sh.event_queue_time_count.load(Ordering::Relaxed),
+            event_queue_time_sum_ms: sh.event_queue_time_sum_ms.load(Ordering::Relaxed),
+            controller_epoch: sh.controller_epoch.load(Ordering::SeqCst),
         }
+    }
+
+    /// The ElectLeaders API (key 43): elects leaders for `partitions` on the active controller.
+    /// Answers NOT_CONTROLLER per partition elsewhere.
+    pub async fn elect_leaders(
+        &self,
+        partitions: Vec<TopicPartition>,
+        election_type: ElectionType,
+    ) -> ElectLeadersResults {
+        let (reply, rx) = oneshot::channel();
+        self.put(ControllerEvent::ReplicaLeaderElection {
+            partitions: Some(partitions.clone()),
+            election_type,
+            trigger: ElectionTrigger::AdminClient,
+            reply: Some(reply),
+        });
+        rx.await
+            .unwrap_or_else(|_| crate::event::not_controller_results(partitions))
+    }
+
+    /// The AlterPartitionReassignments API (key 45): starts (target given) or cancels
+    /// (`None`) reassignments.
+    pub async fn alter_partition_reassignments(
+        &self,
+        reassignments: BTreeMap<TopicPartition, Option<Vec<i32>>>,
+    ) -> AlterReassignmentsReply {
+        let (reply, rx) = oneshot::channel();
+        self.put(ControllerEvent::ApiPartitionReassignment {
+            reassignments,
+            reply,
+        });
+        rx.await.unwrap_or(Err(crate::error::codes::NOT_CONTROLLER))
+    }
+
+    /// The ListPartitionReassignments API (key 46); `None` lists every reassignment in flight.
+    pub async fn list_partition_reassignments(
+        &self,
+        partitions: Option<Vec<TopicPartition>>,
+    ) -> ListReassignmentsReply {
+        let (reply, rx) = oneshot::channel();
+        self.put(ControllerEvent::ListPartitionReassignments { partitions, reply });
+        rx.await.unwrap_or(Err(crate::error::codes::NOT_CONTROLLER))
     }
 
     /// Submits an AlterPartition request (the broker's API handler for key 56).
@@ -160,7 +262,7 @@ impl ControllerHandle {
     /// Enqueues an event (for API handlers and tests).
     pub fn put(&self, event: ControllerEvent) {
         if let Err(e) = self.events.send(event) {
-            e.0.reject();
+            e.reject();
         }
     }
 
@@ -195,8 +297,8 @@ pub struct ControllerEventManager;
 
 impl ControllerEventManager {
     /// Creates the queue and its handle; `run` must then be spawned with the receiver.
-    pub fn channel() -> (ControllerHandle, mpsc::UnboundedReceiver<ControllerEvent>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn channel() -> (ControllerHandle, EventReceiver) {
+        let (tx, rx) = event_queue();
         let handle = ControllerHandle {
             events: tx,
             shared: Arc::new(SharedState::default()),
@@ -215,11 +317,12 @@ impl ControllerEventManager {
     }
 
     /// Runs until a `Shutdown` event, then answers whatever is left in the queue.
-    pub async fn run(
-        mut controller: KafkaController,
-        mut rx: mpsc::UnboundedReceiver<ControllerEvent>,
-    ) {
-        while let Some(event) = rx.recv().await {
+    pub async fn run(mut controller: KafkaController, mut rx: EventReceiver) {
+        while let Some(queued) = rx.recv().await {
+            let event = queued.event;
+            controller
+                .shared()
+                .observe_queue_time(queued.enqueued_at.elapsed());
             if controller.shared().expiring.load(Ordering::SeqCst)
                 && !matches!(
                     event,
@@ -235,15 +338,22 @@ impl ControllerEventManager {
                 event = event.name(),
                 controller_epoch = controller.context().epoch
             );
+            let shared = controller.shared_arc();
+            shared
+                .controller_state
+                .store(event.state() as u8, Ordering::SeqCst);
             controller.process(event).instrument(span).await;
+            shared
+                .controller_state
+                .store(ControllerState::Idle as u8, Ordering::SeqCst);
             controller.update_metrics();
             if stop {
                 break;
             }
         }
         rx.close();
-        while let Ok(event) = rx.try_recv() {
-            event.reject();
+        while let Some(queued) = rx.try_recv() {
+            queued.event.reject();
         }
     }
 }

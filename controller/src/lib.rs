@@ -13,6 +13,8 @@
 //! - [`controller`]: the event handlers, election and failover (Kafka's `KafkaController`);
 //!   [`topic_deletion`]: Kafka's `TopicDeletionManager`.
 //! - [`alter_partition`]: ISR changes requested by leaders (AlterPartition).
+//! - [`preferred_election`]: ElectLeaders, `/admin/preferred_replica_election` and the auto
+//!   leader rebalance; [`reassignment`]: partition reassignment (KIP-455 phases).
 //! - [`context`]: the in-memory cluster view (Kafka's `ControllerContext`).
 //! - [`partition_state`], [`replica_state`]: the two state machines and their transition tables.
 //! - [`election`]: the leader election rules as pure functions.
@@ -71,12 +73,17 @@ pub mod error;
 pub mod event;
 pub mod event_loop;
 pub mod partition_state;
+pub mod preferred_election;
+pub mod reassignment;
 pub mod replica_state;
 pub mod topic_deletion;
 pub mod zk;
 
 pub use error::{Error, Result};
-pub use event::{ControlledShutdownError, ControlledShutdownReply, ControllerEvent};
+pub use event::{
+    ApiError, ControlledShutdownError, ControlledShutdownReply, ControllerEvent, ControllerState,
+    ElectLeadersResults, ElectionTrigger, ElectionType,
+};
 pub use event_loop::{ControllerHandle, ControllerMetrics};
 
 /// What the controller needs from the broker's config.

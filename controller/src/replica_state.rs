@@ -265,7 +265,7 @@ impl KafkaController {
                         .get_mut(&r.tp.topic)
                         .and_then(|m| m.get_mut(&r.tp.partition))
                     {
-                        a.replicas.retain(|b| *b != r.replica);
+                        a.remove_replica(r.replica);
                     }
                     self.set_replica_state(&r, from, ReplicaState::NonExistent);
                 }

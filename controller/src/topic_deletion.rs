@@ -10,7 +10,7 @@
 //! Invariant: the topic znodes are deleted only after every replica's deletion succeeded, and
 //! every ZooKeeper delete is fenced by the controller epoch.
 //!
-//! Simplifications: no interaction with reassignment (not implemented yet).
+//! A reassignment in flight makes its topic ineligible; its completion resumes the deletion.
 
 use std::collections::BTreeSet;
 
@@ -59,6 +59,18 @@ impl KafkaController {
             .into_iter()
             .filter(|t| !self.ctx.topics_to_be_deleted.contains(t))
             .collect();
+        for t in &new {
+            // Kafka: a reassignment in flight halts the deletion until it completes.
+            if self
+                .ctx
+                .partitions_being_reassigned
+                .iter()
+                .any(|tp| tp.topic == *t)
+            {
+                info!(topic = %t, "topic reassignment in progress; deletion waits for it");
+                self.ctx.topics_ineligible_for_deletion.insert(t.clone());
+            }
+        }
         if !new.is_empty() {
             info!(controller_epoch = self.ctx.epoch, topics = ?new, "topic deletion requested");
             self.ctx.topics_to_be_deleted.extend(new);

@@ -275,7 +275,24 @@ fn bad(h: &BatchHeader, what: &str) -> Error {
 
 /// Splits the records area of an uncompressed batch into records.
 pub fn records<'a>(area: &'a [u8], h: &BatchHeader) -> Result<Vec<RecordRef<'a>>> {
-    let mut out = Vec::with_capacity(h.record_count.max(0) as usize);
+    // record_count comes from the wire: every record takes at least 1 byte, so never reserve
+    // more than the area could hold.
+    let mut out = Vec::with_capacity((h.record_count.max(0) as usize).min(area.len()));
+    for_each_record(area, h, |r| {
+        out.push(r);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Walks the records of an uncompressed batch in order without collecting them (the produce
+/// path validates every record this way); returns how many there were.
+pub fn for_each_record<'a>(
+    area: &'a [u8],
+    h: &BatchHeader,
+    mut f: impl FnMut(RecordRef<'a>) -> Result<()>,
+) -> Result<usize> {
+    let mut count = 0usize;
     let mut at = 0usize;
     while at < area.len() {
         let (len, n) = read_varint(&area[at..]).ok_or_else(|| bad(h, "length varint"))?;
@@ -306,43 +323,44 @@ pub fn records<'a>(area: &'a [u8], h: &BatchHeader) -> Result<Vec<RecordRef<'a>>
         };
         let key = field(&mut p)?;
         let value = field(&mut p)?;
-        out.push(RecordRef {
+        f(RecordRef {
             offset_delta: od,
             timestamp_delta: ts,
             key,
             value,
             raw,
-        });
+        })?;
+        count += 1;
         at += n + len as usize;
     }
-    Ok(out)
+    Ok(count)
 }
 
 fn validate_records(area: &[u8], h: &BatchHeader, from_client: bool) -> Result<()> {
-    let recs = records(area, h)?;
-    if recs.len() != h.record_count as usize {
-        return Err(Error::InvalidRecord(format!(
-            "batch at offset {} declares {} records but holds {}",
-            h.base_offset,
-            h.record_count,
-            recs.len()
-        )));
-    }
     let mut prev = -1;
-    for (i, r) in recs.iter().enumerate() {
+    let mut i = 0i32;
+    let n = for_each_record(area, h, |r| {
         // Kafka: LogValidator checks that inner offsets are 0, 1, 2 ... (INVALID_RECORD).
         let ok = if from_client {
-            r.offset_delta == i as i32
+            r.offset_delta == i
         } else {
             r.offset_delta > prev && r.offset_delta <= h.last_offset_delta
         };
-        prev = r.offset_delta;
         if !ok {
             return Err(Error::InvalidRecord(format!(
                 "record {i} of batch at offset {} has offset delta {}",
                 h.base_offset, r.offset_delta
             )));
         }
+        prev = r.offset_delta;
+        i += 1;
+        Ok(())
+    })?;
+    if n != h.record_count as usize {
+        return Err(Error::InvalidRecord(format!(
+            "batch at offset {} declares {} records but holds {}",
+            h.base_offset, h.record_count, n
+        )));
     }
     Ok(())
 }

@@ -347,22 +347,68 @@ impl Log {
         self.write(&records, &headers)
     }
 
+    /// Leader append without copying the client's bytes: each batch's first 16 bytes (base
+    /// offset, length, leader epoch; not covered by the CRC) are patched in a small buffer and
+    /// written before the rest of the batch as received. LogAppendTime topics change
+    /// CRC-covered bytes, so they take the copying [`Log::append_as_leader`].
+    pub fn append_as_leader_shared(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+    ) -> Result<LogAppendInfo> {
+        if self.config.message_timestamp_type == TimestampType::LogAppendTime {
+            return self.append_as_leader(BytesMut::from(&records[..]), leader_epoch);
+        }
+        let batches = self.analyze(&records, true)?;
+        let mut offset = self.log_end_offset;
+        let mut headers = Vec::with_capacity(batches.len());
+        let mut prefixes = Vec::with_capacity(batches.len());
+        for b in &batches {
+            let mut prefix = [0u8; 16];
+            prefix.copy_from_slice(&records[b.position..b.position + 16]);
+            batch::set_offset_and_epoch(&mut prefix, offset, leader_epoch);
+            let mut h = b.header;
+            h.base_offset = offset;
+            h.partition_leader_epoch = leader_epoch;
+            offset = h.next_offset();
+            headers.push(h);
+            prefixes.push(prefix);
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * batches.len());
+        for (b, prefix) in batches.iter().zip(&prefixes) {
+            parts.push(prefix);
+            parts.push(&records[b.position + 16..b.position + b.header.size()]);
+        }
+        if self
+            .epoch_cache
+            .latest_epoch()
+            .is_none_or(|e| leader_epoch > e)
+            && leader_epoch >= 0
+        {
+            self.epoch_cache.assign(leader_epoch, self.log_end_offset)?;
+        }
+        self.write_parts(&parts, &headers)
+    }
+
     /// Writes validated batches to the active segment, rolling first if needed.
     fn write(&mut self, records: &[u8], headers: &[BatchHeader]) -> Result<LogAppendInfo> {
+        self.write_parts(&[records], headers)
+    }
+
+    /// [`Log::write`] with the bytes given as consecutive pieces.
+    fn write_parts(&mut self, parts: &[&[u8]], headers: &[BatchHeader]) -> Result<LogAppendInfo> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         let first = headers.first().expect("analyze refuses empty input");
         let last = headers.last().expect("analyze refuses empty input");
         let now = now_ms();
         let max_ts = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
-        if self.active().should_roll(
-            &self.config,
-            records.len() as u64,
-            last.last_offset(),
-            max_ts,
-            now,
-        ) {
+        if self
+            .active()
+            .should_roll(&self.config, len as u64, last.last_offset(), max_ts, now)
+        {
             self.roll(first.base_offset, now)?;
         }
-        self.active_mut().append(records, headers)?;
+        self.active_mut().append_parts(parts, headers)?;
         self.log_end_offset = last.next_offset();
         let mut max_timestamp = -1;
         let mut record_count = 0u32;
@@ -371,7 +417,7 @@ impl Log {
             record_count += h.record_count.max(0) as u32;
         }
         debug!(topic = %self.topic, partition = self.partition, base_offset = first.base_offset,
-            last_offset = last.last_offset(), bytes = records.len(), "appended");
+            last_offset = last.last_offset(), bytes = len, "appended");
         Ok(LogAppendInfo {
             base_offset: first.base_offset,
             last_offset: last.last_offset(),

@@ -269,13 +269,22 @@ impl LogSegment {
 
     /// Appends the bytes of whole batches. `batches` are the headers of what `records` holds.
     pub fn append(&mut self, records: &[u8], batches: &[BatchHeader]) -> Result<()> {
+        self.append_parts(&[records], batches)
+    }
+
+    /// Appends whole batches given as consecutive pieces (written in order, no copy into one
+    /// buffer): the broker passes a patched batch prefix and the rest of the client's bytes.
+    pub fn append_parts(&mut self, parts: &[&[u8]], batches: &[BatchHeader]) -> Result<()> {
         let Some(last) = batches.last() else {
             return Ok(());
         };
         let position = self.size;
-        self.log
-            .write_all_at(records, position)
-            .ctx(&self.log_path)?;
+        let mut at = position;
+        for part in parts {
+            self.log.write_all_at(part, at).ctx(&self.log_path)?;
+            at += part.len() as u64;
+        }
+        let written = at - position;
         for h in batches {
             self.note_batch(h);
         }
@@ -286,8 +295,8 @@ impl LogSegment {
                 .maybe_append(self.max_timestamp_so_far, self.offset_of_max_timestamp)?;
             self.bytes_since_last_index_entry = 0;
         }
-        self.bytes_since_last_index_entry += records.len() as u64;
-        self.size += records.len() as u64;
+        self.bytes_since_last_index_entry += written;
+        self.size += written;
         Ok(())
     }
 

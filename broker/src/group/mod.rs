@@ -1,7 +1,991 @@
-//! Consumer-group coordination (Kafka's classic `GroupCoordinator` + `GroupMetadataManager`).
+//! The consumer group coordinator: Kafka's classic group membership protocol and committed
+//! offsets.
 //!
-//! Status: only coordinator placement is implemented so far (see [`placement`]). The group
-//! state machine, the request handlers and `__consumer_offsets` persistence are NOT written yet;
-//! nothing here may be advertised in ApiVersions until they are.
+//! Kafka concept: consumers of a group find their coordinator (the leader of the group's
+//! `__consumer_offsets` partition), JoinGroup, and the coordinator runs a rebalance: it waits
+//! for every known member to (re)join (or the rebalance timeout), bumps the generation, picks
+//! a protocol every member supports, and names a leader, who computes the assignment and hands
+//! it back with SyncGroup; the coordinator passes each member its share. Heartbeats keep a
+//! member alive within its session timeout and tell it when a rebalance is under way.
+//! Kafka classes mirrored: `GroupCoordinator`, `GroupMetadata` (states Empty,
+//! PreparingRebalance, CompletingRebalance, Stable, Dead).
+//!
+//! Simplifications, said plainly: committed offsets and group state live in memory on the
+//! coordinator (Kafka also writes them to `__consumer_offsets` and reloads them when another
+//! broker becomes coordinator), so they are lost when the coordinator moves or restarts;
+//! static membership (`group.instance.id`) is accepted but treated as dynamic; DescribeGroups
+//! and ListGroups are not served.
 
 pub mod placement;
+
+pub use placement::partition_for;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+use tracing::info;
+
+/// Group settings with Kafka's broker defaults.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `group.min.session.timeout.ms` (6000).
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` (1800000).
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms` (3000).
+    pub initial_rebalance_delay_ms: i32,
+    /// `offsets.topic.num.partitions` (50).
+    pub offsets_topic_num_partitions: i32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3000,
+            offsets_topic_num_partitions: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+struct Member {
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocol_type: String,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    join: Option<(i16, oneshot::Sender<JoinGroupResponse>)>,
+    sync: Option<(i16, oneshot::Sender<SyncGroupResponse>)>,
+}
+
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// When the current rebalance started, and whether it began from an empty group.
+    rebalance_started: Option<(Instant, bool)>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined (KIP-394).
+    pending: HashSet<String>,
+    offsets: HashMap<(String, i32), (i64, i32, Option<String>)>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            rebalance_started: None,
+            pending: HashSet::new(),
+            offsets: HashMap::new(),
+        }
+    }
+}
+
+/// Kafka's `GroupCoordinator`.
+pub struct GroupCoordinator {
+    broker_id: i32,
+    config: GroupConfig,
+    groups: Mutex<HashMap<String, Group>>,
+    /// `__consumer_offsets` partitions this broker leads (groups it coordinates).
+    owned: Mutex<HashSet<i32>>,
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+impl GroupCoordinator {
+    /// (api_key, min_version, max_version) implemented here, for ApiVersions.
+    pub const SUPPORTED_APIS: &'static [(i16, i16, i16)] = &[
+        (8, 2, 8),  // OffsetCommit
+        (9, 1, 7),  // OffsetFetch
+        (11, 0, 7), // JoinGroup
+        (12, 0, 4), // Heartbeat
+        (13, 0, 4), // LeaveGroup
+        (14, 0, 5), // SyncGroup
+    ];
+
+    pub fn new(broker_id: i32, config: GroupConfig) -> Arc<Self> {
+        let gc = Arc::new(GroupCoordinator {
+            broker_id,
+            config,
+            groups: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashSet::new()),
+        });
+        let weak = Arc::downgrade(&gc);
+        tokio::spawn(async move {
+            // The coordinator's clock: session expiry and rebalance completion.
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let Some(gc) = weak.upgrade() else { return };
+                gc.on_tick();
+            }
+        });
+        gc
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This broker now leads `__consumer_offsets` partition `partition`.
+    pub fn on_elected(&self, partition: i32) {
+        if self
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition)
+        {
+            info!(
+                broker_id = self.broker_id,
+                partition, "became group coordinator for __consumer_offsets partition"
+            );
+        }
+    }
+
+    /// This broker no longer leads `partition`: its groups are dropped (clients rediscover).
+    pub fn on_resigned(&self, partition: i32) {
+        if self
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&partition)
+        {
+            let n = self.config.offsets_topic_num_partitions;
+            self.groups()
+                .retain(|g, _| partition_for(g, n) != partition);
+            info!(
+                broker_id = self.broker_id,
+                partition, "resigned as group coordinator for __consumer_offsets partition"
+            );
+        }
+    }
+
+    fn owns(&self, group: &str) -> bool {
+        let p = partition_for(group, self.config.offsets_topic_num_partitions);
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&p)
+    }
+
+    fn check_group(&self, group: &str) -> Result<(), i16> {
+        if group.is_empty() {
+            return Err(code(ResponseError::InvalidGroupId));
+        }
+        if !self.owns(group) {
+            return Err(code(ResponseError::NotCoordinator));
+        }
+        Ok(())
+    }
+
+    pub async fn join_group(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: &str,
+    ) -> JoinGroupResponse {
+        let fail = |c: i16, member: &str| {
+            fit_join(
+                JoinGroupResponse::default()
+                    .with_error_code(c)
+                    .with_generation_id(-1)
+                    .with_member_id(s(member)),
+                version,
+            )
+        };
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return fail(c, &req.member_id);
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return fail(code(ResponseError::InvalidSessionTimeout), &req.member_id);
+        }
+        let rx = {
+            let mut groups = self.groups();
+            let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+            let protocols: Vec<(String, Bytes)> = req
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect();
+            let ptype = req.protocol_type.to_string();
+            if protocols.is_empty()
+                || (!g.members.is_empty()
+                    && (g.protocol_type.as_deref() != Some(ptype.as_str())
+                        || !g.members.values().all(|m| {
+                            m.protocols
+                                .iter()
+                                .any(|(n, _)| protocols.iter().any(|(p, _)| p == n))
+                        })))
+            {
+                return fail(
+                    code(ResponseError::InconsistentGroupProtocol),
+                    &req.member_id,
+                );
+            }
+            let client_id = client_id.to_string();
+            let mut member_id = req.member_id.to_string();
+            if member_id.is_empty() {
+                member_id = format!("{client_id}-{}", uuid::Uuid::new_v4());
+                if version >= 4 {
+                    // KIP-394: the client must rejoin with the id we give it.
+                    g.pending.insert(member_id.clone());
+                    return fail(code(ResponseError::MemberIdRequired), &member_id);
+                }
+            } else if !g.members.contains_key(&member_id) && !g.pending.remove(&member_id) {
+                return fail(code(ResponseError::UnknownMemberId), &member_id);
+            }
+            let session = Duration::from_millis(req.session_timeout_ms as u64);
+            let rebalance = if version >= 1 {
+                Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64)
+            } else {
+                session
+            };
+            let (tx, rx) = oneshot::channel();
+            let changed = match g.members.get(&member_id) {
+                Some(m) => m.protocols != protocols,
+                None => true,
+            };
+            let m = g
+                .members
+                .entry(member_id.clone())
+                .or_insert_with(|| Member {
+                    session_timeout: session,
+                    rebalance_timeout: rebalance,
+                    protocol_type: ptype.clone(),
+                    protocols: protocols.clone(),
+                    assignment: Bytes::new(),
+                    last_heartbeat: Instant::now(),
+                    join: None,
+                    sync: None,
+                });
+            m.session_timeout = session;
+            m.rebalance_timeout = rebalance;
+            m.protocols = protocols;
+            m.protocol_type = ptype.clone();
+            m.last_heartbeat = Instant::now();
+            m.join = Some((version, tx));
+            g.protocol_type = Some(ptype);
+            match g.state {
+                GroupState::PreparingRebalance => {}
+                GroupState::Empty => prepare_rebalance(&group_id, g, true),
+                GroupState::CompletingRebalance | GroupState::Stable => {
+                    let is_leader = g.leader.as_deref() == Some(member_id.as_str());
+                    if changed || is_leader || g.state == GroupState::CompletingRebalance {
+                        prepare_rebalance(&group_id, g, false);
+                    } else {
+                        // A follower rejoining unchanged while stable: answer at once.
+                        let m = g.members.get_mut(&member_id).expect("inserted above");
+                        if let Some((v, tx)) = m.join.take() {
+                            let _ = tx.send(join_response(g, &member_id, v));
+                        }
+                    }
+                }
+            }
+            try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
+            rx
+        };
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => fail(code(ResponseError::UnknownMemberId), &req.member_id),
+        }
+    }
+
+    pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+        let fail = |c: i16| {
+            fit_sync(
+                SyncGroupResponse::default().with_error_code(c),
+                version,
+                None,
+            )
+        };
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return fail(c);
+        }
+        let rx = {
+            let mut groups = self.groups();
+            let Some(g) = groups.get_mut(&group_id) else {
+                return fail(code(ResponseError::UnknownMemberId));
+            };
+            let member_id = req.member_id.to_string();
+            if !g.members.contains_key(&member_id) {
+                return fail(code(ResponseError::UnknownMemberId));
+            }
+            if req.generation_id != g.generation {
+                return fail(code(ResponseError::IllegalGeneration));
+            }
+            if version >= 5 {
+                let t = req.protocol_type.as_ref().map(|x| x.to_string());
+                let n = req.protocol_name.as_ref().map(|x| x.to_string());
+                if (t.is_some() && t != g.protocol_type) || (n.is_some() && n != g.protocol) {
+                    return fail(code(ResponseError::InconsistentGroupProtocol));
+                }
+            }
+            match g.state {
+                GroupState::Empty => return fail(code(ResponseError::UnknownMemberId)),
+                GroupState::PreparingRebalance => {
+                    return fail(code(ResponseError::RebalanceInProgress))
+                }
+                GroupState::Stable => {
+                    let m = g.members.get_mut(&member_id).expect("checked");
+                    m.last_heartbeat = Instant::now();
+                    let a = m.assignment.clone();
+                    return fit_sync(
+                        SyncGroupResponse::default().with_assignment(a),
+                        version,
+                        Some(g),
+                    );
+                }
+                GroupState::CompletingRebalance => {
+                    let (tx, rx) = oneshot::channel();
+                    let m = g.members.get_mut(&member_id).expect("checked");
+                    m.sync = Some((version, tx));
+                    m.last_heartbeat = Instant::now();
+                    if g.leader.as_deref() == Some(member_id.as_str()) {
+                        let given: HashMap<String, Bytes> = req
+                            .assignments
+                            .iter()
+                            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                            .collect();
+                        for (id, m) in g.members.iter_mut() {
+                            m.assignment = given.get(id).cloned().unwrap_or_default();
+                        }
+                        g.state = GroupState::Stable;
+                        info!(group = %group_id, generation = g.generation, members = g.members.len(),
+                            "group stable: assignment received from the leader");
+                        let snapshot = (g.protocol_type.clone(), g.protocol.clone());
+                        for m in g.members.values_mut() {
+                            if let Some((v, tx)) = m.sync.take() {
+                                let mut r = SyncGroupResponse::default()
+                                    .with_assignment(m.assignment.clone());
+                                if v >= 5 {
+                                    r.protocol_type = snapshot.0.as_deref().map(s);
+                                    r.protocol_name = snapshot.1.as_deref().map(s);
+                                }
+                                let _ = tx.send(r);
+                            }
+                        }
+                    }
+                    rx
+                }
+            }
+        };
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => fail(code(ResponseError::RebalanceInProgress)),
+        }
+    }
+
+    pub async fn heartbeat(&self, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+        let r = |c: i16| HeartbeatResponse::default().with_error_code(c);
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return r(c);
+        }
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(&group_id) else {
+            return r(code(ResponseError::UnknownMemberId));
+        };
+        let Some(m) = g.members.get_mut(&req.member_id.to_string()) else {
+            return r(code(ResponseError::UnknownMemberId));
+        };
+        m.last_heartbeat = Instant::now();
+        if g.state == GroupState::PreparingRebalance {
+            return r(code(ResponseError::RebalanceInProgress));
+        }
+        if req.generation_id != g.generation {
+            return r(code(ResponseError::IllegalGeneration));
+        }
+        r(0)
+    }
+
+    pub async fn leave_group(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return LeaveGroupResponse::default().with_error_code(c);
+        }
+        let ids: Vec<String> = if version >= 3 {
+            req.members
+                .iter()
+                .map(|m| m.member_id.to_string())
+                .collect()
+        } else {
+            vec![req.member_id.to_string()]
+        };
+        let mut groups = self.groups();
+        let mut results = Vec::new();
+        let mut top = 0;
+        match groups.get_mut(&group_id) {
+            None => {
+                top = code(ResponseError::UnknownMemberId);
+                for id in &ids {
+                    results.push(
+                        MemberResponse::default()
+                            .with_member_id(s(id))
+                            .with_error_code(top),
+                    );
+                }
+            }
+            Some(g) => {
+                let mut removed = false;
+                for id in &ids {
+                    let c = if g.members.remove(id).is_some() {
+                        removed = true;
+                        info!(group = %group_id, member_id = %id, "member left the group");
+                        0
+                    } else {
+                        code(ResponseError::UnknownMemberId)
+                    };
+                    if version < 3 {
+                        top = c;
+                    }
+                    results.push(
+                        MemberResponse::default()
+                            .with_member_id(s(id))
+                            .with_error_code(c),
+                    );
+                }
+                if removed {
+                    member_gone(&group_id, g);
+                    try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
+                }
+            }
+        }
+        let mut r = LeaveGroupResponse::default().with_error_code(top);
+        if version >= 3 {
+            r.members = results;
+        }
+        r
+    }
+
+    pub async fn offset_commit(
+        &self,
+        req: OffsetCommitRequest,
+        version: i16,
+    ) -> OffsetCommitResponse {
+        let group_id = req.group_id.to_string();
+        let all = |c: i16| {
+            OffsetCommitResponse::default().with_topics(
+                req.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(c)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        };
+        if let Err(c) = self.check_group(&group_id) {
+            return all(c);
+        }
+        let mut groups = self.groups();
+        let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+        let member_id = req.member_id.to_string();
+        let generation = req.generation_id_or_member_epoch;
+        if generation < 0 && member_id.is_empty() {
+            // A "simple" commit from a consumer that assigns partitions itself.
+            if g.state != GroupState::Empty {
+                return all(code(ResponseError::UnknownMemberId));
+            }
+        } else {
+            if !g.members.contains_key(&member_id) {
+                return all(code(ResponseError::UnknownMemberId));
+            }
+            if generation != g.generation {
+                return all(code(ResponseError::IllegalGeneration));
+            }
+            if g.state == GroupState::PreparingRebalance {
+                return all(code(ResponseError::RebalanceInProgress));
+            }
+            if let Some(m) = g.members.get_mut(&member_id) {
+                m.last_heartbeat = Instant::now();
+            }
+        }
+        for t in &req.topics {
+            for p in &t.partitions {
+                let epoch = if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                };
+                g.offsets.insert(
+                    (t.name.to_string(), p.partition_index),
+                    (
+                        p.committed_offset,
+                        epoch,
+                        p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    ),
+                );
+            }
+        }
+        all(0)
+    }
+
+    pub async fn offset_fetch(&self, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+        let group_id = req.group_id.to_string();
+        let mut r = OffsetFetchResponse::default();
+        if let Err(c) = self.check_group(&group_id) {
+            if version >= 2 {
+                r.error_code = c;
+            } else {
+                // v1 has no top-level error: every partition carries it.
+                r.topics = req
+                    .topics
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        OffsetFetchResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartition::default()
+                                            .with_partition_index(*p)
+                                            .with_committed_offset(-1)
+                                            .with_error_code(c)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+            }
+            return r;
+        }
+        let groups = self.groups();
+        let empty = HashMap::new();
+        let offsets = groups.get(&group_id).map_or(&empty, |g| &g.offsets);
+        let wanted: Vec<(String, Vec<i32>)> = match &req.topics {
+            Some(ts) => ts
+                .iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for (t, p) in offsets.keys() {
+                    by_topic.entry(t.clone()).or_default().push(*p);
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(t, mut ps)| {
+                        ps.sort_unstable();
+                        (t, ps)
+                    })
+                    .collect()
+            }
+        };
+        r.topics = wanted
+            .into_iter()
+            .map(|(t, ps)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(s(&t)))
+                    .with_partitions(
+                        ps.into_iter()
+                            .map(|p| {
+                                let (off, epoch, meta) = offsets
+                                    .get(&(t.clone(), p))
+                                    .cloned()
+                                    .unwrap_or((-1, -1, Some(String::new())));
+                                let mut x = OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(off)
+                                    .with_metadata(meta.map(|m| s(&m)));
+                                if version >= 5 {
+                                    x.committed_leader_epoch = epoch;
+                                }
+                                x
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        r
+    }
+
+    /// Session expiry and rebalance completion, every 100 ms.
+    fn on_tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups();
+        for (id, g) in groups.iter_mut() {
+            let expired: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    // A member waiting in JoinGroup is alive (Kafka keeps it until the
+                    // rebalance timeout).
+                    m.join.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for m in &expired {
+                g.members.remove(m);
+                info!(group = %id, member_id = %m, "member session expired; removing it from the group");
+            }
+            if !expired.is_empty() {
+                member_gone(id, g);
+            }
+            try_complete_join(id, g, self.config.initial_rebalance_delay_ms);
+        }
+    }
+}
+
+/// A member left or expired: a stable group rebalances; a rebalance may now be complete.
+fn member_gone(group: &str, g: &mut Group) {
+    if g.members.is_empty() {
+        if g.state != GroupState::Empty {
+            g.generation += 1;
+            g.state = GroupState::Empty;
+            g.leader = None;
+            g.protocol = None;
+            g.rebalance_started = None;
+            info!(group, generation = g.generation, "group is now empty");
+        }
+        return;
+    }
+    if matches!(
+        g.state,
+        GroupState::Stable | GroupState::CompletingRebalance
+    ) {
+        prepare_rebalance(group, g, false);
+    }
+}
+
+fn prepare_rebalance(group: &str, g: &mut Group, from_empty: bool) {
+    if g.state == GroupState::CompletingRebalance {
+        // Members waiting in SyncGroup must rejoin.
+        for m in g.members.values_mut() {
+            if let Some((v, tx)) = m.sync.take() {
+                let _ = tx.send(fit_sync(
+                    SyncGroupResponse::default()
+                        .with_error_code(code(ResponseError::RebalanceInProgress)),
+                    v,
+                    None,
+                ));
+            }
+        }
+    }
+    g.state = GroupState::PreparingRebalance;
+    g.rebalance_started = Some((Instant::now(), from_empty));
+    info!(
+        group,
+        generation = g.generation,
+        members = g.members.len(),
+        "preparing to rebalance group"
+    );
+}
+
+/// Completes the join phase when every member has rejoined (after the initial delay for a
+/// group that started empty), or when the rebalance timeout passed (dropping the absent).
+fn try_complete_join(group: &str, g: &mut Group, initial_delay_ms: i32) {
+    if g.state != GroupState::PreparingRebalance {
+        return;
+    }
+    let Some((started, from_empty)) = g.rebalance_started else {
+        return;
+    };
+    let elapsed = started.elapsed();
+    let timeout = g
+        .members
+        .values()
+        .map(|m| m.rebalance_timeout)
+        .max()
+        .unwrap_or_default();
+    let all_joined = g.members.values().all(|m| m.join.is_some());
+    let delay_done =
+        !from_empty || elapsed >= Duration::from_millis(initial_delay_ms.max(0) as u64);
+    if !(all_joined && delay_done) && elapsed < timeout {
+        return;
+    }
+    g.members.retain(|_, m| m.join.is_some());
+    if g.members.is_empty() {
+        member_gone(group, g);
+        return;
+    }
+    g.generation += 1;
+    // The protocol: the first of the leader-candidate's choices every member supports.
+    let first = g.members.keys().next().cloned().expect("non-empty");
+    let leader = match &g.leader {
+        Some(l) if g.members.contains_key(l) => l.clone(),
+        _ => first,
+    };
+    let protocol = g.members[&leader]
+        .protocols
+        .iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| {
+            g.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+        });
+    g.leader = Some(leader.clone());
+    g.protocol = protocol;
+    g.state = GroupState::CompletingRebalance;
+    g.rebalance_started = None;
+    info!(group, generation = g.generation, leader = %leader, members = g.members.len(),
+        protocol = ?g.protocol, "rebalance: join phase complete");
+    let ids: Vec<String> = g.members.keys().cloned().collect();
+    for id in ids {
+        let resp_version = g.members[&id].join.as_ref().map(|(v, _)| *v).unwrap_or(0);
+        let resp = join_response(g, &id, resp_version);
+        if let Some((_, tx)) = g.members.get_mut(&id).and_then(|m| m.join.take()) {
+            let _ = tx.send(resp);
+        }
+    }
+}
+
+fn join_response(g: &Group, member_id: &str, version: i16) -> JoinGroupResponse {
+    let leader = g.leader.clone().unwrap_or_default();
+    let protocol = g.protocol.clone().unwrap_or_default();
+    let mut r = JoinGroupResponse::default()
+        .with_generation_id(g.generation)
+        .with_protocol_name(Some(s(&protocol)))
+        .with_leader(s(&leader))
+        .with_member_id(s(member_id));
+    r.protocol_type = g.protocol_type.as_deref().map(s);
+    if member_id == leader {
+        r.members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                JoinGroupResponseMember::default()
+                    .with_member_id(s(id))
+                    .with_metadata(meta)
+            })
+            .collect();
+    }
+    fit_join(r, version)
+}
+
+/// Resets fields the version lacks (kafka-protocol refuses to encode them).
+fn fit_join(mut r: JoinGroupResponse, version: i16) -> JoinGroupResponse {
+    if version < 7 {
+        r.protocol_type = None;
+        if r.protocol_name.is_none() {
+            r.protocol_name = Some(StrBytes::default());
+        }
+    }
+    if version < 9 {
+        r.skip_assignment = false;
+    }
+    r
+}
+
+fn fit_sync(mut r: SyncGroupResponse, version: i16, g: Option<&Group>) -> SyncGroupResponse {
+    if version >= 5 {
+        if let Some(g) = g {
+            r.protocol_type = g.protocol_type.as_deref().map(s);
+            r.protocol_name = g.protocol.as_deref().map(s);
+        }
+    } else {
+        r.protocol_type = None;
+        r.protocol_name = None;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::GroupId;
+
+    fn join(member: &str) -> JoinGroupRequest {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(5_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"meta"))])
+    }
+
+    fn coordinator() -> Arc<GroupCoordinator> {
+        let gc = GroupCoordinator::new(
+            1,
+            GroupConfig {
+                initial_rebalance_delay_ms: 100,
+                ..GroupConfig::default()
+            },
+        );
+        gc.on_elected(partition_for("g", 50));
+        gc
+    }
+
+    /// Two members join, the leader assigns, both get their share; a third join rebalances.
+    #[tokio::test(start_paused = true)]
+    async fn two_members_rebalance_and_sync() {
+        let gc = coordinator();
+        let r = gc.join_group(join(""), 5, "c").await;
+        assert_eq!(r.error_code, code(ResponseError::MemberIdRequired));
+        let a = r.member_id.to_string();
+        let r = gc.join_group(join(""), 5, "c").await;
+        let b = r.member_id.to_string();
+        let (ra, rb) = tokio::join!(
+            gc.join_group(join(&a), 5, "c"),
+            gc.join_group(join(&b), 5, "c")
+        );
+        assert_eq!(ra.error_code, 0);
+        assert_eq!(rb.error_code, 0);
+        assert_eq!(ra.generation_id, 1);
+        assert_eq!(ra.leader, rb.leader);
+        let (leader, follower) = if ra.leader.as_str() == a {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        let lr = if leader == a { &ra } else { &rb };
+        assert_eq!(lr.members.len(), 2, "the leader sees every member");
+        let sync = |m: &str, assignments: Vec<SyncGroupRequestAssignment>| {
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id(1)
+                .with_member_id(s(m))
+                .with_assignments(assignments)
+        };
+        let assignments = vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(s(&leader))
+                .with_assignment(Bytes::from_static(b"L")),
+            SyncGroupRequestAssignment::default()
+                .with_member_id(s(&follower))
+                .with_assignment(Bytes::from_static(b"F")),
+        ];
+        let (sf, sl) = tokio::join!(
+            gc.sync_group(sync(&follower, vec![]), 3),
+            gc.sync_group(sync(&leader, assignments), 3)
+        );
+        assert_eq!(sl.assignment, Bytes::from_static(b"L"));
+        assert_eq!(sf.assignment, Bytes::from_static(b"F"));
+        let hb = gc
+            .heartbeat(
+                HeartbeatRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_generation_id(1)
+                    .with_member_id(s(&a)),
+                3,
+            )
+            .await;
+        assert_eq!(hb.error_code, 0);
+        // Offsets: commit with the generation, fetch them back.
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(s(&a))
+            .with_topics(vec![kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(42)])]);
+        let r = gc.offset_commit(commit.clone(), 7).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        let f = gc
+            .offset_fetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(None),
+                7,
+            )
+            .await;
+        assert_eq!(f.topics[0].partitions[0].committed_offset, 42);
+        // A stale generation is refused.
+        let r = gc
+            .offset_commit(commit.with_generation_id_or_member_epoch(0), 7)
+            .await;
+        assert_eq!(
+            r.topics[0].partitions[0].error_code,
+            code(ResponseError::IllegalGeneration)
+        );
+    }
+
+    /// A member that stops heartbeating is removed after its session timeout.
+    #[tokio::test(start_paused = true)]
+    async fn session_expiry_removes_member() {
+        let gc = coordinator();
+        let id = gc.join_group(join(""), 5, "c").await.member_id.to_string();
+        let r = gc.join_group(join(&id), 5, "c").await;
+        assert_eq!(r.generation_id, 1);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let hb = gc
+            .heartbeat(
+                HeartbeatRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_generation_id(1)
+                    .with_member_id(s(&id)),
+                3,
+            )
+            .await;
+        assert_eq!(hb.error_code, code(ResponseError::UnknownMemberId));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_coordinator_for_other_partitions() {
+        let gc = GroupCoordinator::new(1, GroupConfig::default());
+        let r = gc.join_group(join(""), 5, "c").await;
+        assert_eq!(r.error_code, code(ResponseError::NotCoordinator));
+    }
+}

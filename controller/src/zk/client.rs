@@ -947,6 +947,111 @@ impl KafkaZkClient {
         Ok(())
     }
 
+    // ---- admin paths: preferred election and reassignment ---------------------------------
+
+    /// Existence check with a watch on creation, deletion and data change of `path`.
+    pub async fn exists_and_watch(&self, path: &str) -> Result<(bool, Watch)> {
+        let (stat, w) = self
+            .backend()
+            .exists_and_watch(path.to_string())
+            .await
+            .map_err(|e| Error::zk(path, e))?;
+        Ok((stat.is_some(), w))
+    }
+
+    /// The partitions listed in `/admin/preferred_replica_election`, if it exists.
+    pub async fn get_preferred_replica_election(&self) -> Result<Option<Vec<TopicPartition>>> {
+        match self
+            .get_data_maybe(PreferredReplicaElectionZNode::path())
+            .await?
+        {
+            Some((data, _)) => Ok(Some(PreferredReplicaElectionZNode::decode(&data)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes `/admin/preferred_replica_election`, fenced; a missing node is fine.
+    pub async fn delete_preferred_replica_election(&self, epoch_zk_version: i32) -> Result<()> {
+        self.fenced_delete_maybe(PreferredReplicaElectionZNode::path(), epoch_zk_version)
+            .await
+    }
+
+    /// The reassignments listed in `/admin/reassign_partitions`, if it exists.
+    pub async fn get_partition_reassignment(
+        &self,
+    ) -> Result<Option<Vec<(TopicPartition, Vec<i32>)>>> {
+        match self.get_data_maybe(ReassignPartitionsZNode::path()).await? {
+            Some((data, _)) => Ok(Some(ReassignPartitionsZNode::decode(&data)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Rewrites (or creates) `/admin/reassign_partitions`, fenced (Kafka's
+    /// `setOrCreatePartitionReassignment`).
+    pub async fn set_or_create_partition_reassignment(
+        &self,
+        reassignments: &[(TopicPartition, Vec<i32>)],
+        epoch_zk_version: i32,
+    ) -> Result<()> {
+        let path = ReassignPartitionsZNode::path().to_string();
+        let data = ReassignPartitionsZNode::encode(reassignments);
+        let set = self
+            .fenced_multi(
+                epoch_zk_version,
+                vec![ZkOp::SetData {
+                    path: path.clone(),
+                    data: data.clone(),
+                    version: None,
+                }],
+            )
+            .await;
+        match set {
+            Ok(_) => Ok(()),
+            Err(FencedError::Op {
+                error: ZkError::NoNode,
+                ..
+            }) => {
+                self.fenced_multi(
+                    epoch_zk_version,
+                    vec![ZkOp::Create {
+                        path,
+                        data,
+                        mode: NodeMode::Persistent,
+                    }],
+                )
+                .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes `/admin/reassign_partitions`, fenced; a missing node is fine.
+    pub async fn delete_partition_reassignment(&self, epoch_zk_version: i32) -> Result<()> {
+        self.fenced_delete_maybe(ReassignPartitionsZNode::path(), epoch_zk_version)
+            .await
+    }
+
+    async fn fenced_delete_maybe(&self, path: &str, epoch_zk_version: i32) -> Result<()> {
+        match self
+            .fenced_multi(
+                epoch_zk_version,
+                vec![ZkOp::Delete {
+                    path: path.to_string(),
+                    version: None,
+                }],
+            )
+            .await
+        {
+            Ok(_)
+            | Err(FencedError::Op {
+                error: ZkError::NoNode,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes all children of a notification path (ISR change, log dir events) at failover.
     pub async fn delete_children(&self, path: &str, epoch_zk_version: i32) -> Result<()> {
         for c in self.get_children_maybe(path).await? {

@@ -632,6 +632,133 @@ impl IsrChangeNotificationZNode {
     }
 }
 
+/// `/admin/preferred_replica_election` (persistent, legacy admin path). Written by tools
+/// (`kafka-preferred-replica-election.sh` before 2.4, or by hand); the controller watches its
+/// existence, runs a preferred election for the listed partitions when it is created, then
+/// deletes it (fenced).
+///
+/// `{"version":1,"partitions":[{"topic":"t","partition":0}]}`
+pub struct PreferredReplicaElectionZNode;
+
+impl PreferredReplicaElectionZNode {
+    pub fn path() -> &'static str {
+        "/admin/preferred_replica_election"
+    }
+
+    pub fn encode(partitions: &[TopicPartition]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            topic: &'a str,
+            partition: i32,
+        }
+        #[derive(Serialize)]
+        struct Json<'a> {
+            version: i32,
+            partitions: Vec<Entry<'a>>,
+        }
+        serde_json::to_vec(&Json {
+            version: 1,
+            partitions: partitions
+                .iter()
+                .map(|tp| Entry {
+                    topic: &tp.topic,
+                    partition: tp.partition,
+                })
+                .collect(),
+        })
+        .expect("serialising a plain struct cannot fail")
+    }
+
+    /// The listed partitions (duplicates collapsed, as Kafka reads them into a set).
+    pub fn decode(bytes: &[u8]) -> Result<Vec<TopicPartition>> {
+        let path = Self::path();
+        let v = parse(path, bytes)?;
+        let list = v
+            .get("partitions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(path, "missing partitions"))?;
+        let mut out = Vec::new();
+        for e in list {
+            let topic = e
+                .get("topic")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(path, "partition entry without topic"))?;
+            let tp = TopicPartition::new(topic, get_i32(path, e, "partition")?);
+            if !out.contains(&tp) {
+                out.push(tp);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `/admin/reassign_partitions` (persistent, legacy admin path, deprecated since 2.4 in favour
+/// of AlterPartitionReassignments). Written by `kafka-reassign-partitions.sh` (old versions) or
+/// by hand; the controller reacts to its creation, rewrites it without the partitions that
+/// finished, and deletes it when empty (all fenced).
+///
+/// `{"version":1,"partitions":[{"topic":"orders","partition":0,"replicas":[2,3]}]}`
+pub struct ReassignPartitionsZNode;
+
+impl ReassignPartitionsZNode {
+    pub fn path() -> &'static str {
+        "/admin/reassign_partitions"
+    }
+
+    pub fn encode(reassignments: &[(TopicPartition, Vec<i32>)]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            topic: &'a str,
+            partition: i32,
+            replicas: &'a [i32],
+        }
+        #[derive(Serialize)]
+        struct Json<'a> {
+            version: i32,
+            partitions: Vec<Entry<'a>>,
+        }
+        serde_json::to_vec(&Json {
+            version: 1,
+            partitions: reassignments
+                .iter()
+                .map(|(tp, r)| Entry {
+                    topic: &tp.topic,
+                    partition: tp.partition,
+                    replicas: r,
+                })
+                .collect(),
+        })
+        .expect("serialising a plain struct cannot fail")
+    }
+
+    /// Target replicas per partition, in file order (a later entry for the same partition
+    /// replaces an earlier one, as Kafka's map does). `log_dirs` entries are ignored.
+    pub fn decode(bytes: &[u8]) -> Result<Vec<(TopicPartition, Vec<i32>)>> {
+        let path = Self::path();
+        let v = parse(path, bytes)?;
+        let list = v
+            .get("partitions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(path, "missing partitions"))?;
+        let mut out: Vec<(TopicPartition, Vec<i32>)> = Vec::new();
+        for e in list {
+            let topic = e
+                .get("topic")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(path, "partition entry without topic"))?;
+            let tp = TopicPartition::new(topic, get_i32(path, e, "partition")?);
+            let replicas = get_int_list(
+                path,
+                e.get("replicas")
+                    .ok_or_else(|| bad(path, "partition entry without replicas"))?,
+            )?;
+            out.retain(|(t, _)| *t != tp);
+            out.push((tp, replicas));
+        }
+        Ok(out)
+    }
+}
+
 /// `/config/topics/<t>` (persistent). Written by the topic creator (always, possibly empty) and by
 /// AlterConfigs; read by brokers on a config-change notification.
 ///
@@ -739,6 +866,27 @@ mod tests {
         // The 2.x form (version 1) is accepted too.
         let v1 = r#"{"version":1,"brokerid":0,"timestamp":"1600000000111"}"#;
         assert_eq!(Controller::decode(v1.as_bytes()).unwrap(), 0);
+    }
+
+    #[test]
+    fn admin_election_and_reassignment_json_round_trip_reference_samples() {
+        let sample = r#"{"version":1,"partitions":[{"topic":"t","partition":0}]}"#;
+        let tps = PreferredReplicaElectionZNode::decode(sample.as_bytes()).unwrap();
+        assert_eq!(tps, vec![TopicPartition::new("t", 0)]);
+        assert_eq!(
+            PreferredReplicaElectionZNode::encode(&tps),
+            sample.as_bytes()
+        );
+        let sample =
+            r#"{"version":1,"partitions":[{"topic":"orders","partition":0,"replicas":[2,3]}]}"#;
+        let r = ReassignPartitionsZNode::decode(sample.as_bytes()).unwrap();
+        assert_eq!(r, vec![(TopicPartition::new("orders", 0), vec![2, 3])]);
+        assert_eq!(ReassignPartitionsZNode::encode(&r), sample.as_bytes());
+        assert!(ReassignPartitionsZNode::decode(br#"{"version":1}"#).is_err());
+        assert!(ReassignPartitionsZNode::decode(
+            br#"{"version":1,"partitions":[{"topic":"t","partition":0}]}"#
+        )
+        .is_err());
     }
 
     #[test]

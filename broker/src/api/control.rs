@@ -1,0 +1,199 @@
+//! The controller's requests to brokers (LeaderAndIsr, UpdateMetadata, StopReplica) and a
+//! stopping broker's request to the controller (ControlledShutdown).
+//!
+//! Kafka concept: these are how the classic controller commands the cluster. Each carries the
+//! controller's epoch; a broker that has seen a newer epoch answers STALE_CONTROLLER_EPOCH and
+//! changes nothing, which is what fences a zombie controller that was paused past its session.
+//! Each also carries the broker epoch the controller knows for us: an older one means the
+//! request was meant for our previous incarnation (STALE_BROKER_EPOCH).
+//! Kafka: `KafkaApis.handleLeaderAndIsrRequest`, `handleUpdateMetadataRequest`,
+//! `handleStopReplicaRequest`, `handleControlledShutdownRequest`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::controlled_shutdown_response::RemainingPartition;
+use kafka_protocol::messages::leader_and_isr_response::{
+    LeaderAndIsrPartitionError, LeaderAndIsrTopicError,
+};
+use kafka_protocol::messages::stop_replica_response::StopReplicaPartitionError;
+use kafka_protocol::messages::{
+    ControlledShutdownRequest, ControlledShutdownResponse, LeaderAndIsrRequest,
+    LeaderAndIsrResponse, StopReplicaRequest, StopReplicaResponse, TopicName,
+    UpdateMetadataRequest, UpdateMetadataResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+
+/// Kafka's `isBrokerEpochStale`: -1 means "not checked"; older than ours is stale.
+fn broker_epoch_is_stale(broker: &Broker, given: i64) -> bool {
+    given != -1 && given < broker.broker_epoch()
+}
+
+pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> LeaderAndIsrResponse {
+    let fail = |code: i16| LeaderAndIsrResponse::default().with_error_code(code);
+    if broker_epoch_is_stale(broker, req.broker_epoch) {
+        warn!(
+            broker_id = broker.broker_id,
+            broker_epoch = req.broker_epoch,
+            "ignoring LeaderAndIsr for an older broker epoch"
+        );
+        return fail(ResponseError::StaleBrokerEpoch.code());
+    }
+    if !broker.replicas.check_controller_epoch(req.controller_epoch) {
+        warn!(
+            broker_id = broker.broker_id,
+            controller_epoch = req.controller_epoch,
+            controller_id = req.controller_id.0,
+            "ignoring LeaderAndIsr from a controller with an older epoch"
+        );
+        return fail(ResponseError::StaleControllerEpoch.code());
+    }
+    // Topic configs for partitions we do not host yet (read once per topic).
+    let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    for t in &req.topic_states {
+        let name = t.topic_name.to_string();
+        let new = t
+            .partition_states
+            .iter()
+            .any(|p| broker.replicas.get(&name, p.partition_index).is_none());
+        if new && !configs.contains_key(&name) {
+            match broker.zk.get_topic_config(&name).await {
+                Ok(c) => {
+                    configs.insert(name, c);
+                }
+                Err(e) => {
+                    warn!(topic = %name, error = %e, "cannot read topic config; using broker defaults")
+                }
+            }
+        }
+    }
+    let replicas = broker.replicas.clone();
+    let outcomes =
+        tokio::task::block_in_place(|| replicas.become_leader_or_follower(&req, &configs));
+    crate::replication::on_leader_and_isr(broker, &outcomes);
+    let changed: Vec<(String, i32)> = outcomes
+        .iter()
+        .map(|o| (o.topic.clone(), o.partition))
+        .collect();
+    super::groups::on_partitions_changed(broker, &changed);
+    let mut topics: Vec<LeaderAndIsrTopicError> = Vec::new();
+    for o in outcomes {
+        let err = LeaderAndIsrPartitionError::default()
+            .with_topic_name(TopicName(StrBytes::from_string(o.topic.clone())))
+            .with_partition_index(o.partition)
+            .with_error_code(o.error);
+        match topics.iter_mut().find(|t| t.topic_id == o.topic_id) {
+            Some(t) => t.partition_errors.push(err),
+            None => topics.push(
+                LeaderAndIsrTopicError::default()
+                    .with_topic_id(o.topic_id)
+                    .with_partition_errors(vec![err]),
+            ),
+        }
+    }
+    LeaderAndIsrResponse::default().with_topics(topics)
+}
+
+pub fn update_metadata(broker: &Broker, req: UpdateMetadataRequest) -> UpdateMetadataResponse {
+    if broker_epoch_is_stale(broker, req.broker_epoch) {
+        return UpdateMetadataResponse::default()
+            .with_error_code(ResponseError::StaleBrokerEpoch.code());
+    }
+    if !broker.replicas.check_controller_epoch(req.controller_epoch) {
+        warn!(
+            broker_id = broker.broker_id,
+            controller_epoch = req.controller_epoch,
+            "ignoring UpdateMetadata from a controller with an older epoch"
+        );
+        return UpdateMetadataResponse::default()
+            .with_error_code(ResponseError::StaleControllerEpoch.code());
+    }
+    let deleted = broker.metadata.update(&req);
+    info!(
+        broker_id = broker.broker_id,
+        controller_id = req.controller_id.0,
+        controller_epoch = req.controller_epoch,
+        live_brokers = req.live_brokers.len(),
+        partitions = req
+            .topic_states
+            .iter()
+            .map(|t| t.partition_states.len())
+            .sum::<usize>(),
+        deleted = deleted.len(),
+        "metadata cache updated by UpdateMetadata"
+    );
+    broker.replicas.notify_progress();
+    UpdateMetadataResponse::default()
+}
+
+pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResponse {
+    if broker_epoch_is_stale(broker, req.broker_epoch) {
+        return StopReplicaResponse::default()
+            .with_error_code(ResponseError::StaleBrokerEpoch.code());
+    }
+    if !broker.replicas.check_controller_epoch(req.controller_epoch) {
+        warn!(
+            broker_id = broker.broker_id,
+            controller_epoch = req.controller_epoch,
+            "ignoring StopReplica from a controller with an older epoch"
+        );
+        return StopReplicaResponse::default()
+            .with_error_code(ResponseError::StaleControllerEpoch.code());
+    }
+    let replicas = broker.replicas.clone();
+    let results = tokio::task::block_in_place(|| replicas.stop_replicas(&req));
+    crate::replication::on_stop_replica(broker, &results);
+    let stopped: Vec<(String, i32)> = results.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+    super::groups::on_partitions_changed(broker, &stopped);
+    StopReplicaResponse::default().with_partition_errors(
+        results
+            .into_iter()
+            .map(|(t, p, e)| {
+                StopReplicaPartitionError::default()
+                    .with_topic_name(TopicName(StrBytes::from_string(t)))
+                    .with_partition_index(p)
+                    .with_error_code(e)
+            })
+            .collect(),
+    )
+}
+
+pub async fn controlled_shutdown(
+    broker: &Broker,
+    req: ControlledShutdownRequest,
+) -> ControlledShutdownResponse {
+    use controller::ControlledShutdownError as E;
+    info!(
+        broker_id = req.broker_id.0,
+        broker_epoch = req.broker_epoch,
+        "ControlledShutdown request received"
+    );
+    match broker
+        .controller
+        .controlled_shutdown(req.broker_id.0, req.broker_epoch)
+        .await
+    {
+        Ok(remaining) => ControlledShutdownResponse::default().with_remaining_partitions(
+            remaining
+                .into_iter()
+                .map(|tp| {
+                    RemainingPartition::default()
+                        .with_topic_name(TopicName(StrBytes::from_string(tp.topic)))
+                        .with_partition_index(tp.partition)
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            let code = match e {
+                E::NotController => ResponseError::StaleControllerEpoch.code(),
+                E::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch.code(),
+                E::BrokerNotAvailable(_) => ResponseError::BrokerNotAvailable.code(),
+                E::Failed(_) => ResponseError::UnknownServerError.code(),
+            };
+            ControlledShutdownResponse::default().with_error_code(code)
+        }
+    }
+}

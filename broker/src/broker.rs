@@ -1,0 +1,397 @@
+//! The broker's life: start-up in Kafka's order, the shared state every request handler sees,
+//! and the clean shutdown on SIGTERM.
+//!
+//! Kafka class mirrored: `kafka.server.KafkaServer` (`startup`, `controlledShutdown`,
+//! `shutdown`). Start-up order, as Kafka's:
+//! 1. connect to ZooKeeper and create the persistent paths (`/brokers/ids`, `/config`, ...);
+//! 2. read `/cluster/id`, or create it if this is the first broker ever;
+//! 3. open the log dirs, checking `meta.properties` (a dir from another cluster or broker
+//!    stops the broker with a message naming the dir);
+//! 4. bind the listeners, so the advertised ports are known;
+//! 5. register the ephemeral `/brokers/ids/<id>`: its czxid is the broker epoch;
+//! 6. start this broker's controller, which contests `/controller`;
+//! 7. serve clients.
+//!
+//! Shutdown (SIGTERM or Ctrl-C): controlled shutdown first (the controller moves our
+//! leaderships away), then stop accepting and finish in-flight requests, checkpoint and flush
+//! the logs, stop the controller and close the ZooKeeper session (our ephemeral znodes vanish).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use controller::admin::AdminZkClient;
+use controller::zk::client::KafkaZkClient;
+use controller::zk::data::{BrokerRegistration, EndPoint};
+use controller::ControllerHandle;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, ControlledShutdownRequest, ControlledShutdownResponse,
+};
+use storage::{LogManager, MetaProperties};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::BrokerConfig;
+use crate::metadata_cache::MetadataCache;
+use crate::replica_manager::ReplicaManager;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct Broker {
+    pub broker_id: i32,
+    pub config: Arc<BrokerConfig>,
+    pub cluster_id: String,
+    pub zk: KafkaZkClient,
+    pub admin: AdminZkClient,
+    pub controller: ControllerHandle,
+    pub metadata: MetadataCache,
+    pub replicas: Arc<ReplicaManager>,
+    /// Turns true when shutdown starts.
+    pub shutting_down: watch::Sender<bool>,
+    /// The consumer group coordinator.
+    pub groups: Arc<crate::group::GroupCoordinator>,
+    /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
+    pub fetchers: crate::replication::FetcherManager,
+    /// ISR shrink/expand counters for the metrics endpoint.
+    pub metrics: crate::metrics::BrokerMetrics,
+    /// This broker's own `Arc`, for tasks spawned from `&Broker`.
+    self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
+}
+
+impl Broker {
+    /// The current broker epoch (czxid of our `/brokers/ids/<id>`; changes after a session
+    /// expiry and re-registration).
+    pub fn broker_epoch(&self) -> i64 {
+        self.controller.broker_epoch()
+    }
+
+    /// This broker's `Arc` (set right after start-up builds it).
+    pub fn me(&self) -> Option<Arc<Broker>> {
+        self.self_ref.get().and_then(|w| w.upgrade())
+    }
+}
+
+/// A started broker: its shared state and the tasks to stop.
+pub struct Running {
+    pub broker: Arc<Broker>,
+    server: tokio::task::JoinHandle<()>,
+    expiry: tokio::task::JoinHandle<()>,
+    timers: Vec<tokio::task::JoinHandle<()>>,
+    logs: Arc<LogManager>,
+    /// The bound address of each listener (name, address).
+    pub bound: Vec<(String, std::net::SocketAddr)>,
+}
+
+fn proposed_cluster_id() -> String {
+    controller::zk::data::encode_uuid(uuid::Uuid::new_v4())
+}
+
+/// Runs start-up steps 1 to 7.
+pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let id = config.broker_id;
+    info!(broker_id = id, zookeeper = %config.zookeeper_connect, "starting broker");
+    let zk = KafkaZkClient::connect(&config.zookeeper_connect, config.zookeeper_session_timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("zookeeper.connect {}: {e}", config.zookeeper_connect))?;
+    zk.ensure_persistent_paths().await?;
+    let cluster_id = zk.get_or_create_cluster_id(&proposed_cluster_id()).await?;
+    info!(broker_id = id, cluster_id = %cluster_id, "cluster id");
+
+    let meta = MetaProperties {
+        broker_id: id,
+        cluster_id: cluster_id.clone(),
+    };
+    let logs_dirs = config.log_dirs.clone();
+    let default_log = config.default_log_config();
+    let logs =
+        tokio::task::spawn_blocking(move || LogManager::open(&logs_dirs, &meta, default_log))
+            .await?
+            .map_err(|e| anyhow::anyhow!("log.dirs: {e}"))?;
+    let logs = Arc::new(logs);
+
+    // Bind every listener; an advertised port 0 becomes the bound port.
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let host = if l.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &l.host
+        };
+        let addr = format!("{host}:{}", l.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("listeners: cannot bind {addr}: {e}"))?;
+        let local = listener.local_addr()?;
+        info!(broker_id = id, listener = %l.name, address = %local, "listening");
+        bound.push((l.name.clone(), local));
+        listeners.push(listener);
+    }
+    let metrics_listener = crate::metrics::bind(&config).await?;
+    let endpoints: Vec<EndPoint> = config
+        .advertised_listeners
+        .iter()
+        .map(|a| {
+            let port = if a.port == 0 {
+                bound
+                    .iter()
+                    .find(|(n, _)| *n == a.name)
+                    .map_or(0, |(_, s)| s.port())
+            } else {
+                a.port
+            };
+            let host = if a.host.is_empty() {
+                "127.0.0.1".to_string()
+            } else {
+                a.host.clone()
+            };
+            EndPoint {
+                listener_name: a.name.clone(),
+                host,
+                port,
+                security_protocol: a.name.clone(),
+            }
+        })
+        .collect();
+    let registration = BrokerRegistration {
+        broker_id: id,
+        endpoints,
+        rack: config.rack.clone(),
+        timestamp_ms: controller::zk::data::now_ms(),
+    };
+    // Kafka fails at once if /brokers/ids/<id> is held by another session. After a crash that
+    // session lingers for zookeeper.session.timeout.ms, so we wait that long (logging why)
+    // before giving up: a restarted broker then comes back by itself.
+    let give_up =
+        tokio::time::Instant::now() + config.zookeeper_session_timeout * 2 + Duration::from_secs(5);
+    let broker_epoch = loop {
+        match zk.register_broker(&registration).await {
+            Ok(epoch) => break epoch,
+            Err(controller::Error::BrokerIdAlreadyRegistered(_))
+                if tokio::time::Instant::now() < give_up =>
+            {
+                warn!(
+                    broker_id = id,
+                    "/brokers/ids/{id} is held by another session (a previous run not expired \
+                     yet?); retrying for up to twice zookeeper.session.timeout.ms"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => anyhow::bail!("cannot register /brokers/ids/{id}: {e}"),
+        }
+    };
+    info!(broker_id = id, broker_epoch, "registered /brokers/ids/{id}");
+
+    let mut cc = controller::ControllerConfig::with_defaults(id);
+    cc.inter_broker_listener_name = config.inter_broker_listener_name.clone();
+    cc.delete_topic_enable = config.delete_topic_enable;
+    cc.unclean_leader_election_enable = config.unclean_leader_election_enable;
+    cc.auto_leader_rebalance_enable = config.auto_leader_rebalance_enable;
+    cc.leader_imbalance_per_broker_percentage = config.leader_imbalance_per_broker_percentage;
+    cc.leader_imbalance_check_interval =
+        Duration::from_secs(config.leader_imbalance_check_interval_seconds);
+    cc.controller_socket_timeout = Duration::from_millis(config.controller_socket_timeout_ms);
+    cc.request_timeout = Duration::from_millis(config.request_timeout_ms);
+    let handle = controller::start(zk.clone(), cc, broker_epoch);
+    let expiry = controller::spawn_session_expiry_handler(zk.clone(), handle.clone(), registration);
+
+    let replicas = Arc::new(ReplicaManager::new(id, config.clone(), logs.clone()));
+    let broker = Arc::new(Broker {
+        broker_id: id,
+        config: config.clone(),
+        cluster_id,
+        admin: AdminZkClient::new(zk.clone()),
+        zk,
+        controller: handle,
+        metadata: MetadataCache::new(),
+        replicas: replicas.clone(),
+        shutting_down: watch::channel(false).0,
+        fetchers: crate::replication::FetcherManager::new(),
+        groups: crate::group::GroupCoordinator::new(
+            id,
+            crate::group::GroupConfig {
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+                ..crate::group::GroupConfig::default()
+            },
+        ),
+        metrics: Default::default(),
+        self_ref: std::sync::OnceLock::new(),
+    });
+    let _ = broker.self_ref.set(Arc::downgrade(&broker));
+    broker.fetchers.set_broker(Arc::downgrade(&broker));
+
+    let mut timers = Vec::new();
+    timers.push(every(
+        Duration::from_millis(config.log_flush_offset_checkpoint_interval_ms.max(100)),
+        {
+            let r = replicas.clone();
+            move || r.checkpoint()
+        },
+    ));
+    timers.push(every(
+        Duration::from_millis(config.log_retention_check_interval_ms.max(100)),
+        {
+            let r = replicas.clone();
+            move || r.enforce_retention()
+        },
+    ));
+    {
+        let weak = Arc::downgrade(&broker);
+        let period = Duration::from_millis((config.replica_lag_time_max_ms / 2).max(10));
+        timers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(b) = weak.upgrade() else { return };
+                crate::isr::maybe_shrink_all(&b);
+            }
+        }));
+    }
+    timers.push(every(Duration::from_secs(1), {
+        let r = replicas.clone();
+        move || r.maybe_flush_all()
+    }));
+
+    timers.extend(crate::metrics::start(metrics_listener, &broker));
+    let mut servers = Vec::new();
+    for listener in listeners {
+        servers.push(tokio::spawn(crate::server::run(
+            listener,
+            broker.clone(),
+            broker.shutting_down.subscribe(),
+        )));
+    }
+    let server = tokio::spawn(async move {
+        for s in servers {
+            let _ = s.await;
+        }
+    });
+    info!(broker_id = id, broker_epoch, "broker started");
+    Ok(Running {
+        broker,
+        server,
+        expiry,
+        timers,
+        logs,
+        bound,
+    })
+}
+
+/// Runs `f` on a blocking thread every `period`.
+fn every<F: Fn() + Send + Sync + 'static>(period: Duration, f: F) -> tokio::task::JoinHandle<()> {
+    let f = Arc::new(f);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let f = f.clone();
+            let _ = tokio::task::spawn_blocking(move || f()).await;
+        }
+    })
+}
+
+impl Running {
+    /// Kafka's shutdown sequence; see the module doc.
+    pub async fn shutdown(self) {
+        let b = &self.broker;
+        let id = b.broker_id;
+        info!(broker_id = id, "shutting down");
+        if b.config.controlled_shutdown_enable {
+            controlled_shutdown(b).await;
+        }
+        b.shutting_down.send_replace(true);
+        let _ = self.server.await;
+        b.fetchers.shutdown();
+        for t in &self.timers {
+            t.abort();
+        }
+        let replicas = b.replicas.clone();
+        let logs = self.logs.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            replicas.checkpoint();
+            if let Err(e) = logs.shutdown() {
+                error!(error = %e, "log manager shutdown failed");
+            }
+        })
+        .await;
+        self.expiry.abort();
+        b.controller.shutdown().await;
+        b.zk.close().await;
+        info!(broker_id = id, "shut down completed");
+    }
+}
+
+/// Asks the active controller to move our leaderships away (Kafka's `controlledShutdown`):
+/// up to `controlled.shutdown.max.retries` attempts, `controlled.shutdown.retry.backoff.ms`
+/// apart, until the controller answers with no remaining partitions.
+async fn controlled_shutdown(b: &Broker) {
+    let id = b.broker_id;
+    let retries = b.config.controlled_shutdown_max_retries.max(1);
+    for attempt in 1..=retries {
+        match try_controlled_shutdown(b).await {
+            Ok(0) => {
+                info!(broker_id = id, attempt, "controlled shutdown succeeded");
+                return;
+            }
+            Ok(remaining) => warn!(
+                broker_id = id,
+                attempt, remaining, "controlled shutdown: partitions still led here; retrying"
+            ),
+            Err(e) => {
+                warn!(broker_id = id, attempt, error = %e, "controlled shutdown attempt failed")
+            }
+        }
+        if attempt < retries {
+            tokio::time::sleep(Duration::from_millis(
+                b.config.controlled_shutdown_retry_backoff_ms,
+            ))
+            .await;
+        }
+    }
+    warn!(
+        broker_id = id,
+        "proceeding to do an unclean shutdown as all the controlled shutdown attempts failed"
+    );
+}
+
+async fn try_controlled_shutdown(b: &Broker) -> anyhow::Result<usize> {
+    let controller_id =
+        b.zk.get_controller_id()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no controller elected"))?;
+    let info =
+        b.zk.get_broker(controller_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("controller {controller_id} is not registered"))?;
+    let ep = info
+        .endpoint(&b.config.inter_broker_listener_name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "controller has no {} endpoint",
+                b.config.inter_broker_listener_name
+            )
+        })?;
+    let addr = format!("{}:{}", ep.host, ep.port);
+    info!(
+        broker_id = b.broker_id,
+        controller_id, "sending ControlledShutdown to the controller"
+    );
+    let mut conn = crate::client::Connection::connect(
+        &addr,
+        &b.broker_id.to_string(),
+        Duration::from_millis(b.config.request_timeout_ms),
+    )
+    .await?;
+    let req = ControlledShutdownRequest::default()
+        .with_broker_id(BrokerId(b.broker_id))
+        .with_broker_epoch(b.broker_epoch());
+    let resp: ControlledShutdownResponse = conn.send(ApiKey::ControlledShutdown, 3, &req).await?;
+    if resp.error_code != 0 {
+        anyhow::bail!("controller answered error code {}", resp.error_code);
+    }
+    Ok(resp.remaining_partitions.len())
+}

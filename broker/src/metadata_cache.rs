@@ -1,0 +1,257 @@
+//! The broker's view of the cluster, as the controller last described it.
+//!
+//! Kafka concept: in ZooKeeper mode a broker never reads partition state from ZooKeeper to
+//! answer clients. The controller pushes UpdateMetadata (live brokers with their endpoints, and
+//! each partition's leader, leader epoch, ISR, replicas and offline replicas) to every broker,
+//! and the broker answers Metadata, FindCoordinator and friends from this cache.
+//! Kafka class mirrored: `kafka.server.metadata.ZkMetadataCache`.
+//!
+//! Invariant: a partition whose leader is `LeaderDuringDelete` (-2) is being deleted and is
+//! removed from the cache, as Kafka does; an UpdateMetadata from an older controller epoch is
+//! rejected by the caller before it gets here.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use kafka_protocol::messages::UpdateMetadataRequest;
+use uuid::Uuid;
+
+/// The leader id the controller sends for a partition of a topic being deleted.
+pub const LEADER_DURING_DELETE: i32 = -2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: i32,
+    pub security_protocol: i16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEntry {
+    pub id: i32,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    pub replicas: Vec<i32>,
+    pub offline_replicas: Vec<i32>,
+    pub zk_version: i32,
+    pub controller_epoch: i32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TopicEntry {
+    pub id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionInfo>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    controller_id: Option<i32>,
+    controller_epoch: i32,
+    brokers: BTreeMap<i32, BrokerEntry>,
+    topics: BTreeMap<String, TopicEntry>,
+}
+
+/// Shared, read-mostly: a std `RwLock` because every access is short and never awaits.
+#[derive(Debug, Default)]
+pub struct MetadataCache {
+    inner: RwLock<Inner>,
+}
+
+impl MetadataCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies an UpdateMetadata request (v8: topic states grouped by topic).
+    /// Returns the partitions that were deleted (leader -2).
+    pub fn update(&self, req: &UpdateMetadataRequest) -> Vec<(String, i32)> {
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        g.controller_id = Some(req.controller_id.0);
+        g.controller_epoch = req.controller_epoch;
+        g.brokers = req
+            .live_brokers
+            .iter()
+            .map(|b| {
+                (
+                    b.id.0,
+                    BrokerEntry {
+                        id: b.id.0,
+                        endpoints: b
+                            .endpoints
+                            .iter()
+                            .map(|e| Endpoint {
+                                listener: e.listener.to_string(),
+                                host: e.host.to_string(),
+                                port: e.port,
+                                security_protocol: e.security_protocol,
+                            })
+                            .collect(),
+                        rack: b.rack.as_ref().map(|r| r.to_string()),
+                    },
+                )
+            })
+            .collect();
+        let mut deleted = Vec::new();
+        let states = req
+            .topic_states
+            .iter()
+            .flat_map(|t| {
+                t.partition_states
+                    .iter()
+                    .map(move |p| (t.topic_name.to_string(), t.topic_id, p))
+            })
+            .chain(
+                req.ungrouped_partition_states
+                    .iter()
+                    .map(|p| (p.topic_name.to_string(), Uuid::nil(), p)),
+            );
+        for (topic, topic_id, p) in states {
+            if p.leader.0 == LEADER_DURING_DELETE {
+                if let Some(t) = g.topics.get_mut(&topic) {
+                    t.partitions.remove(&p.partition_index);
+                    if t.partitions.is_empty() {
+                        g.topics.remove(&topic);
+                    }
+                }
+                deleted.push((topic, p.partition_index));
+                continue;
+            }
+            let entry = g.topics.entry(topic).or_default();
+            if !topic_id.is_nil() {
+                entry.id = topic_id;
+            }
+            entry.partitions.insert(
+                p.partition_index,
+                PartitionInfo {
+                    leader: p.leader.0,
+                    leader_epoch: p.leader_epoch,
+                    isr: p.isr.iter().map(|b| b.0).collect(),
+                    replicas: p.replicas.iter().map(|b| b.0).collect(),
+                    offline_replicas: p.offline_replicas.iter().map(|b| b.0).collect(),
+                    zk_version: p.zk_version,
+                    controller_epoch: p.controller_epoch,
+                },
+            );
+        }
+        deleted
+    }
+
+    pub fn controller_id(&self) -> Option<i32> {
+        self.read().controller_id
+    }
+
+    pub fn controller_epoch(&self) -> i32 {
+        self.read().controller_epoch
+    }
+
+    pub fn brokers(&self) -> Vec<BrokerEntry> {
+        self.read().brokers.values().cloned().collect()
+    }
+
+    pub fn broker(&self, id: i32) -> Option<BrokerEntry> {
+        self.read().brokers.get(&id).cloned()
+    }
+
+    pub fn is_alive(&self, id: i32) -> bool {
+        self.read().brokers.contains_key(&id)
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        self.read().topics.keys().cloned().collect()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicEntry> {
+        self.read().topics.get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<(String, TopicEntry)> {
+        self.read()
+            .topics
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(n, t)| (n.clone(), t.clone()))
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionInfo> {
+        self.read()
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition).cloned())
+    }
+
+    /// True when every partition of `topic` has a leader that is alive.
+    pub fn has_leaders(&self, topic: &str) -> bool {
+        let g = self.read();
+        g.topics.get(topic).is_some_and(|t| {
+            !t.partitions.is_empty()
+                && t.partitions
+                    .values()
+                    .all(|p| p.leader >= 0 && g.brokers.contains_key(&p.leader))
+        })
+    }
+
+    /// The number of partitions of `topic`, 0 if unknown.
+    pub fn partition_count(&self, topic: &str) -> usize {
+        self.read()
+            .topics
+            .get(topic)
+            .map_or(0, |t| t.partitions.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::update_metadata_request::{
+        UpdateMetadataBroker, UpdateMetadataEndpoint, UpdateMetadataPartitionState,
+        UpdateMetadataTopicState,
+    };
+    use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn req(leader: i32) -> UpdateMetadataRequest {
+        UpdateMetadataRequest::default()
+            .with_controller_id(BrokerId(2))
+            .with_controller_epoch(5)
+            .with_live_brokers(vec![UpdateMetadataBroker::default()
+                .with_id(BrokerId(1))
+                .with_endpoints(vec![UpdateMetadataEndpoint::default()
+                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                    .with_port(9092)
+                    .with_listener(StrBytes::from_static_str("PLAINTEXT"))])])
+            .with_topic_states(vec![UpdateMetadataTopicState::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("t")))
+                .with_topic_id(Uuid::from_u128(7))
+                .with_partition_states(vec![UpdateMetadataPartitionState::default()
+                    .with_topic_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_index(0)
+                    .with_leader(BrokerId(leader))
+                    .with_leader_epoch(3)
+                    .with_isr(vec![BrokerId(1)])
+                    .with_replicas(vec![BrokerId(1)])])])
+    }
+
+    #[test]
+    fn update_then_delete() {
+        let c = MetadataCache::new();
+        assert!(c.update(&req(1)).is_empty());
+        assert_eq!(c.controller_id(), Some(2));
+        assert_eq!(c.partition("t", 0).unwrap().leader_epoch, 3);
+        assert!(c.has_leaders("t"));
+        assert_eq!(c.topic("t").unwrap().id, Uuid::from_u128(7));
+        assert_eq!(c.update(&req(LEADER_DURING_DELETE)), vec![("t".into(), 0)]);
+        assert!(c.topic("t").is_none());
+    }
+}

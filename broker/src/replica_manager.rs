@@ -1,0 +1,531 @@
+//! The partitions this broker hosts, as leader or follower, and the reads and writes on them.
+//!
+//! Kafka concept: the controller tells a broker, with LeaderAndIsr, which replicas it hosts and
+//! whether it leads each one (with the leader epoch and the ISR). The leader appends produced
+//! batches, assigns offsets and stamps its leader epoch; it serves consumers up to the high
+//! watermark, the offset every ISR member has reached. Followers copy the leader's log as is.
+//! Kafka classes mirrored: `kafka.server.ReplicaManager` and `kafka.cluster.Partition`.
+//!
+//! Invariants: a LeaderAndIsr with an older controller epoch, or an older leader epoch for a
+//! partition, changes nothing (STALE_CONTROLLER_EPOCH / FENCED_LEADER_EPOCH); the high watermark
+//! never moves backwards on the leader and never passes the log end offset of an ISR member.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{LeaderAndIsrRequest, StopReplicaRequest};
+use storage::{LogAppendInfo, LogManager, SharedLog};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+
+/// What a follower has told the leader through its fetches.
+#[derive(Debug, Clone)]
+pub struct FollowerState {
+    /// The follower's log end offset (its last fetch offset).
+    pub log_end_offset: i64,
+    /// When the follower last fetched up to the leader's log end offset.
+    pub last_caught_up: Instant,
+    /// The leader's log end offset when the follower last fetched.
+    pub last_fetch_leader_log_end_offset: i64,
+    /// When the follower last fetched.
+    pub last_fetch_time: Instant,
+}
+
+/// Replication state of one hosted partition, changed only by LeaderAndIsr (and, on the leader,
+/// by follower fetches moving the high watermark).
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+    pub replicas: Vec<i32>,
+    pub controller_epoch: i32,
+    pub high_watermark: i64,
+    pub followers: HashMap<i32, FollowerState>,
+    /// min.insync.replicas for this topic.
+    pub min_isr: i32,
+    /// An AlterPartition for this partition is waiting for the controller's answer.
+    pub isr_change_in_flight: bool,
+}
+
+/// One hosted replica: its log and its replication state.
+pub struct Partition {
+    pub topic: String,
+    pub partition: i32,
+    pub topic_id: Uuid,
+    pub log: SharedLog,
+    pub state: Mutex<PartitionState>,
+}
+
+impl Partition {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, PartitionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn log(&self) -> std::sync::MutexGuard<'_, storage::Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.log().log_end_offset()
+    }
+
+    /// Recomputes the leader's high watermark: the lowest log end offset among the ISR
+    /// (the leader's own included). Returns true if it moved.
+    pub fn maybe_advance_high_watermark(&self, broker_id: i32) -> bool {
+        let leo = self.log_end_offset();
+        let mut st = self.state();
+        if st.leader != broker_id {
+            return false;
+        }
+        let mut hw = leo;
+        for r in &st.isr {
+            if *r == broker_id {
+                continue;
+            }
+            let f = st.followers.get(r).map_or(0, |f| f.log_end_offset);
+            hw = hw.min(f);
+        }
+        if hw > st.high_watermark {
+            st.high_watermark = hw;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why an operation on a partition failed, as a Kafka error code.
+pub type Code = i16;
+
+pub fn code(e: ResponseError) -> Code {
+    e.code()
+}
+
+/// The broker's hosted partitions.
+pub struct ReplicaManager {
+    pub broker_id: i32,
+    pub config: Arc<BrokerConfig>,
+    pub logs: Arc<LogManager>,
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Highest controller epoch seen in a control request.
+    controller_epoch: Mutex<i32>,
+    /// Bumped on every append and high watermark move; long-polling fetches wait on it.
+    progress: watch::Sender<u64>,
+}
+
+/// One partition in a LeaderAndIsr request, resolved.
+pub struct LeaderAndIsrOutcome {
+    pub topic: String,
+    pub partition: i32,
+    pub topic_id: Uuid,
+    pub error: Code,
+}
+
+impl ReplicaManager {
+    pub fn new(broker_id: i32, config: Arc<BrokerConfig>, logs: Arc<LogManager>) -> Self {
+        ReplicaManager {
+            broker_id,
+            config,
+            logs,
+            partitions: RwLock::new(HashMap::new()),
+            controller_epoch: Mutex::new(0),
+            progress: watch::channel(0).0,
+        }
+    }
+
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A receiver that changes whenever data or a high watermark moved.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    pub fn notify_progress(&self) {
+        self.progress.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Checks a control request's controller epoch: older than the newest seen is stale.
+    pub fn check_controller_epoch(&self, epoch: i32) -> bool {
+        let mut e = self
+            .controller_epoch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if epoch < *e {
+            return false;
+        }
+        *e = epoch;
+        true
+    }
+
+    /// Applies LeaderAndIsr: creates or opens each log, becomes leader or follower.
+    /// `topic_configs` holds `/config/topics/<t>` for the topics in the request.
+    pub fn become_leader_or_follower(
+        &self,
+        req: &LeaderAndIsrRequest,
+        topic_configs: &HashMap<String, BTreeMap<String, String>>,
+    ) -> Vec<LeaderAndIsrOutcome> {
+        let mut out = Vec::new();
+        for t in &req.topic_states {
+            let topic = t.topic_name.to_string();
+            let empty = BTreeMap::new();
+            let overrides = topic_configs.get(&topic).unwrap_or(&empty);
+            for p in &t.partition_states {
+                let mut outcome = LeaderAndIsrOutcome {
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                    topic_id: t.topic_id,
+                    error: 0,
+                };
+                if !p.replicas.iter().any(|r| r.0 == self.broker_id) {
+                    outcome.error = code(ResponseError::UnknownTopicOrPartition);
+                    out.push(outcome);
+                    continue;
+                }
+                let existing = self.get(&topic, p.partition_index);
+                if let Some(part) = &existing {
+                    let st = part.state();
+                    if p.leader_epoch < st.leader_epoch {
+                        warn!(topic = %topic, partition = p.partition_index,
+                            leader_epoch = p.leader_epoch, current_leader_epoch = st.leader_epoch,
+                            "ignoring LeaderAndIsr with an older leader epoch");
+                        outcome.error = code(ResponseError::StaleControllerEpoch);
+                        out.push(outcome);
+                        continue;
+                    }
+                }
+                let part = match existing {
+                    Some(p) => p,
+                    None => match self.create_partition(
+                        &topic,
+                        p.partition_index,
+                        t.topic_id,
+                        overrides,
+                    ) {
+                        Ok(part) => part,
+                        Err(e) => {
+                            warn!(topic = %topic, partition = p.partition_index, error = %e, "cannot open log");
+                            outcome.error = code(ResponseError::KafkaStorageError);
+                            out.push(outcome);
+                            continue;
+                        }
+                    },
+                };
+                let isr: Vec<i32> = p.isr.iter().map(|b| b.0).collect();
+                let replicas: Vec<i32> = p.replicas.iter().map(|b| b.0).collect();
+                let is_leader = p.leader.0 == self.broker_id;
+                let leo = part.log_end_offset();
+                {
+                    let mut st = part.state();
+                    let was_leader = st.leader == self.broker_id;
+                    let new_epoch = p.leader_epoch > st.leader_epoch;
+                    st.leader = p.leader.0;
+                    st.leader_epoch = p.leader_epoch;
+                    st.partition_epoch = p.partition_epoch;
+                    st.isr = isr.clone();
+                    st.replicas = replicas;
+                    st.controller_epoch = p.controller_epoch;
+                    st.isr_change_in_flight = false;
+                    st.min_isr = self.config.min_isr_for(overrides);
+                    if is_leader && (!was_leader || new_epoch) {
+                        // Kafka's makeLeader: followers start unknown, caught-up clock now.
+                        st.followers.clear();
+                        let now = Instant::now();
+                        for r in &st.replicas.clone() {
+                            if *r != self.broker_id {
+                                st.followers.insert(
+                                    *r,
+                                    FollowerState {
+                                        log_end_offset: -1,
+                                        last_caught_up: now,
+                                        last_fetch_leader_log_end_offset: -1,
+                                        last_fetch_time: now,
+                                    },
+                                );
+                            }
+                        }
+                        st.high_watermark = st.high_watermark.min(leo);
+                    }
+                    if !is_leader {
+                        st.followers.clear();
+                    }
+                }
+                if is_leader {
+                    let mut log = part.log();
+                    if log.latest_epoch().is_none_or(|e| e < p.leader_epoch) {
+                        let leo = log.log_end_offset();
+                        if let Err(e) = log.assign_epoch_start_offset(p.leader_epoch, leo) {
+                            warn!(error = %e, "cannot record leader epoch start");
+                        }
+                    }
+                }
+                part.maybe_advance_high_watermark(self.broker_id);
+                info!(
+                    topic = %topic,
+                    partition = p.partition_index,
+                    leader = p.leader.0,
+                    leader_epoch = p.leader_epoch,
+                    isr = ?isr,
+                    role = if is_leader { "leader" } else { "follower" },
+                    "replica state changed by LeaderAndIsr"
+                );
+                out.push(outcome);
+            }
+        }
+        self.notify_progress();
+        out
+    }
+
+    fn create_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        topic_id: Uuid,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Arc<Partition>, String> {
+        let cfg = self
+            .config
+            .log_config_with(overrides)
+            .unwrap_or_else(|_| self.config.default_log_config());
+        let log = self
+            .logs
+            .get_or_create_log(topic, partition, cfg)
+            .map_err(|e| e.to_string())?;
+        if !topic_id.is_nil() {
+            let id = controller::zk::data::encode_uuid(topic_id);
+            if let Err(e) = self.logs.write_partition_metadata(topic, partition, &id) {
+                warn!(topic, partition, error = %e, "cannot write partition.metadata");
+            }
+        }
+        let hw = self
+            .logs
+            .high_watermark_checkpoint(topic, partition)
+            .unwrap_or(0);
+        let leo = log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_end_offset();
+        let part = Arc::new(Partition {
+            topic: topic.to_string(),
+            partition,
+            topic_id,
+            log,
+            state: Mutex::new(PartitionState {
+                leader: -1,
+                leader_epoch: -1,
+                partition_epoch: -1,
+                isr: Vec::new(),
+                replicas: Vec::new(),
+                controller_epoch: -1,
+                high_watermark: hw.min(leo),
+                followers: HashMap::new(),
+                min_isr: 1,
+                isr_change_in_flight: false,
+            }),
+        });
+        self.partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((topic.to_string(), partition), part.clone());
+        Ok(part)
+    }
+
+    /// Applies StopReplica: stops serving each partition, deleting its log when asked.
+    /// Returns (topic, partition, error code) for every partition in the request.
+    pub fn stop_replicas(&self, req: &StopReplicaRequest) -> Vec<(String, i32, Code)> {
+        let mut out = Vec::new();
+        for t in &req.topic_states {
+            let topic = t.topic_name.to_string();
+            for p in &t.partition_states {
+                let existing = self.get(&topic, p.partition_index);
+                if let Some(part) = &existing {
+                    let st = part.state();
+                    // -2 (EpochDuringDelete) and -1 (NoEpoch) always apply.
+                    if p.leader_epoch >= 0 && p.leader_epoch < st.leader_epoch {
+                        out.push((
+                            topic.clone(),
+                            p.partition_index,
+                            code(ResponseError::FencedLeaderEpoch),
+                        ));
+                        continue;
+                    }
+                }
+                self.partitions
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(topic.clone(), p.partition_index));
+                let mut err = 0;
+                if p.delete_partition && self.logs.get_log(&topic, p.partition_index).is_some() {
+                    if let Err(e) = self.logs.delete_log(&topic, p.partition_index) {
+                        warn!(topic = %topic, partition = p.partition_index, error = %e, "cannot delete log");
+                        err = code(ResponseError::KafkaStorageError);
+                    }
+                }
+                info!(topic = %topic, partition = p.partition_index, delete = p.delete_partition,
+                    "replica stopped by StopReplica");
+                out.push((topic.clone(), p.partition_index, err));
+            }
+        }
+        self.notify_progress();
+        out
+    }
+
+    /// The leader for (topic, partition) on this broker, or the error to answer.
+    pub fn leader_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Code> {
+        match self.get(topic, partition) {
+            Some(p) if p.state().leader == self.broker_id => Ok(p),
+            Some(_) => Err(code(ResponseError::NotLeaderOrFollower)),
+            None => Err(code(ResponseError::NotLeaderOrFollower)),
+        }
+    }
+
+    /// Appends produced batches as leader. `acks` is -1, 0 or 1.
+    pub fn append_as_leader(
+        &self,
+        part: &Partition,
+        records: Bytes,
+        acks: i16,
+    ) -> Result<(LogAppendInfo, i32), Code> {
+        let (leader_epoch, isr_len, min_isr) = {
+            let st = part.state();
+            (st.leader_epoch, st.isr.len() as i32, st.min_isr)
+        };
+        if acks == -1 && isr_len < min_isr {
+            return Err(code(ResponseError::NotEnoughReplicas));
+        }
+        // The client's bytes go to the file as received; only each batch's 16-byte prefix
+        // (base offset, leader epoch) is patched in a side buffer.
+        let info = part
+            .log()
+            .append_as_leader_shared(records, leader_epoch)
+            .map_err(|e| e.kafka_error_code())?;
+        if let Err(e) = part.log().maybe_flush() {
+            warn!(topic = %part.topic, partition = part.partition, error = %e, "flush failed");
+        }
+        part.maybe_advance_high_watermark(self.broker_id);
+        self.notify_progress();
+        Ok((info, leader_epoch))
+    }
+
+    /// Waits until the high watermark reaches `offset` (acks=all), or the timeout.
+    ///
+    /// Kafka answers NOT_LEADER_OR_FOLLOWER as soon as the leader is demoted, even when the
+    /// batch was already replicated, and a retrying producer without idempotence then writes
+    /// it twice. We keep waiting after a demotion: as a follower this broker learns the high
+    /// watermark from the new leader, and once it passes `offset` while our log still holds
+    /// the batch in the epoch we appended it (`leader_epoch`), the batch is committed and the
+    /// answer is success. If the batch is truncated away (it was never replicated), the answer
+    /// is NOT_LEADER_OR_FOLLOWER, as Kafka's.
+    pub async fn wait_for_high_watermark(
+        &self,
+        part: &Partition,
+        offset: i64,
+        leader_epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), Code> {
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let still_ours = {
+                let log = part.log();
+                log.log_end_offset() >= offset
+                    && epoch_at(&log.leader_epoch_entries(), offset - 1) == Some(leader_epoch)
+            };
+            if !still_ours {
+                return Err(code(ResponseError::NotLeaderOrFollower));
+            }
+            {
+                let st = part.state();
+                if st.high_watermark >= offset {
+                    if st.leader == self.broker_id && (st.isr.len() as i32) < st.min_isr {
+                        return Err(code(ResponseError::NotEnoughReplicasAfterAppend));
+                    }
+                    return Ok(());
+                }
+            }
+            if self.get(&part.topic, part.partition).is_none() {
+                return Err(code(ResponseError::NotLeaderOrFollower));
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                let st = part.state();
+                return Err(code(if st.leader == self.broker_id {
+                    ResponseError::RequestTimedOut
+                } else {
+                    ResponseError::NotLeaderOrFollower
+                }));
+            }
+        }
+    }
+
+    /// High watermarks of every partition, for `replication-offset-checkpoint`.
+    pub fn high_watermarks(&self) -> Vec<(String, i32, i64)> {
+        self.all()
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.state().high_watermark))
+            .collect()
+    }
+
+    /// Writes the high watermark and recovery point checkpoints.
+    pub fn checkpoint(&self) {
+        if let Err(e) = self
+            .logs
+            .checkpoint_high_watermarks(&self.high_watermarks())
+        {
+            warn!(error = %e, "cannot write replication-offset-checkpoint");
+        }
+        if let Err(e) = self.logs.checkpoint() {
+            warn!(error = %e, "cannot write recovery-point checkpoints");
+        }
+    }
+
+    /// Retention: deletes old segments of every log (up to the high watermark).
+    pub fn enforce_retention(&self) {
+        for p in self.all() {
+            let hw = p.state().high_watermark;
+            if let Err(e) = p.log().delete_old_segments(hw) {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "retention failed");
+            }
+        }
+    }
+
+    /// Flush policy by time.
+    pub fn maybe_flush_all(&self) {
+        for p in self.all() {
+            if let Err(e) = p.log().maybe_flush() {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "flush failed");
+            }
+        }
+    }
+}
+
+/// The leader epoch that wrote `offset`, from the leader-epoch cache entries (epoch, start).
+fn epoch_at(entries: &[(i32, i64)], offset: i64) -> Option<i32> {
+    entries
+        .iter()
+        .take_while(|(_, start)| *start <= offset)
+        .last()
+        .map(|(e, _)| *e)
+}

@@ -1,0 +1,552 @@
+//! Replication between brokers: followers fetching from leaders, and the leader's view of its
+//! followers (the ISR and the high watermark).
+//!
+//! Kafka concept: a follower is a consumer with a `replica_id`: it fetches from the leader and
+//! appends the leader's batches unchanged (offsets and leader epochs kept). Each fetch tells the
+//! leader the follower's log end offset; the leader advances the high watermark to the lowest
+//! log end offset in the ISR. Before fetching, a follower that may hold records the new leader
+//! never had (it was the old leader, or it just restarted) asks OffsetsForLeaderEpoch for the
+//! end of its latest epoch on the leader and truncates its divergent tail (KIP-101, KIP-279).
+//!
+//! Kafka classes mirrored: `ReplicaFetcherManager` (one fetcher per source broker and fetcher
+//! index, `num.replica.fetchers`), `ReplicaFetcherThread` / `AbstractFetcherThread` (truncate,
+//! then fetch; back off `replica.fetch.backoff.ms` on errors), and
+//! `Partition.updateFollowerFetchState` (the caught-up clock behind `replica.lag.time.max.ms`).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::client::Connection;
+use crate::replica_manager::{LeaderAndIsrOutcome, Partition};
+
+/// Fetch version the followers use (v12: flexible, names not ids, as Kafka 3.x with IBP 3.x
+/// below topic-id fetches).
+const FETCH_VERSION: i16 = 12;
+
+/// A follower fetched at `fetch_offset` (its log end offset). Kafka's rule for the caught-up
+/// clock: caught up now if it reached the leader's log end offset, or caught up as of its
+/// previous fetch if it reached the log end offset the leader had then.
+pub fn on_follower_fetch(broker: &Broker, part: &Partition, replica_id: i32, fetch_offset: i64) {
+    let leo = part.log_end_offset();
+    let now = Instant::now();
+    {
+        let mut st = part.state();
+        if let Some(f) = st.followers.get_mut(&replica_id) {
+            if fetch_offset >= leo {
+                f.last_caught_up = now;
+            } else if fetch_offset >= f.last_fetch_leader_log_end_offset {
+                f.last_caught_up = f.last_caught_up.max(f.last_fetch_time);
+            }
+            f.log_end_offset = fetch_offset;
+            f.last_fetch_leader_log_end_offset = leo;
+            f.last_fetch_time = now;
+        }
+    }
+    if part.maybe_advance_high_watermark(broker.broker_id) {
+        broker.replicas.notify_progress();
+    }
+    crate::isr::maybe_expand(broker, part, replica_id);
+}
+
+/// What a fetcher knows about one of its partitions.
+#[derive(Debug, Clone)]
+struct FetchState {
+    leader_epoch: i32,
+    /// Must truncate (OffsetsForLeaderEpoch) before the next fetch.
+    truncating: bool,
+    /// Backing off after an error until then.
+    delayed_until: Option<Instant>,
+}
+
+/// One fetcher: pulls every partition it is given from one leader.
+struct Fetcher {
+    leader: i32,
+    partitions: Mutex<HashMap<(String, i32), FetchState>>,
+    wake: Notify,
+    task: OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.get() {
+            t.abort();
+        }
+    }
+}
+
+/// Kafka's `ReplicaFetcherManager`.
+#[derive(Default)]
+pub struct FetcherManager {
+    broker: OnceLock<Weak<Broker>>,
+    fetchers: Mutex<HashMap<(i32, u32), Arc<Fetcher>>>,
+}
+
+impl FetcherManager {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Called once the broker is in its `Arc`.
+    pub fn set_broker(&self, broker: Weak<Broker>) {
+        let _ = self.broker.set(broker);
+    }
+
+    fn fetcher_index(topic: &str, partition: i32, n: u32) -> u32 {
+        // Kafka: Utils.abs(31 * topic.hashCode + partition) % numFetchers; any stable spread works.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (topic, partition).hash(&mut h);
+        (h.finish() % n.max(1) as u64) as u32
+    }
+
+    /// Starts fetching `(topic, partition)` from `leader`, truncating first.
+    pub fn add(&self, topic: &str, partition: i32, leader: i32, leader_epoch: i32) {
+        self.remove(topic, partition);
+        let Some(weak) = self.broker.get().cloned() else {
+            return;
+        };
+        let n = weak.upgrade().map_or(1, |b| b.config.num_replica_fetchers);
+        let key = (leader, Self::fetcher_index(topic, partition, n));
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
+        let f = fetchers.entry(key).or_insert_with(|| {
+            let f = Arc::new(Fetcher {
+                leader,
+                partitions: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                task: OnceLock::new(),
+            });
+            let task = tokio::spawn(run_fetcher(Arc::downgrade(&f), weak.clone()));
+            let _ = f.task.set(task);
+            info!(leader, fetcher = key.1, "started replica fetcher");
+            f
+        });
+        f.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (topic.to_string(), partition),
+                FetchState {
+                    leader_epoch,
+                    truncating: true,
+                    delayed_until: None,
+                },
+            );
+        f.wake.notify_one();
+    }
+
+    /// Stops fetching `(topic, partition)`; a fetcher left with nothing stops.
+    pub fn remove(&self, topic: &str, partition: i32) {
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (topic.to_string(), partition);
+        fetchers.retain(|_, f| {
+            let mut parts = f.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            parts.remove(&key);
+            !parts.is_empty()
+        });
+    }
+
+    pub fn shutdown(&self) {
+        self.fetchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// After LeaderAndIsr: a partition we now follow is fetched from its leader (after
+/// truncation); one we now lead is no longer fetched.
+pub fn on_leader_and_isr(broker: &Broker, outcomes: &[LeaderAndIsrOutcome]) {
+    for o in outcomes.iter().filter(|o| o.error == 0) {
+        let Some(part) = broker.replicas.get(&o.topic, o.partition) else {
+            continue;
+        };
+        let (leader, epoch) = {
+            let st = part.state();
+            (st.leader, st.leader_epoch)
+        };
+        if leader == broker.broker_id || leader < 0 {
+            broker.fetchers.remove(&o.topic, o.partition);
+        } else {
+            broker.fetchers.add(&o.topic, o.partition, leader, epoch);
+        }
+    }
+}
+
+/// After StopReplica: stop fetching the stopped partitions.
+pub fn on_stop_replica(broker: &Broker, stopped: &[(String, i32, i16)]) {
+    for (t, p, _) in stopped {
+        broker.fetchers.remove(t, *p);
+    }
+}
+
+fn leader_address(broker: &Broker, leader: i32) -> Option<String> {
+    let b = broker.metadata.broker(leader)?;
+    let ep = b
+        .endpoints
+        .iter()
+        .find(|e| e.listener == broker.config.inter_broker_listener_name)?;
+    Some(format!("{}:{}", ep.host, ep.port))
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+async fn run_fetcher(me: Weak<Fetcher>, broker: Weak<Broker>) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        let (Some(f), Some(b)) = (me.upgrade(), broker.upgrade()) else {
+            return;
+        };
+        let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
+        let now = Instant::now();
+        let parts: Vec<((String, i32), FetchState)> = f
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, s)| s.delayed_until.is_none_or(|d| d <= now))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        if parts.is_empty() {
+            drop(b);
+            // Holding `f` here delays its drop by at most one backoff; the loop then ends.
+            let _ = tokio::time::timeout(backoff, f.wake.notified()).await;
+            continue;
+        }
+        if conn.is_none() {
+            let Some(addr) = leader_address(&b, f.leader) else {
+                debug!(
+                    leader = f.leader,
+                    "leader not in the metadata cache yet; waiting"
+                );
+                drop((f, b));
+                tokio::time::sleep(backoff).await;
+                continue;
+            };
+            match Connection::connect(
+                &addr,
+                &format!("replica-fetcher-{}", b.broker_id),
+                Duration::from_millis(b.config.request_timeout_ms),
+            )
+            .await
+            {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    warn!(leader = f.leader, error = %e, "replica fetcher cannot connect to the leader");
+                    drop((f, b));
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let truncating: Vec<_> = parts
+            .iter()
+            .filter(|(_, s)| s.truncating)
+            .cloned()
+            .collect();
+        let result = if !truncating.is_empty() {
+            truncate(&b, &f, c, &truncating).await
+        } else {
+            fetch(&b, &f, c, &parts).await
+        };
+        if let Err(e) = result {
+            warn!(leader = f.leader, error = %e, "replica fetch failed; reconnecting after backoff");
+            conn = None;
+            drop((f, b));
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
+
+fn delay(f: &Fetcher, key: &(String, i32), backoff: Duration) {
+    if let Some(s) = f
+        .partitions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(key)
+    {
+        s.delayed_until = Some(Instant::now() + backoff);
+    }
+}
+
+fn set_truncating(f: &Fetcher, key: &(String, i32), epoch: i32, value: bool) {
+    if let Some(s) = f
+        .partitions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(key)
+    {
+        // A newer LeaderAndIsr may have replaced the state meanwhile; keep its flag.
+        if s.leader_epoch == epoch {
+            s.truncating = value;
+        }
+    }
+}
+
+/// Truncates each partition to where its log stops agreeing with the leader's.
+async fn truncate(
+    b: &Broker,
+    f: &Fetcher,
+    c: &mut Connection,
+    parts: &[((String, i32), FetchState)],
+) -> anyhow::Result<()> {
+    let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
+    let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+    let mut no_epoch = Vec::new();
+    for ((t, p), s) in parts {
+        let Some(part) = b.replicas.get(t, *p) else {
+            continue;
+        };
+        let latest = part.log().latest_epoch();
+        match latest {
+            None => no_epoch.push(((t.clone(), *p), s.leader_epoch, part)),
+            Some(e) => {
+                let entry = OffsetForLeaderPartition::default()
+                    .with_partition(*p)
+                    .with_current_leader_epoch(s.leader_epoch)
+                    .with_leader_epoch(e);
+                match topics.iter_mut().find(|x| x.topic.0.as_str() == t.as_str()) {
+                    Some(x) => x.partitions.push(entry),
+                    None => topics.push(
+                        OffsetForLeaderTopic::default()
+                            .with_topic(name(t))
+                            .with_partitions(vec![entry]),
+                    ),
+                }
+            }
+        }
+    }
+    // No epoch recorded: Kafka falls back to the high watermark.
+    for (key, epoch, part) in no_epoch {
+        let hw = part.state().high_watermark;
+        truncate_partition(
+            &part,
+            hw,
+            "no leader epoch recorded: truncating to the high watermark",
+        );
+        set_truncating(f, &key, epoch, false);
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(b.broker_id))
+        .with_topics(topics);
+    let resp: OffsetForLeaderEpochResponse = c.send(ApiKey::OffsetForLeaderEpoch, 4, &req).await?;
+    for t in resp.topics {
+        let topic = t.topic.to_string();
+        for r in t.partitions {
+            let key = (topic.clone(), r.partition);
+            let Some(part) = b.replicas.get(&topic, r.partition) else {
+                continue;
+            };
+            let epoch = parts
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(-1, |(_, s)| s.leader_epoch);
+            if r.error_code != 0 {
+                debug!(topic = %topic, partition = r.partition, error_code = r.error_code,
+                    "OffsetsForLeaderEpoch failed; backing off");
+                delay(f, &key, backoff);
+                continue;
+            }
+            let target = if r.leader_epoch < 0 || r.end_offset < 0 {
+                part.state().high_watermark
+            } else {
+                let ours = part.log().end_offset_for_epoch(r.leader_epoch).1;
+                let ours = if ours < 0 {
+                    part.log_end_offset()
+                } else {
+                    ours
+                };
+                r.end_offset.min(ours)
+            };
+            truncate_partition(&part, target, "truncating to the end of the leader's epoch");
+            set_truncating(f, &key, epoch, false);
+        }
+    }
+    Ok(())
+}
+
+fn truncate_partition(part: &Partition, offset: i64, why: &str) {
+    let mut log = part.log();
+    let leo = log.log_end_offset();
+    if offset < leo {
+        info!(topic = %part.topic, partition = part.partition, log_end_offset = leo,
+            truncate_to = offset, reason = why, "follower truncating divergent tail");
+        if let Err(e) = log.truncate_to(offset.max(0)) {
+            warn!(topic = %part.topic, partition = part.partition, error = %e, "truncation failed");
+        }
+    }
+    let leo = log.log_end_offset();
+    drop(log);
+    let mut st = part.state();
+    st.high_watermark = st.high_watermark.min(leo);
+}
+
+/// One fetch round for every partition not truncating or backing off.
+async fn fetch(
+    b: &Broker,
+    f: &Fetcher,
+    c: &mut Connection,
+    parts: &[((String, i32), FetchState)],
+) -> anyhow::Result<()> {
+    let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for ((t, p), s) in parts {
+        let Some(part) = b.replicas.get(t, *p) else {
+            continue;
+        };
+        let (leo, start) = {
+            let log = part.log();
+            (log.log_end_offset(), log.log_start_offset())
+        };
+        let entry = FetchPartition::default()
+            .with_partition(*p)
+            .with_current_leader_epoch(s.leader_epoch)
+            .with_fetch_offset(leo)
+            .with_log_start_offset(start)
+            .with_partition_max_bytes(b.config.replica_fetch_max_bytes);
+        match topics.iter_mut().find(|x| x.topic.0.as_str() == t.as_str()) {
+            Some(x) => x.partitions.push(entry),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(name(t))
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(b.broker_id))
+        .with_max_wait_ms(b.config.replica_fetch_wait_max_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(10 * 1024 * 1024)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    let resp: FetchResponse = c.send(ApiKey::Fetch, FETCH_VERSION, &req).await?;
+    if resp.error_code != 0 {
+        anyhow::bail!("fetch answered error code {}", resp.error_code);
+    }
+    let mut progressed = false;
+    for t in resp.responses {
+        let topic = t.topic.to_string();
+        for d in t.partitions {
+            let key = (topic.clone(), d.partition_index);
+            let Some(part) = b.replicas.get(&topic, d.partition_index) else {
+                continue;
+            };
+            let epoch = parts
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(-1, |(_, s)| s.leader_epoch);
+            match d.error_code {
+                0 => {
+                    let records = d.records.unwrap_or_default();
+                    let appended = if records.is_empty() {
+                        Ok(())
+                    } else {
+                        part.log().append_as_follower(records).map(|_| ())
+                    };
+                    match appended {
+                        Ok(()) => {
+                            let leo = part.log_end_offset();
+                            let mut st = part.state();
+                            let hw = d.high_watermark.min(leo);
+                            if hw > st.high_watermark {
+                                st.high_watermark = hw;
+                            }
+                            progressed = true;
+                        }
+                        Err(storage::Error::UnexpectedOffset(msg)) => {
+                            warn!(topic = %topic, partition = d.partition_index, reason = %msg,
+                                "leader's batches do not continue our log; truncating again");
+                            set_truncating(f, &key, epoch, true);
+                        }
+                        Err(e) => {
+                            warn!(topic = %topic, partition = d.partition_index, error = %e,
+                                "follower append failed; backing off");
+                            delay(f, &key, backoff);
+                        }
+                    }
+                }
+                code if code == ResponseError::OffsetOutOfRange.code() => {
+                    handle_out_of_range(b, c, &part).await?;
+                }
+                code => {
+                    debug!(topic = %topic, partition = d.partition_index, error_code = code,
+                        "replica fetch error; backing off");
+                    delay(f, &key, backoff);
+                }
+            }
+        }
+    }
+    if progressed {
+        b.replicas.notify_progress();
+    }
+    Ok(())
+}
+
+/// Kafka's `handleOutOfRangeError`: past the leader's end, truncate to it; below the leader's
+/// start, start over empty at the leader's log start offset.
+async fn handle_out_of_range(
+    b: &Broker,
+    c: &mut Connection,
+    part: &Partition,
+) -> anyhow::Result<()> {
+    let ask = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(b.broker_id))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name(&part.topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(part.partition)
+                    .with_timestamp(ts)])])
+    };
+    let offset_of = |r: ListOffsetsResponse| -> Option<i64> {
+        let p = r.topics.first()?.partitions.first()?;
+        (p.error_code == 0).then_some(p.offset)
+    };
+    let latest = offset_of(c.send(ApiKey::ListOffsets, 4, &ask(-1)).await?);
+    let leo = part.log_end_offset();
+    match latest {
+        Some(leader_end) if leo > leader_end => {
+            truncate_partition(part, leader_end, "fetch offset past the leader's log end");
+        }
+        Some(_) => {
+            if let Some(start) = offset_of(c.send(ApiKey::ListOffsets, 4, &ask(-2)).await?) {
+                info!(topic = %part.topic, partition = part.partition, leader_log_start = start,
+                    "fetch offset below the leader's log start; starting over there");
+                if let Err(e) = part.log().truncate_fully_and_start_at(start) {
+                    warn!(error = %e, "cannot restart the log");
+                }
+                let mut st = part.state();
+                st.high_watermark = st.high_watermark.max(start);
+            }
+        }
+        None => {}
+    }
+    Ok(())
+}

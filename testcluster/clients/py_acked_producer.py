@@ -1,0 +1,47 @@
+"""Produce numbered records with confluent-kafka until a stop file appears; append the number of
+every record the broker acknowledged to an "acked" file (one per line).
+
+usage: py_acked_producer.py <bootstrap> <topic> <acks> <stop-file> <acked-file>
+Records: key = value = str(i), i = 0, 1, 2, ...; idempotence off, retries on (as the issue asks).
+"""
+import os
+import sys
+import time
+
+from confluent_kafka import Producer
+
+bootstrap, topic, acks, stop_file, acked_file = sys.argv[1:6]
+out = open(acked_file, "w", buffering=1)
+errors = [0]
+
+
+def on_delivery(err, msg):
+    if err is None:
+        out.write(msg.key().decode() + "\n")
+    else:
+        errors[0] += 1
+
+
+p = Producer({
+    "bootstrap.servers": bootstrap,
+    "acks": acks,
+    "enable.idempotence": False,
+    "retries": 1000000,
+    "retry.backoff.ms": 100,
+    "message.timeout.ms": 60000,
+    "request.timeout.ms": 5000,
+    "max.in.flight.requests.per.connection": 1,
+    "linger.ms": 5,
+    "topic.metadata.refresh.interval.ms": 1000,
+})
+i = 0
+while not os.path.exists(stop_file):
+    try:
+        p.produce(topic, key=str(i), value=str(i), on_delivery=on_delivery)
+        i += 1
+    except BufferError:
+        pass
+    p.poll(0.002)
+p.flush(90)
+out.close()
+print(f"produced {i} acked-errors {errors[0]}", flush=True)

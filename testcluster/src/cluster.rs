@@ -1,0 +1,379 @@
+//! A ZooKeeper plus N brokers, with the waits and reads tests need.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use controller::zk::client::KafkaZkClient;
+use kafka_protocol::messages::MetadataResponse;
+
+use crate::broker::BrokerProcess;
+use crate::kafka::{leaders, leaders as leaders_of, Client};
+use crate::wait_until;
+use crate::zk::ZooKeeper;
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub brokers: i32,
+    /// ZooKeeper servers: 1 (standalone) or an ensemble.
+    pub zk_nodes: u32,
+    /// Where data goes; a temporary folder (removed on drop) when `None`.
+    pub dir: Option<PathBuf>,
+    /// Extra `server.properties` entries for every broker.
+    pub broker_config: BTreeMap<String, String>,
+    /// ZooKeeper chroot; a unique one per cluster when `None` (tests run side by side).
+    pub chroot: Option<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            brokers: 3,
+            zk_nodes: 1,
+            dir: None,
+            broker_config: BTreeMap::new(),
+            chroot: None,
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub fn brokers(mut self, n: i32) -> Self {
+        self.brokers = n;
+        self
+    }
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.broker_config.insert(key.into(), value.into());
+        self
+    }
+}
+
+pub struct Cluster {
+    // Field order is drop order: brokers die before ZooKeeper, the temp dir goes last.
+    pub brokers: Vec<BrokerProcess>,
+    pub zk: ZooKeeper,
+    /// The chroot every broker of this cluster uses (`/<name>`).
+    pub chroot: String,
+    pub dir: PathBuf,
+    rt: tokio::runtime::Runtime,
+    zkc: Option<KafkaZkClient>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Default time limit for a cluster-level condition.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+impl Cluster {
+    pub fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
+        let (dir, temp) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (d.canonicalize()?, None)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("zk-kafka-").tempdir()?;
+                if std::env::var_os("TESTCLUSTER_KEEP").is_some() {
+                    // Keep logs and data for a post-mortem.
+                    let path = t.keep();
+                    eprintln!("[testcluster] keeping {}", path.display());
+                    (path, None)
+                } else {
+                    (t.path().to_path_buf(), Some(t))
+                }
+            }
+        };
+        let zk = ZooKeeper::start(&dir, opts.zk_nodes)?;
+        let chroot = opts
+            .chroot
+            .clone()
+            .unwrap_or_else(|| format!("/kafka-{}-{}", std::process::id(), crate::free_port()));
+        let connect = format!("{}{}", zk.connect_string(), chroot);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let mut brokers = Vec::new();
+        for id in 1..=opts.brokers {
+            brokers.push(BrokerProcess::start(
+                id,
+                dir.join(format!("broker{id}")),
+                &connect,
+                &opts.broker_config,
+            )?);
+        }
+        let mut c = Cluster {
+            brokers,
+            zk,
+            chroot,
+            dir,
+            rt,
+            zkc: None,
+            _temp: temp,
+        };
+        c.wait_for_all_brokers(WAIT)?;
+        Ok(c)
+    }
+
+    /// The ZooKeeper connect string brokers use (with the chroot).
+    pub fn zookeeper_connect(&self) -> String {
+        format!("{}{}", self.zk.connect_string(), self.chroot)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.address())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn broker(&mut self, id: i32) -> &mut BrokerProcess {
+        self.brokers
+            .iter_mut()
+            .find(|b| b.id == id)
+            .expect("no such broker")
+    }
+
+    fn zk_client(&mut self) -> anyhow::Result<KafkaZkClient> {
+        if self.zkc.is_none() {
+            let connect = self.zookeeper_connect();
+            let c = self
+                .rt
+                .block_on(KafkaZkClient::connect(&connect, Duration::from_secs(30)))?;
+            self.zkc = Some(c);
+        }
+        Ok(self.zkc.clone().expect("set above"))
+    }
+
+    /// A znode's data as text (path relative to the chroot), `None` if absent.
+    pub fn zk_get(&mut self, path: &str) -> anyhow::Result<Option<String>> {
+        let c = self.zk_client()?;
+        let data = self.rt.block_on(c.get_data_maybe(path))?;
+        Ok(data.map(|(d, _)| String::from_utf8_lossy(&d).into_owned()))
+    }
+
+    /// Children of a znode (relative to the chroot).
+    pub fn zk_children(&mut self, path: &str) -> anyhow::Result<Vec<String>> {
+        let c = self.zk_client()?;
+        Ok(self.rt.block_on(c.get_children_maybe(path))?)
+    }
+
+    /// (controller id, controller epoch) from ZooKeeper.
+    pub fn controller(&mut self) -> Option<(i32, i32)> {
+        let c = self.zk_client().ok()?;
+        let id = self.rt.block_on(c.get_controller_id()).ok()??;
+        let (epoch, _) = self.rt.block_on(c.get_controller_epoch()).ok()??;
+        Some((id, epoch))
+    }
+
+    /// The broker epoch (czxid of `/brokers/ids/<id>`), if registered.
+    pub fn broker_epoch(&mut self, id: i32) -> Option<i64> {
+        let c = self.zk_client().ok()?;
+        self.rt
+            .block_on(c.get_broker(id))
+            .ok()?
+            .map(|b| b.broker_epoch)
+    }
+
+    /// (leader, leader_epoch, isr) of a partition from its state znode.
+    pub fn partition_state(&mut self, topic: &str, partition: i32) -> Option<(i32, i32, Vec<i32>)> {
+        let text = self
+            .zk_get(&format!(
+                "/brokers/topics/{topic}/partitions/{partition}/state"
+            ))
+            .ok()??;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let isr = v["isr"]
+            .as_array()?
+            .iter()
+            .filter_map(|x| x.as_i64().map(|x| x as i32))
+            .collect();
+        Some((
+            v["leader"].as_i64()? as i32,
+            v["leader_epoch"].as_i64()? as i32,
+            isr,
+        ))
+    }
+
+    /// Every running broker's Metadata agrees with ZooKeeper on each partition of `topic`
+    /// (same leader, leader alive and in the ISR); returns the leaders.
+    pub fn consistent(&mut self, topic: &str, partitions: i32) -> Option<Vec<i32>> {
+        let ids = self.running();
+        let mut leaders = Vec::new();
+        for p in 0..partitions {
+            let (leader, _, isr) = self.partition_state(topic, p)?;
+            if !ids.contains(&leader) || !isr.contains(&leader) {
+                return None;
+            }
+            leaders.push(leader);
+        }
+        for id in &ids {
+            let md = self.metadata_from(*id, Some(&[topic])).ok()?;
+            if leaders_of(&md, topic)? != leaders {
+                return None;
+            }
+        }
+        Some(leaders)
+    }
+
+    /// Deletes a topic through the controller (DeleteTopics); returns the error code.
+    pub fn delete_topic(&mut self, name: &str, timeout_ms: i32) -> anyhow::Result<i16> {
+        let (controller, _) = wait_until("a controller", WAIT, || self.controller())?;
+        let addr = self.broker(controller).address();
+        Client::connect(&addr)?.delete_topic(name, timeout_ms)
+    }
+
+    /// A client connected to the active controller.
+    pub fn controller_client(&mut self) -> anyhow::Result<Client> {
+        let (controller, _) = wait_until("a controller", WAIT, || self.controller())?;
+        let addr = self.broker(controller).address();
+        Client::connect(&addr)
+    }
+
+    /// A topic's replica assignment from `/brokers/topics/<t>`.
+    pub fn assignment(&mut self, topic: &str) -> Option<BTreeMap<i32, Vec<i32>>> {
+        let text = self.zk_get(&format!("/brokers/topics/{topic}")).ok()??;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["partitions"]
+            .as_object()?
+            .iter()
+            .map(|(p, r)| {
+                Some((
+                    p.parse().ok()?,
+                    r.as_array()?
+                        .iter()
+                        .filter_map(|x| x.as_i64().map(|x| x as i32))
+                        .collect(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Registered broker ids.
+    pub fn registered_brokers(&mut self) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .zk_children("/brokers/ids")
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Metadata (all topics) from one broker.
+    pub fn metadata_from(
+        &self,
+        id: i32,
+        topics: Option<&[&str]>,
+    ) -> anyhow::Result<MetadataResponse> {
+        let b = self
+            .brokers
+            .iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no broker {id}"))?;
+        Client::connect(&b.address())?.metadata(topics)
+    }
+
+    /// Ids of brokers whose process is running.
+    pub fn running(&mut self) -> Vec<i32> {
+        self.brokers
+            .iter_mut()
+            .filter_map(|b| b.is_running().then_some(b.id))
+            .collect()
+    }
+
+    /// Waits until every running broker is registered, a controller is elected, and every
+    /// running broker's Metadata lists all running brokers and the controller.
+    pub fn wait_for_all_brokers(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let want = self.running();
+        wait_until(
+            "all brokers registered and known to each other",
+            timeout,
+            || {
+                if self.registered_brokers() != want {
+                    return None;
+                }
+                let (controller, _) = self.controller()?;
+                want.iter()
+                    .all(|id| {
+                        self.metadata_from(*id, Some(&[])).is_ok_and(|md| {
+                            let mut ids: Vec<i32> =
+                                md.brokers.iter().map(|b| b.node_id.0).collect();
+                            ids.sort_unstable();
+                            ids == want && md.controller_id.0 == controller
+                        })
+                    })
+                    .then_some(())
+            },
+        )
+    }
+
+    /// Waits until every running broker's Metadata gives `topic` a live leader for each of its
+    /// `partitions` partitions; returns the leaders.
+    pub fn wait_for_leaders(
+        &mut self,
+        topic: &str,
+        partitions: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<i32>> {
+        let ids = self.running();
+        wait_until(
+            &format!("leaders for every partition of {topic}"),
+            timeout,
+            || {
+                let mut seen = None;
+                for id in &ids {
+                    let md = self.metadata_from(*id, Some(&[topic])).ok()?;
+                    let l = leaders(&md, topic)?;
+                    if l.len() != partitions || !l.iter().all(|x| ids.contains(x)) {
+                        return None;
+                    }
+                    if seen.as_ref().is_some_and(|s| *s != l) {
+                        return None;
+                    }
+                    seen = Some(l);
+                }
+                seen
+            },
+        )
+    }
+
+    /// Creates a topic through the controller and waits for its leaders.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<i32>> {
+        let (controller, _) = wait_until("a controller", WAIT, || self.controller())?;
+        let addr = self.broker(controller).address();
+        let r =
+            Client::connect(&addr)?.create_topic(name, partitions, replication_factor, configs)?;
+        let code = r.topics.first().map_or(-1, |t| t.error_code);
+        anyhow::ensure!(code == 0, "CreateTopics {name} answered error code {code}");
+        self.wait_for_leaders(name, partitions as usize, WAIT)
+    }
+
+    /// The folder of broker `id`'s log dir.
+    pub fn log_dir(&self, id: i32) -> PathBuf {
+        self.dir.join(format!("broker{id}")).join("logs")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(c) = self.zkc.take() {
+            self.rt.block_on(c.close());
+        }
+        for b in &mut self.brokers {
+            b.kill();
+        }
+        self.zk.kill_all();
+    }
+}

@@ -1,0 +1,201 @@
+//! Apache ZooKeeper processes (Debian's `zookeeper` package) and reading znodes.
+//!
+//! A server is started as `java -cp /etc/zookeeper/conf:/usr/share/java/* QuorumPeerMain
+//! zoo.cfg` with a config written here (its own dataDir, client port on 127.0.0.1, the admin
+//! server off), never through systemd. Readiness is ZooKeeper's `ruok` four-letter word
+//! answered `imok`. An ensemble is N such servers with `server.N=` lines and `myid` files.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, wait_until};
+
+/// One ZooKeeper server of a standalone setup or an ensemble.
+pub struct ZkServer {
+    pub id: u32,
+    pub client_port: u16,
+    pub dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running ZooKeeper (1 server, or an ensemble of N).
+pub struct ZooKeeper {
+    pub servers: Vec<ZkServer>,
+}
+
+/// Sends a four-letter word and returns the answer.
+pub fn four_letter(port: u16, word: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().ok()?,
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(word.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+impl ZkServer {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.join("zookeeper.log"))?;
+        let child = Command::new("java")
+            // Own process group: a Ctrl-C in the terminal reaches `testcluster` only, which
+            // then stops brokers (controlled shutdown) before ZooKeeper.
+            .process_group(0)
+            .arg("-Xmx256m")
+            .arg("-Dzookeeper.admin.enableServer=false")
+            .arg("-cp")
+            .arg("/etc/zookeeper/conf:/usr/share/java/*")
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start java for ZooKeeper (run scripts/setup): {e}")
+            })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// True once the server answers `ruok` with `imok`.
+    pub fn is_ok(&self) -> bool {
+        four_letter(self.client_port, "ruok").is_some_and(|a| a == "imok")
+    }
+
+    /// Stops the server with SIGKILL (ZooKeeper has no clean-shutdown need for tests).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with the same config and data.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.child.is_none() {
+            self.spawn()?;
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl ZooKeeper {
+    /// Starts `n` servers (1 = standalone) under `base`, waits until they answer.
+    pub fn start(base: &Path, n: u32) -> anyhow::Result<ZooKeeper> {
+        let mut servers = Vec::new();
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        for id in 1..=n {
+            let dir = base.join(format!("zk{id}"));
+            std::fs::create_dir_all(dir.join("data"))?;
+            let (client, _, _) = ports[(id - 1) as usize];
+            let mut cfg = format!(
+                "tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\n\
+                 clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
+                 4lw.commands.whitelist=*\nminSessionTimeout=1000\nmaxSessionTimeout=60000\n",
+                dir.join("data").display()
+            );
+            if n > 1 {
+                std::fs::write(dir.join("data/myid"), format!("{id}\n"))?;
+                for (i, (_, p, e)) in ports.iter().enumerate() {
+                    cfg.push_str(&format!("server.{}=127.0.0.1:{p}:{e}\n", i + 1));
+                }
+            }
+            let config = dir.join("zoo.cfg");
+            std::fs::write(&config, cfg)?;
+            let mut s = ZkServer {
+                id,
+                client_port: client,
+                dir,
+                config,
+                child: None,
+            };
+            s.spawn()?;
+            servers.push(s);
+        }
+        let zk = ZooKeeper { servers };
+        wait_until("ZooKeeper to answer ruok", Duration::from_secs(60), || {
+            zk.servers.iter().all(|s| s.is_ok()).then_some(())
+        })?;
+        if n > 1 {
+            wait_until(
+                "the ensemble to elect a leader",
+                Duration::from_secs(60),
+                || {
+                    zk.servers
+                        .iter()
+                        .any(|s| {
+                            four_letter(s.client_port, "srvr")
+                                .is_some_and(|a| a.contains("Mode: leader"))
+                        })
+                        .then_some(())
+                },
+            )?;
+        }
+        Ok(zk)
+    }
+
+    /// `host:port,...` of every server, without chroot.
+    pub fn connect_string(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn server(&mut self, id: u32) -> Option<&mut ZkServer> {
+        self.servers.iter_mut().find(|s| s.id == id)
+    }
+
+    pub fn kill_all(&mut self) {
+        for s in &mut self.servers {
+            s.kill();
+        }
+    }
+
+    /// Reads a znode's data as text with ZooKeeper's own `zkCli.sh` (`None` if absent).
+    pub fn zkcli_get(&self, path: &str) -> Option<String> {
+        let out = Command::new("/usr/share/zookeeper/bin/zkCli.sh")
+            .arg("-server")
+            .arg(self.connect_string())
+            .arg("get")
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // zkCli prints connection chatter, then the data on its own line.
+        text.lines()
+            .rev()
+            .find(|l| l.starts_with('{') || l.starts_with('"') || l.parse::<i64>().is_ok())
+            .map(str::to_string)
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
