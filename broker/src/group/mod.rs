@@ -17,6 +17,8 @@
 //! and ListGroups are not served.
 
 pub mod placement;
+#[cfg(test)]
+mod rebalance_tests;
 
 pub use placement::partition_for;
 
@@ -482,6 +484,7 @@ impl GroupCoordinator {
                         let snapshot = (g.protocol_type.clone(), g.protocol.clone());
                         for m in g.members.values_mut() {
                             if let Some((v, tx)) = m.sync.take() {
+                                m.last_heartbeat = Instant::now();
                                 let mut r = SyncGroupResponse::default()
                                     .with_assignment(m.assignment.clone());
                                 if v >= 5 {
@@ -1048,21 +1051,12 @@ fn try_complete_join(group: &str, g: &mut Group, initial_delay_ms: i32) {
         return;
     }
     g.generation += 1;
-    // The protocol: the first of the leader-candidate's choices every member supports.
     let first = g.members.keys().next().cloned().expect("non-empty");
     let leader = match &g.leader {
         Some(l) if g.members.contains_key(l) => l.clone(),
         _ => first,
     };
-    let protocol = g.members[&leader]
-        .protocols
-        .iter()
-        .map(|(n, _)| n.clone())
-        .find(|n| {
-            g.members
-                .values()
-                .all(|m| m.protocols.iter().any(|(p, _)| p == n))
-        });
+    let protocol = select_protocol(g, &leader);
     g.leader = Some(leader.clone());
     g.protocol = protocol;
     g.state = GroupState::CompletingRebalance;
@@ -1074,10 +1068,37 @@ fn try_complete_join(group: &str, g: &mut Group, initial_delay_ms: i32) {
     for id in ids {
         let resp_version = g.members[&id].join.as_ref().map(|(v, _)| *v).unwrap_or(0);
         let resp = join_response(g, &id, resp_version);
-        if let Some((_, tx)) = g.members.get_mut(&id).and_then(|m| m.join.take()) {
-            let _ = tx.send(resp);
+        if let Some(m) = g.members.get_mut(&id) {
+            // Kafka: completeAndScheduleNextHeartbeatExpiration; the session restarts now.
+            m.last_heartbeat = Instant::now();
+            if let Some((_, tx)) = m.join.take() {
+                let _ = tx.send(resp);
+            }
         }
     }
+}
+
+/// Kafka's `GroupMetadata.selectProtocol`: the candidates are the protocols every member
+/// supports; each member votes for the first candidate in its own preference order, and the
+/// most votes win. Ties (unspecified in Kafka) go to the leader's preference order.
+fn select_protocol(g: &Group, leader: &str) -> Option<String> {
+    let supported_by_all = |n: &str| {
+        g.members
+            .values()
+            .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+    };
+    let mut votes: HashMap<&str, usize> = HashMap::new();
+    for m in g.members.values() {
+        if let Some((n, _)) = m.protocols.iter().find(|(n, _)| supported_by_all(n)) {
+            *votes.entry(n.as_str()).or_default() += 1;
+        }
+    }
+    let most = votes.values().copied().max()?;
+    g.members
+        .get(leader)?
+        .protocols
+        .iter()
+        .find_map(|(n, _)| (votes.get(n.as_str()) == Some(&most)).then(|| n.clone()))
 }
 
 fn join_response(g: &Group, member_id: &str, version: i16) -> JoinGroupResponse {
