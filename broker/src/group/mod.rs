@@ -19,6 +19,7 @@
 pub mod placement;
 #[cfg(test)]
 mod rebalance_tests;
+pub mod records;
 
 pub use placement::partition_for;
 
