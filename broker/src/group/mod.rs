@@ -16,6 +16,7 @@
 //! static membership (`group.instance.id`) is accepted but treated as dynamic; DescribeGroups
 //! and ListGroups are not served.
 
+mod persist;
 pub mod placement;
 #[cfg(test)]
 mod rebalance_tests;
@@ -135,6 +136,9 @@ struct Group {
     /// (Kafka's pending-sync timeout, the rebalance timeout), so a leader that never syncs
     /// cannot stall the group.
     sync_deadline: Option<Instant>,
+    /// The (generation, state) last queued to `__consumer_offsets`, so each Stable or Empty
+    /// generation is written once.
+    stored: Option<(i32, GroupState)>,
     offsets: HashMap<(String, i32), (i64, i32, Option<String>)>,
 }
 
@@ -150,6 +154,7 @@ impl Group {
             rebalance_started: None,
             pending: HashMap::new(),
             sync_deadline: None,
+            stored: None,
             offsets: HashMap::new(),
         }
     }
@@ -162,6 +167,18 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// `__consumer_offsets` partitions this broker leads (groups it coordinates).
     owned: Mutex<HashSet<i32>>,
+    /// Partitions being loaded from the log since `on_elected`, with the load's token (a
+    /// resignation or a newer election invalidates an older load). Their groups answer
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    loading: Mutex<HashMap<i32, u64>>,
+    /// Where offsets and group metadata are written (`None`: in memory only).
+    log: Option<Arc<dyn records::GroupLog>>,
+    /// Group metadata writes, in the order the state changes happened, to one writer task.
+    store_tx: Option<tokio::sync::mpsc::UnboundedSender<(i32, Bytes)>>,
+    /// Hands out load tokens.
+    next_load: std::sync::atomic::AtomicU64,
+    /// Ourselves, for the tasks we spawn (loads).
+    me: std::sync::Weak<GroupCoordinator>,
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -203,12 +220,41 @@ impl GroupCoordinator {
         (16, 0, 4), // ListGroups
     ];
 
+    /// A coordinator keeping offsets and groups in memory only (lost when coordination
+    /// moves). Must be called inside a Tokio runtime.
     pub fn new(broker_id: i32, config: GroupConfig) -> Arc<Self> {
-        let gc = Arc::new(GroupCoordinator {
+        Self::build(broker_id, config, None)
+    }
+
+    /// A coordinator that writes commits and group metadata to `__consumer_offsets` through
+    /// `log` and reloads a partition's groups when elected its leader. Must be called inside
+    /// a Tokio runtime.
+    pub fn with_log(
+        broker_id: i32,
+        config: GroupConfig,
+        log: Arc<dyn records::GroupLog>,
+    ) -> Arc<Self> {
+        Self::build(broker_id, config, Some(log))
+    }
+
+    fn build(
+        broker_id: i32,
+        config: GroupConfig,
+        log: Option<Arc<dyn records::GroupLog>>,
+    ) -> Arc<Self> {
+        let store_tx = log
+            .as_ref()
+            .map(|log| persist::spawn_group_writer(broker_id, log.clone()));
+        let gc = Arc::new_cyclic(|me| GroupCoordinator {
             broker_id,
             config,
             groups: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashSet::new()),
+            loading: Mutex::new(HashMap::new()),
+            log,
+            store_tx,
+            next_load: std::sync::atomic::AtomicU64::new(0),
+            me: me.clone(),
         });
         let weak = Arc::downgrade(&gc);
         tokio::spawn(async move {
@@ -239,6 +285,7 @@ impl GroupCoordinator {
                 broker_id = self.broker_id,
                 partition, "became group coordinator for __consumer_offsets partition"
             );
+            self.start_load(partition);
         }
     }
 
@@ -251,6 +298,10 @@ impl GroupCoordinator {
             .remove(&partition)
         {
             let n = self.config.offsets_topic_num_partitions;
+            self.loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&partition);
             self.groups()
                 .retain(|g, _| partition_for(g, n) != partition);
             info!(
@@ -275,7 +326,18 @@ impl GroupCoordinator {
         if !self.owns(group) {
             return Err(code(ResponseError::NotCoordinator));
         }
+        if self.is_loading(group) {
+            return Err(code(ResponseError::CoordinatorLoadInProgress));
+        }
         Ok(())
+    }
+
+    fn is_loading(&self, group: &str) -> bool {
+        let p = partition_for(group, self.config.offsets_topic_num_partitions);
+        self.loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&p)
     }
 
     /// JoinGroup from a client whose address is unknown (DescribeGroups then shows an empty
@@ -410,6 +472,7 @@ impl GroupCoordinator {
                 }
             }
             try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
+            self.maybe_store_group(&group_id, g);
             rx
         };
         match rx.await {
@@ -480,6 +543,7 @@ impl GroupCoordinator {
                         }
                         g.state = GroupState::Stable;
                         g.sync_deadline = None;
+                        self.maybe_store_group(&group_id, g);
                         info!(group = %group_id, generation = g.generation, members = g.members.len(),
                             "group stable: assignment received from the leader");
                         let snapshot = (g.protocol_type.clone(), g.protocol.clone());
@@ -594,6 +658,7 @@ impl GroupCoordinator {
                 if removed {
                     member_gone(&group_id, g);
                     try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
+                    self.maybe_store_group(&group_id, g);
                 }
             }
         }
@@ -634,35 +699,10 @@ impl GroupCoordinator {
         if let Err(c) = self.check_group(&group_id) {
             return all(c);
         }
-        let mut groups = self.groups();
         let member_id = req.member_id.to_string();
         let generation = req.generation_id_or_member_epoch;
-        // Kafka: GroupCoordinator.handleCommitOffsets. An unknown group is created only for a
-        // "simple" commit (generation -1) from a consumer that assigns partitions itself.
-        if !groups.contains_key(&group_id) && generation >= 0 {
-            return all(code(ResponseError::IllegalGeneration));
-        }
-        let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
-        // Kafka: GroupCoordinator.validateOffsetCommit.
-        if generation >= 0 || !member_id.is_empty() {
-            if !g.members.contains_key(&member_id) {
-                return all(code(ResponseError::UnknownMemberId));
-            }
-            if generation != g.generation {
-                return all(code(ResponseError::IllegalGeneration));
-            }
-            // The member got this generation's JoinGroup answer but not its assignment yet.
-            // (PreparingRebalance is allowed: a consumer commits what it consumed before it
-            // rejoins, in its partitions-revoked callback.)
-            if g.state == GroupState::CompletingRebalance {
-                return all(code(ResponseError::RebalanceInProgress));
-            }
-            if let Some(m) = g.members.get_mut(&member_id) {
-                m.last_heartbeat = Instant::now();
-            }
-        } else if g.state != GroupState::Empty {
-            // A non-empty group takes commits from its members only.
-            return all(code(ResponseError::UnknownMemberId));
+        if let Err(c) = self.validate_offset_commit(&group_id, &member_id, generation) {
+            return all(c);
         }
         // Kafka: `offset.metadata.max.bytes` (4096): a too-long metadata string fails only
         // its own partition.
@@ -680,24 +720,88 @@ impl GroupCoordinator {
                 }
             }
         }
-        for t in &req.topics {
-            for p in t.partitions.iter().filter(|p| !too_large(p)) {
-                let epoch = if version >= 6 {
-                    p.committed_leader_epoch
-                } else {
-                    -1
-                };
+        let now_ms = persist::now_ms();
+        let commits: Vec<(String, i32, records::OffsetValue)> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().filter(|p| !too_large(p)).map(move |p| {
+                    let value = records::OffsetValue {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        commit_timestamp: now_ms,
+                    };
+                    (t.name.to_string(), p.partition_index, value)
+                })
+            })
+            .collect();
+        if let Err(c) = self.store_offsets(&group_id, &commits).await {
+            for rt in resp.topics.iter_mut() {
+                for rp in rt.partitions.iter_mut().filter(|rp| rp.error_code == 0) {
+                    rp.error_code = c;
+                }
+            }
+            return resp;
+        }
+        let mut groups = self.groups();
+        if let Some(g) = groups.get_mut(&group_id) {
+            for (topic, partition, v) in commits {
                 g.offsets.insert(
-                    (t.name.to_string(), p.partition_index),
-                    (
-                        p.committed_offset,
-                        epoch,
-                        p.committed_metadata.as_ref().map(|m| m.to_string()),
-                    ),
+                    (topic, partition),
+                    (v.offset, v.leader_epoch, Some(v.metadata)),
                 );
             }
         }
         resp
+    }
+
+    /// Kafka: `GroupCoordinator.handleCommitOffsets` and `validateOffsetCommit`.
+    fn validate_offset_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), i16> {
+        let mut groups = self.groups();
+        // Kafka: GroupCoordinator.handleCommitOffsets. An unknown group is created only for a
+        // "simple" commit (generation -1) from a consumer that assigns partitions itself.
+        if !groups.contains_key(group_id) && generation >= 0 {
+            return Err(code(ResponseError::IllegalGeneration));
+        }
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(Group::new);
+        // Kafka: GroupCoordinator.validateOffsetCommit.
+        if generation >= 0 || !member_id.is_empty() {
+            if !g.members.contains_key(member_id) {
+                return Err(code(ResponseError::UnknownMemberId));
+            }
+            if generation != g.generation {
+                return Err(code(ResponseError::IllegalGeneration));
+            }
+            // The member got this generation's JoinGroup answer but not its assignment yet.
+            // (PreparingRebalance is allowed: a consumer commits what it consumed before it
+            // rejoins, in its partitions-revoked callback.)
+            if g.state == GroupState::CompletingRebalance {
+                return Err(code(ResponseError::RebalanceInProgress));
+            }
+            if let Some(m) = g.members.get_mut(member_id) {
+                m.last_heartbeat = Instant::now();
+            }
+        } else if g.state != GroupState::Empty {
+            // A non-empty group takes commits from its members only.
+            return Err(code(ResponseError::UnknownMemberId));
+        }
+        Ok(())
     }
 
     /// OffsetFetch. v0-7 ask about one group (`group_id`, `topics`, null = every committed
@@ -864,6 +968,10 @@ impl GroupCoordinator {
                     d.error_code = code(ResponseError::NotCoordinator);
                     return d;
                 }
+                if self.is_loading(gid) {
+                    d.error_code = code(ResponseError::CoordinatorLoadInProgress);
+                    return d;
+                }
                 let groups = self.groups();
                 let Some(g) = groups.get(gid.as_str()) else {
                     d.group_state = s("Dead");
@@ -913,6 +1021,16 @@ impl GroupCoordinator {
         } else {
             Vec::new()
         };
+        if !self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            // Kafka answers the whole list with this error while any partition loads.
+            return ListGroupsResponse::default()
+                .with_error_code(code(ResponseError::CoordinatorLoadInProgress));
+        }
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let n = self.config.offsets_topic_num_partitions;
         let groups = self.groups();
@@ -975,6 +1093,7 @@ impl GroupCoordinator {
                 try_complete_join(id, g, self.config.initial_rebalance_delay_ms);
             }
             try_complete_join(id, g, self.config.initial_rebalance_delay_ms);
+            self.maybe_store_group(id, g);
         }
     }
 }
