@@ -297,3 +297,221 @@ fn apply_group_value(g: &mut Group, v: GroupValue) {
     };
     g.stored = Some((g.generation, g.state));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, ListGroupsRequest,
+        OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::group::GroupConfig;
+
+    /// A `__consumer_offsets` stand-in: batches concatenated per partition, an error to fail
+    /// appends with, and a gate that holds reads back.
+    #[derive(Default)]
+    struct MemLog {
+        parts: Mutex<HashMap<i32, Vec<u8>>>,
+        fail_appends: Mutex<Option<i16>>,
+        gate: Option<Arc<Notify>>,
+    }
+
+    impl GroupLog for MemLog {
+        fn append(&self, partition: i32, batch: Bytes) -> records::BoxFuture<'_, Result<(), i16>> {
+            Box::pin(async move {
+                if let Some(e) = *self.fail_appends.lock().unwrap() {
+                    return Err(e);
+                }
+                self.parts
+                    .lock()
+                    .unwrap()
+                    .entry(partition)
+                    .or_default()
+                    .extend_from_slice(&batch);
+                Ok(())
+            })
+        }
+        fn read(&self, partition: i32) -> records::BoxFuture<'_, Result<Bytes, i16>> {
+            Box::pin(async move {
+                if let Some(g) = &self.gate {
+                    g.notified().await;
+                }
+                let parts = self.parts.lock().unwrap();
+                Ok(Bytes::from(
+                    parts.get(&partition).cloned().unwrap_or_default(),
+                ))
+            })
+        }
+    }
+
+    const G: &str = "g";
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_string())
+    }
+
+    fn p() -> i32 {
+        partition_for(G, 50)
+    }
+
+    fn join_req(member: &str) -> JoinGroupRequest {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(5_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"sub"))])
+    }
+
+    fn commit_req(member: &str, generation: i32, offset: i64) -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(s(member))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)
+                    .with_committed_metadata(Some(s("meta")))])])
+    }
+
+    fn fetch_req() -> OffsetFetchRequest {
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0])]))
+    }
+
+    /// Waits (in paused time) until the coordinator serves the group.
+    async fn until_loaded(gc: &GroupCoordinator) {
+        for _ in 0..100 {
+            let f = gc.offset_fetch(fetch_req(), 7).await;
+            if f.error_code != ResponseError::CoordinatorLoadInProgress.code() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("partition never loaded");
+    }
+
+    /// A commit is in the log before it is answered; a broker that becomes coordinator later
+    /// replays the log and serves the same offsets and the same Stable group, whose member
+    /// keeps heartbeating at its generation without a rebalance.
+    // Kafka: GroupMetadataManager.storeOffsets, storeGroup, doLoadGroupsAndOffsets.
+    #[tokio::test(start_paused = true)]
+    async fn commits_and_group_survive_a_coordinator_move() {
+        let log = Arc::new(MemLog::default());
+        let gc1 = GroupCoordinator::with_log(1, GroupConfig::default(), log.clone());
+        gc1.on_elected(p());
+        until_loaded(&gc1).await;
+        let id = gc1
+            .join_group(join_req(""), 5, "c")
+            .await
+            .member_id
+            .to_string();
+        let j = gc1.join_group(join_req(&id), 5, "c").await;
+        assert_eq!((j.error_code, j.generation_id), (0, 1));
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s(&id))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&id))
+                .with_assignment(Bytes::from_static(b"asg"))]);
+        assert_eq!(gc1.sync_group(sync, 5).await.error_code, 0);
+        let r = gc1.offset_commit(commit_req(&id, 1, 77), 8).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        // The commit is already in the log when answered.
+        let (recs, skipped) = records::decode_batches(&log.parts.lock().unwrap()[&p()]);
+        assert_eq!(skipped, 0);
+        assert!(recs.iter().any(|r| matches!(r,
+            Record::Offset(o) if o.value.as_ref().map(|v| v.offset) == Some(77))));
+        // Let the group metadata writer run, then move coordination to broker 2.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        gc1.on_resigned(p());
+        let gc2 = GroupCoordinator::with_log(2, GroupConfig::default(), log.clone());
+        gc2.on_elected(p());
+        until_loaded(&gc2).await;
+        let f = gc2.offset_fetch(fetch_req(), 7).await;
+        let part = &f.topics[0].partitions[0];
+        assert_eq!(part.committed_offset, 77);
+        assert_eq!(part.metadata.as_deref(), Some("meta"));
+        let d = gc2.describe_groups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(s(G))]),
+            5,
+        );
+        let g = &d.groups[0];
+        assert_eq!(g.group_state.as_str(), "Stable");
+        assert_eq!(g.protocol_data.as_str(), "range");
+        assert_eq!(g.members[0].member_id.as_str(), id);
+        assert_eq!(g.members[0].member_assignment.as_ref(), b"asg");
+        assert_eq!(g.members[0].member_metadata.as_ref(), b"sub");
+        let hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s(&id));
+        assert_eq!(gc2.heartbeat(hb, 4).await.error_code, 0);
+    }
+
+    /// Until the partition is replayed its groups answer COORDINATOR_LOAD_IN_PROGRESS.
+    #[tokio::test(start_paused = true)]
+    async fn groups_answer_load_in_progress_until_loaded() {
+        let gate = Arc::new(Notify::new());
+        let log = Arc::new(MemLog {
+            gate: Some(gate.clone()),
+            ..MemLog::default()
+        });
+        let gc = GroupCoordinator::with_log(1, GroupConfig::default(), log);
+        gc.on_elected(p());
+        let lip = ResponseError::CoordinatorLoadInProgress.code();
+        assert_eq!(gc.join_group(join_req(""), 5, "c").await.error_code, lip);
+        assert_eq!(gc.offset_fetch(fetch_req(), 7).await.error_code, lip);
+        assert_eq!(
+            gc.list_groups(ListGroupsRequest::default(), 4).error_code,
+            lip
+        );
+        gate.notify_one();
+        until_loaded(&gc).await;
+        let r = gc.join_group(join_req(""), 5, "c").await;
+        assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
+    }
+
+    /// A failed append fails the commit with Kafka's mapped error and stores nothing.
+    #[tokio::test(start_paused = true)]
+    async fn failed_append_fails_the_commit() {
+        let log = Arc::new(MemLog::default());
+        let gc = GroupCoordinator::with_log(1, GroupConfig::default(), log.clone());
+        gc.on_elected(p());
+        until_loaded(&gc).await;
+        *log.fail_appends.lock().unwrap() = Some(ResponseError::NotLeaderOrFollower.code());
+        let r = gc.offset_commit(commit_req("", -1, 5), 8).await;
+        assert_eq!(
+            r.topics[0].partitions[0].error_code,
+            ResponseError::NotCoordinator.code()
+        );
+        *log.fail_appends.lock().unwrap() = Some(ResponseError::NotEnoughReplicas.code());
+        let r = gc.offset_commit(commit_req("", -1, 5), 8).await;
+        assert_eq!(
+            r.topics[0].partitions[0].error_code,
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        let f = gc.offset_fetch(fetch_req(), 7).await;
+        assert_eq!(f.topics[0].partitions[0].committed_offset, -1);
+    }
+}
