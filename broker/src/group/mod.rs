@@ -179,6 +179,11 @@ pub struct GroupCoordinator {
     next_load: std::sync::atomic::AtomicU64,
     /// Ourselves, for the tasks we spawn (loads).
     me: std::sync::Weak<GroupCoordinator>,
+    /// Wakes the timer task when a handler may have created an earlier deadline (a new
+    /// rebalance, a new member session); the task otherwise sleeps until the next deadline.
+    wake: Arc<tokio::sync::Notify>,
+    /// How many times the timer task ran (tests check that it does not poll).
+    timer_runs: std::sync::atomic::AtomicU64,
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -255,15 +260,27 @@ impl GroupCoordinator {
             store_tx,
             next_load: std::sync::atomic::AtomicU64::new(0),
             me: me.clone(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            timer_runs: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&gc);
+        let wake = gc.wake.clone();
         tokio::spawn(async move {
-            // The coordinator's clock: session expiry and rebalance completion.
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            // The coordinator's clock (Kafka's DelayedHeartbeat / DelayedJoin purgatories):
+            // one task sleeping until the earliest session expiry or rebalance deadline, or
+            // until a handler says a new one may be earlier. No periodic polling.
             loop {
-                tick.tick().await;
-                let Some(gc) = weak.upgrade() else { return };
-                gc.on_tick();
+                let next = {
+                    let Some(gc) = weak.upgrade() else { return };
+                    gc.on_tick()
+                };
+                // With nothing to wait for, still look again now and then so the task ends
+                // soon after the coordinator is dropped.
+                let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = wake.notified() => {}
+                }
             }
         });
         gc
@@ -414,6 +431,7 @@ impl GroupCoordinator {
                     let expires =
                         Instant::now() + Duration::from_millis(req.session_timeout_ms as u64);
                     g.pending.insert(member_id.clone(), expires);
+                    self.wake.notify_one(); // a new pending-member deadline
                     return fail(code(ResponseError::MemberIdRequired), &member_id);
                 }
             } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
@@ -473,6 +491,7 @@ impl GroupCoordinator {
             }
             try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
             self.maybe_store_group(&group_id, g);
+            self.wake.notify_one();
             rx
         };
         match rx.await {
@@ -544,6 +563,7 @@ impl GroupCoordinator {
                         g.state = GroupState::Stable;
                         g.sync_deadline = None;
                         self.maybe_store_group(&group_id, g);
+                        self.wake.notify_one();
                         info!(group = %group_id, generation = g.generation, members = g.members.len(),
                             "group stable: assignment received from the leader");
                         let snapshot = (g.protocol_type.clone(), g.protocol.clone());
@@ -659,6 +679,7 @@ impl GroupCoordinator {
                     member_gone(&group_id, g);
                     try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
                     self.maybe_store_group(&group_id, g);
+                    self.wake.notify_one();
                 }
             }
         }
@@ -1052,8 +1073,11 @@ impl GroupCoordinator {
         ListGroupsResponse::default().with_groups(listed)
     }
 
-    /// Session expiry and rebalance completion, every 100 ms.
-    fn on_tick(&self) {
+    /// Session expiry and rebalance completion at a deadline; returns the next deadline
+    /// (always in the future), if any.
+    fn on_tick(&self) -> Option<Instant> {
+        self.timer_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = Instant::now();
         let mut groups = self.groups();
         for (id, g) in groups.iter_mut() {
@@ -1065,7 +1089,7 @@ impl GroupCoordinator {
                     // `MemberMetadata.shouldKeepAlive`): the rebalance timeout bounds it.
                     m.join.is_none()
                         && m.sync.is_none()
-                        && now.duration_since(m.last_heartbeat) > m.session_timeout
+                        && now.duration_since(m.last_heartbeat) >= m.session_timeout
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -1095,7 +1119,43 @@ impl GroupCoordinator {
             try_complete_join(id, g, self.config.initial_rebalance_delay_ms);
             self.maybe_store_group(id, g);
         }
+        let delay = Duration::from_millis(self.config.initial_rebalance_delay_ms.max(0) as u64);
+        groups
+            .values()
+            .flat_map(|g| next_deadlines(g, delay))
+            .filter(|d| *d > now)
+            .min()
     }
+}
+
+/// The instants at which the timer must look at `g` again: member session expiries, pending
+/// member expiries, the pending-sync deadline, and the rebalance's delay and timeout.
+fn next_deadlines(g: &Group, initial_delay: Duration) -> Vec<Instant> {
+    let mut out: Vec<Instant> = g
+        .members
+        .values()
+        .filter(|m| m.join.is_none() && m.sync.is_none())
+        .map(|m| m.last_heartbeat + m.session_timeout)
+        .collect();
+    out.extend(g.pending.values().copied());
+    if g.state == GroupState::CompletingRebalance {
+        out.extend(g.sync_deadline);
+    }
+    if let (GroupState::PreparingRebalance, Some((started, from_empty))) =
+        (g.state, g.rebalance_started)
+    {
+        if from_empty {
+            out.push(started + initial_delay);
+        }
+        let timeout = g
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        out.push(started + timeout);
+    }
+    out
 }
 
 /// A member left or expired: a stable group rebalances; a rebalance may now be complete.

@@ -250,6 +250,8 @@ impl GroupCoordinator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&partition);
+        // Loaded members' sessions start now: the timer must learn their deadlines.
+        self.wake.notify_one();
         info!(
             broker_id = self.broker_id,
             partition,

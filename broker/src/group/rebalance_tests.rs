@@ -679,3 +679,28 @@ async fn protocol_is_chosen_by_vote() {
         assert_eq!(r.leader.as_str(), leader);
     }
 }
+
+/// The timer sleeps until the next deadline instead of polling: a stable group whose
+/// members heartbeat every 3 s for a minute wakes it a handful of times, not every 100 ms;
+/// and a silent member is still expired at its session timeout, not later.
+#[tokio::test(start_paused = true)]
+async fn timer_wakes_at_deadlines_only() {
+    let gc = coordinator();
+    let (leader, follower) = stable_pair(&gc).await;
+    let before = gc.timer_runs.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(gc.heartbeat(hb(&leader, 1), 4).await.error_code, 0);
+        assert_eq!(gc.heartbeat(hb(&follower, 1), 4).await.error_code, 0);
+    }
+    let runs = gc.timer_runs.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(runs <= 40, "timer ran {runs} times in 60 s");
+    // The follower goes silent: gone once 10 s have passed since its last heartbeat.
+    tokio::time::sleep(Duration::from_millis(9_900)).await;
+    assert_eq!(gc.heartbeat(hb(&leader, 1), 4).await.error_code, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        gc.heartbeat(hb(&leader, 1), 4).await.error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
+}
