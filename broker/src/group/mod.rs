@@ -4,17 +4,35 @@
 //! Kafka concept: consumers of a group find their coordinator (the leader of the group's
 //! `__consumer_offsets` partition), JoinGroup, and the coordinator runs a rebalance: it waits
 //! for every known member to (re)join (or the rebalance timeout), bumps the generation, picks
-//! a protocol every member supports, and names a leader, who computes the assignment and hands
-//! it back with SyncGroup; the coordinator passes each member its share. Heartbeats keep a
-//! member alive within its session timeout and tell it when a rebalance is under way.
+//! the protocol every member supports that most members prefer, and names a leader, who
+//! computes the assignment and hands it back with SyncGroup; the coordinator passes each
+//! member its share. Heartbeats keep a member alive within its session timeout and tell it
+//! when a rebalance is under way. Commits carry the generation, so a member that missed a
+//! rebalance cannot overwrite the offsets of the partitions' new owner.
 //! Kafka classes mirrored: `GroupCoordinator`, `GroupMetadata` (states Empty,
-//! PreparingRebalance, CompletingRebalance, Stable, Dead).
+//! PreparingRebalance, CompletingRebalance, Stable; Dead is a group we no longer hold),
+//! `GroupMetadataManager` ([`records`] and `persist`: writing to and loading from
+//! `__consumer_offsets`).
 //!
-//! Simplifications, said plainly: committed offsets and group state live in memory on the
-//! coordinator (Kafka also writes them to `__consumer_offsets` and reloads them when another
-//! broker becomes coordinator), so they are lost when the coordinator moves or restarts;
-//! static membership (`group.instance.id`) is accepted but treated as dynamic; DescribeGroups
-//! and ListGroups are not served.
+//! Layout: this file holds the state machine and the request handlers; [`placement`] says
+//! which `__consumer_offsets` partition owns a group; [`records`] the record formats and the
+//! [`records::GroupLog`] trait the broker implements; `persist` the writes and the load on
+//! election. Timers: one task sleeps until the earliest deadline (session expiry, pending
+//! member expiry, rebalance delay/timeout, pending sync), as Kafka's purgatories do.
+//!
+//! Invariants: a group is served only by the broker leading its partition (NOT_COORDINATOR
+//! elsewhere, COORDINATOR_LOAD_IN_PROGRESS while the partition is replayed); an OffsetCommit
+//! is answered NONE only once stored (in the log when one is given).
+//!
+//! Simplifications, said plainly: built with [`GroupCoordinator::new`] offsets and groups
+//! live in memory only (lost when the coordinator moves); [`GroupCoordinator::with_log`]
+//! persists them. Group metadata is written in the background, without delaying SyncGroup
+//! answers (see `persist`). Static membership (`group.instance.id`) is recorded and shown by
+//! DescribeGroups but otherwise treated as dynamic (no FENCED_INSTANCE_ID, a restarted static
+//! member triggers a rebalance). Offsets never expire. The initial rebalance delay is fixed
+//! from the first join (Kafka extends it with each new member up to the rebalance timeout).
+//! The leader of a new generation is the previous leader if it rejoined, else the member with
+//! the smallest id (Kafka: the first to join).
 
 mod persist;
 pub mod placement;
