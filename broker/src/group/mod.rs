@@ -496,10 +496,14 @@ impl GroupCoordinator {
                 GroupState::Empty => prepare_rebalance(&group_id, g, true),
                 GroupState::CompletingRebalance | GroupState::Stable => {
                     let is_leader = g.leader.as_deref() == Some(member_id.as_str());
-                    if changed || is_leader || g.state == GroupState::CompletingRebalance {
+                    // Kafka: a member rejoining unchanged while CompletingRebalance probably
+                    // lost its JoinGroup answer: it gets this generation's answer again. While
+                    // Stable, the leader's rejoin (it may see new topics) or a change of
+                    // metadata starts a rebalance; a follower's unchanged rejoin does not.
+                    let stable = g.state == GroupState::Stable;
+                    if changed || (stable && is_leader) {
                         prepare_rebalance(&group_id, g, false);
                     } else {
-                        // A follower rejoining unchanged while stable: answer at once.
                         let m = g.members.get_mut(&member_id).expect("inserted above");
                         if let Some((v, tx)) = m.join.take() {
                             let _ = tx.send(join_response(g, &member_id, v));

@@ -704,3 +704,23 @@ async fn timer_wakes_at_deadlines_only() {
         ResponseError::RebalanceInProgress.code()
     );
 }
+
+/// A member that lost its JoinGroup answer and rejoins unchanged before syncing gets the same
+/// generation again (the leader with the member list) instead of starting a new rebalance.
+// Kafka: GroupCoordinator.doCurrentMemberJoinGroup, CompletingRebalance with matching metadata.
+#[tokio::test(start_paused = true)]
+async fn unchanged_rejoin_while_completing_rebalance_repeats_the_answer() {
+    let gc = coordinator();
+    let a = member_id(&gc, 5).await.unwrap();
+    let first = gc.join_group(join_req(G, &a), 5, "client").await;
+    assert_eq!((first.error_code, first.generation_id), (0, 1));
+    let again = gc.join_group(join_req(G, &a), 5, "client").await;
+    assert_eq!((again.error_code, again.generation_id), (0, 1));
+    assert_eq!(again.leader.as_str(), a);
+    assert_eq!(again.members.len(), 1);
+    // Changed metadata does start a new generation.
+    let mut changed = join_req(G, &a);
+    changed.protocols[0].metadata = Bytes::from_static(b"new");
+    let r = gc.join_group(changed, 5, "client").await;
+    assert_eq!(r.generation_id, 2);
+}
