@@ -6,10 +6,10 @@
 //! (acceptor, processors) and `kafka.network.RequestChannel`.
 //!
 //! How this file keeps Kafka's guarantees:
-//! - Order: the reader spawns one task per request and hands its `JoinHandle` to the writer
-//!   through a bounded queue; the writer awaits them in arrival order. Requests run
-//!   concurrently (a long-polling fetch does not block a produce behind it being *processed*),
-//!   and answers still leave in order.
+//! - Order: as in Kafka, the requests of one connection are processed one after the other, in
+//!   arrival order (two pipelined produce requests for a partition must append in the order
+//!   they were sent). The reader keeps reading ahead (pipelining) into a bounded queue; one
+//!   processor task runs each request to completion and writes its answer.
 //! - Memory: a frame larger than `socket.request.max.bytes` is refused before it is read (the
 //!   connection is closed, as Kafka does), and at most [`MAX_IN_FLIGHT`] requests per
 //!   connection are held at once.
@@ -24,7 +24,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::api;
@@ -74,6 +73,13 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch
     info!("stopped accepting; connections closed");
 }
 
+/// A request read from the connection, waiting its turn.
+enum Pending {
+    /// An answer decided while parsing (ApiVersions with an unknown version).
+    Ready(api::Frame),
+    Request(Box<api::Request>),
+}
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum End {
@@ -89,20 +95,18 @@ async fn handle_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Option<api::Frame>>>(MAX_IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let processor_broker = broker.clone();
     let writer = tokio::spawn(async move {
         let mut staging = BytesMut::with_capacity(COALESCE);
-        while let Some(h) = rx.recv().await {
-            match h.await {
-                Ok(Some(chunks)) => {
-                    if let Err(e) = write_frame(&mut wr, &mut staging, chunks).await {
-                        debug!(%peer, error = %e, "client went away before its response");
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(%peer, error = %e, "request handler failed; closing connection");
+        while let Some(p) = rx.recv().await {
+            let answer = match p {
+                Pending::Ready(frame) => Some(frame),
+                Pending::Request(req) => api::handle(processor_broker.clone(), *req, peer).await,
+            };
+            if let Some(chunks) = answer {
+                if let Err(e) = write_frame(&mut wr, &mut staging, chunks).await {
+                    debug!(%peer, error = %e, "client went away before its response");
                     return;
                 }
             }
@@ -110,7 +114,7 @@ async fn handle_connection(
         let _ = wr.shutdown().await;
     });
     let max = broker.config.socket_request_max_bytes;
-    let end = read_loop(&mut rd, peer, &broker, &tx, max, shutdown).await;
+    let end = read_loop(&mut rd, &tx, max, shutdown).await;
     match &end {
         End::Clean | End::Shutdown => debug!(%peer, ?end, "connection ended"),
         End::Closed(reason) => warn!(%peer, reason = %reason, "closing connection"),
@@ -152,9 +156,7 @@ async fn write_frame(
 
 async fn read_loop(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    peer: SocketAddr,
-    broker: &Arc<Broker>,
-    tx: &mpsc::Sender<JoinHandle<Option<api::Frame>>>,
+    tx: &mpsc::Sender<Pending>,
     max: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
@@ -215,17 +217,14 @@ async fn read_loop(
             Ok(req) => req,
             Err(api::ParseError::Respond(resp)) => {
                 // ApiVersions with a version we do not know: answered with v0 and the list.
-                let h = tokio::spawn(async move { Some(vec![resp.freeze()]) });
-                if tx.send(h).await.is_err() {
+                if tx.send(Pending::Ready(vec![resp.freeze()])).await.is_err() {
                     return End::Closed("writer gone".into());
                 }
                 continue;
             }
             Err(api::ParseError::Close(reason)) => return End::Closed(reason),
         };
-        let broker = broker.clone();
-        let h = tokio::spawn(async move { api::handle(broker, req, peer).await });
-        if tx.send(h).await.is_err() {
+        if tx.send(Pending::Request(Box::new(req))).await.is_err() {
             return End::Closed("writer gone".into());
         }
     }

@@ -158,12 +158,20 @@ impl Cluster {
         Ok(self.rt.block_on(c.get_children_maybe(path))?)
     }
 
-    /// (controller id, controller epoch) from ZooKeeper.
+    /// (controller id, controller epoch) from ZooKeeper, read consistently: the epoch is read
+    /// before and after `/controller`, so a dead controller's lingering node is never paired
+    /// with its successor's epoch.
     pub fn controller(&mut self) -> Option<(i32, i32)> {
         let c = self.zk_client().ok()?;
-        let id = self.rt.block_on(c.get_controller_id()).ok()??;
-        let (epoch, _) = self.rt.block_on(c.get_controller_epoch()).ok()??;
-        Some((id, epoch))
+        for _ in 0..10 {
+            let (before, _) = self.rt.block_on(c.get_controller_epoch()).ok()??;
+            let id = self.rt.block_on(c.get_controller_id()).ok()??;
+            let (after, _) = self.rt.block_on(c.get_controller_epoch()).ok()??;
+            if before == after {
+                return Some((id, after));
+            }
+        }
+        None
     }
 
     /// The broker epoch (czxid of `/brokers/ids/<id>`), if registered.

@@ -438,6 +438,10 @@ fn controller_broker_restarted_twenty_times() {
         });
         c.broker(id).wait_exit(Duration::from_secs(60)).unwrap();
         last = new_controller(&mut c, last);
+        assert_ne!(
+            last.0, id,
+            "round {round}: the stopped broker cannot be the new controller"
+        );
         c.broker(id).restart().unwrap();
         c.wait_for_all_brokers(WAIT).unwrap();
         wait_until("consistent after a restart", WAIT, || {

@@ -336,8 +336,23 @@ impl ZkBackend for RealZk {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        // Dropping the last `Client` makes the session task send CloseSession in the
+        // background; wait (briefly) until it is done, so a process that exits right after
+        // `close` has really closed its session and its ephemeral znodes are gone at once,
+        // as with Kafka's `zkClient.close()`, instead of lingering until the session times out.
+        let watcher = taken.as_ref().map(|c| c.state_watcher());
         drop(taken);
-        async move {}.boxed()
+        async move {
+            let Some(mut w) = watcher else { return };
+            let wait = async {
+                if w.peek_state().is_terminated() {
+                    return;
+                }
+                while !w.changed().await.is_terminated() {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+        }
+        .boxed()
     }
     fn session_ended(&self) -> BoxFuture<'static, ()> {
         let watcher = self.client().map(|c| c.state_watcher());
