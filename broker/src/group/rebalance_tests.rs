@@ -1,0 +1,726 @@
+//! Whole rebalances driven through the public handlers with paused time, and wire round trips
+//! of every advertised version of every response.
+
+use std::fmt::Debug;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::*;
+
+const G: &str = "g";
+
+fn gid(g: &str) -> GroupId {
+    GroupId(s(g))
+}
+
+fn join_req(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(gid(group))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(5_000)
+        .with_member_id(s(member))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"meta")),
+            JoinGroupRequestProtocol::default()
+                .with_name(s("roundrobin"))
+                .with_metadata(Bytes::from_static(b"rr")),
+        ])
+}
+
+fn coordinator() -> Arc<GroupCoordinator> {
+    let gc = GroupCoordinator::new(
+        1,
+        GroupConfig {
+            initial_rebalance_delay_ms: 100,
+            ..GroupConfig::default()
+        },
+    );
+    gc.on_elected(partition_for(G, 50));
+    gc
+}
+
+/// Gets a member id (answering MEMBER_ID_REQUIRED on v4+), without completing a join.
+async fn member_id(gc: &GroupCoordinator, version: i16) -> Option<String> {
+    if version < 4 {
+        return None;
+    }
+    let r = gc.join_group(join_req(G, ""), version, "client").await;
+    assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
+    assert!(r.member_id.starts_with("client-"), "{:?}", r.member_id);
+    Some(r.member_id.to_string())
+}
+
+fn sync_req(
+    member: &str,
+    generation: i32,
+    assignments: &[(&str, &'static [u8])],
+) -> SyncGroupRequest {
+    SyncGroupRequest::default()
+        .with_group_id(gid(G))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_assignments(
+            assignments
+                .iter()
+                .map(|(m, a)| {
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(s(m))
+                        .with_assignment(Bytes::from_static(a))
+                })
+                .collect(),
+        )
+}
+
+fn hb(member: &str, generation: i32) -> HeartbeatRequest {
+    HeartbeatRequest::default()
+        .with_group_id(gid(G))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+}
+
+fn commit_req(member: &str, generation: i32, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(gid(G))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])])
+}
+
+fn commit_error(r: &OffsetCommitResponse) -> i16 {
+    r.topics[0].partitions[0].error_code
+}
+
+async fn fetch_offset(gc: &GroupCoordinator, group: &str) -> i64 {
+    let f = gc
+        .offset_fetch(
+            OffsetFetchRequest::default()
+                .with_group_id(gid(group))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0])])),
+            7,
+        )
+        .await;
+    assert_eq!(f.error_code, 0);
+    f.topics[0].partitions[0].committed_offset
+}
+
+/// Two members form a stable group at generation 1: returns (leader, follower).
+async fn stable_pair(gc: &GroupCoordinator) -> (String, String) {
+    let a = member_id(gc, 5).await.expect("v5");
+    let b = member_id(gc, 5).await.expect("v5");
+    let (ra, rb) = tokio::join!(
+        gc.join_group(join_req(G, &a), 5, "client"),
+        gc.join_group(join_req(G, &b), 5, "client")
+    );
+    assert_eq!((ra.error_code, rb.error_code), (0, 0));
+    assert_eq!((ra.generation_id, rb.generation_id), (1, 1));
+    let leader = ra.leader.to_string();
+    let follower = if leader == a { b } else { a };
+    let (sl, sf) = tokio::join!(
+        gc.sync_group(
+            sync_req(&leader, 1, &[(&leader, b"L"), (&follower, b"F")]),
+            5
+        ),
+        gc.sync_group(sync_req(&follower, 1, &[]), 5)
+    );
+    assert_eq!((sl.error_code, sf.error_code), (0, 0));
+    (leader, follower)
+}
+
+/// The chosen protocol is the one every member supports, preferred by the members' votes;
+/// the leader alone receives the member list with each member's metadata for it.
+// Kafka: GroupMetadata.selectProtocol, GroupCoordinator.onCompleteJoin.
+#[tokio::test(start_paused = true)]
+async fn join_picks_common_protocol_and_only_leader_gets_members() {
+    let gc = coordinator();
+    let a = member_id(&gc, 7).await.unwrap();
+    let b = member_id(&gc, 7).await.unwrap();
+    // b supports only roundrobin, so range is not a candidate.
+    let mut jb = join_req(G, &b);
+    jb.protocols.remove(0);
+    let (ra, rb) = tokio::join!(
+        gc.join_group(join_req(G, &a), 7, "client"),
+        gc.join_group(jb, 7, "client")
+    );
+    for r in [&ra, &rb] {
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.protocol_name.as_deref(), Some("roundrobin"));
+        assert_eq!(r.protocol_type.as_deref(), Some("consumer"));
+    }
+    let (leader, follower) = if ra.leader.as_str() == a.as_str() {
+        (&ra, &rb)
+    } else {
+        (&rb, &ra)
+    };
+    assert_eq!(leader.members.len(), 2);
+    assert!(leader.members.iter().all(|m| m.metadata.as_ref() == b"rr"));
+    assert!(follower.members.is_empty());
+    // A member whose protocols share nothing with the group is refused.
+    let mut bad = join_req(G, "");
+    bad.protocols = vec![JoinGroupRequestProtocol::default().with_name(s("sticky"))];
+    let r = gc.join_group(bad, 7, "client").await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
+}
+
+/// One member leaves: the other is told REBALANCE_IN_PROGRESS by its heartbeat, rejoins and
+/// becomes the leader of generation 2 alone; the leaver is unknown afterwards.
+// Kafka: GroupCoordinator.handleLeaveGroup -> removeMemberAndUpdateGroup -> prepareRebalance.
+#[tokio::test(start_paused = true)]
+async fn leave_triggers_rebalance_for_the_rest() {
+    let gc = coordinator();
+    let (leader, follower) = stable_pair(&gc).await;
+    let r = gc
+        .leave_group(
+            LeaveGroupRequest::default()
+                .with_group_id(gid(G))
+                .with_members(vec![MemberIdentity::default()
+                    .with_member_id(s(&leader))
+                    .with_reason(Some(s("shutting down")))]),
+            5,
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.members[0].error_code, 0);
+    let h = gc.heartbeat(hb(&follower, 1), 4).await;
+    assert_eq!(h.error_code, ResponseError::RebalanceInProgress.code());
+    let r = gc.join_group(join_req(G, &follower), 5, "client").await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.generation_id, 2);
+    assert_eq!(r.leader.as_str(), follower);
+    assert_eq!(r.members.len(), 1);
+    let h = gc.heartbeat(hb(&leader, 2), 4).await;
+    assert_eq!(h.error_code, ResponseError::UnknownMemberId.code());
+    // A stale generation is refused.
+    let h = gc.heartbeat(hb(&follower, 1), 4).await;
+    assert_eq!(h.error_code, ResponseError::IllegalGeneration.code());
+}
+
+/// A follower that stops heartbeating is removed after its session timeout; the leader,
+/// who keeps heartbeating, is then asked to rejoin.
+// Kafka: GroupCoordinator.onExpireHeartbeat.
+#[tokio::test(start_paused = true)]
+async fn session_expiry_removes_only_the_silent_member() {
+    let gc = coordinator();
+    let (leader, follower) = stable_pair(&gc).await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let h = gc.heartbeat(hb(&leader, 1), 4).await;
+        if h.error_code != 0 {
+            assert_eq!(h.error_code, ResponseError::RebalanceInProgress.code());
+            break;
+        }
+    }
+    let h = gc.heartbeat(hb(&follower, 1), 4).await;
+    assert_eq!(h.error_code, ResponseError::UnknownMemberId.code());
+    let h = gc.heartbeat(hb(&leader, 1), 4).await;
+    assert_eq!(h.error_code, ResponseError::RebalanceInProgress.code());
+}
+
+/// A consumer commits what it consumed while a rebalance is being prepared (its
+/// partitions-revoked callback runs before it rejoins): Kafka accepts that commit.
+// Kafka: GroupCoordinator.doCommitOffsets (only CompletingRebalance refuses).
+#[tokio::test(start_paused = true)]
+async fn commit_during_preparing_rebalance_is_accepted() {
+    let gc = coordinator();
+    let (leader, follower) = stable_pair(&gc).await;
+    assert_eq!(
+        commit_error(&gc.offset_commit(commit_req(&follower, 1, 10), 8).await),
+        0
+    );
+    // A third member's join puts the group in PreparingRebalance.
+    let gc2 = gc.clone();
+    let c = tokio::spawn(async move {
+        let id = member_id(&gc2, 5).await.unwrap();
+        gc2.join_group(join_req(G, &id), 5, "client").await
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        gc.heartbeat(hb(&leader, 1), 4).await.error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
+    assert_eq!(
+        commit_error(&gc.offset_commit(commit_req(&follower, 1, 20), 8).await),
+        0
+    );
+    assert_eq!(fetch_offset(&gc, G).await, 20);
+    // A stale generation is refused, and so is a stranger.
+    assert_eq!(
+        commit_error(&gc.offset_commit(commit_req(&follower, 0, 30), 8).await),
+        ResponseError::IllegalGeneration.code()
+    );
+    assert_eq!(
+        commit_error(&gc.offset_commit(commit_req("nobody", 1, 30), 8).await),
+        ResponseError::UnknownMemberId.code()
+    );
+    // A simple commit into a non-empty group is refused.
+    assert_eq!(
+        commit_error(&gc.offset_commit(commit_req("", -1, 30), 8).await),
+        ResponseError::UnknownMemberId.code()
+    );
+    // Let the rebalance finish: the others rejoin, generation 2.
+    let (rl, rf) = tokio::join!(
+        gc.join_group(join_req(G, &leader), 5, "client"),
+        gc.join_group(join_req(G, &follower), 5, "client")
+    );
+    let rc = c.await.unwrap();
+    assert_eq!(
+        (rl.generation_id, rf.generation_id, rc.generation_id),
+        (2, 2, 2)
+    );
+    // CompletingRebalance: the member knows generation 2 but has no assignment yet.
+    assert_eq!(
+        commit_error(&gc.offset_commit(commit_req(&follower, 2, 40), 8).await),
+        ResponseError::RebalanceInProgress.code()
+    );
+    assert_eq!(fetch_offset(&gc, G).await, 20);
+}
+
+/// Consumers that assign partitions themselves commit with generation -1 and no member id;
+/// an unknown group with a real generation is ILLEGAL_GENERATION and is not created.
+// Kafka: GroupCoordinator.handleCommitOffsets.
+#[tokio::test(start_paused = true)]
+async fn simple_commit_without_membership() {
+    let gc = coordinator();
+    let r = gc.offset_commit(commit_req("m", 3, 5), 8).await;
+    assert_eq!(commit_error(&r), ResponseError::IllegalGeneration.code());
+    assert!(gc
+        .list_groups(ListGroupsRequest::default(), 4)
+        .groups
+        .is_empty());
+    let r = gc.offset_commit(commit_req("", -1, 5), 2).await;
+    assert_eq!(commit_error(&r), 0);
+    assert_eq!(fetch_offset(&gc, G).await, 5);
+    // Unknown partitions answer -1; null topics (v2+) list every committed partition.
+    let f = gc
+        .offset_fetch(
+            OffsetFetchRequest::default()
+                .with_group_id(gid(G))
+                .with_topics(None),
+            2,
+        )
+        .await;
+    assert_eq!(f.topics.len(), 1);
+    assert_eq!(f.topics[0].partitions[0].committed_offset, 5);
+    // Metadata over offset.metadata.max.bytes fails that partition only.
+    let mut req = commit_req("", -1, 6);
+    let mut big = req.topics[0].partitions[0].clone();
+    big.partition_index = 1;
+    big.committed_metadata = Some(s(&"x".repeat(5000)));
+    req.topics[0].partitions.push(big);
+    let r = gc.offset_commit(req, 8).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(
+        r.topics[0].partitions[1].error_code,
+        ResponseError::OffsetMetadataTooLarge.code()
+    );
+    let d = gc.describe_groups(
+        DescribeGroupsRequest::default().with_groups(vec![gid(G)]),
+        5,
+    );
+    assert_eq!(d.groups[0].group_state.as_str(), "Empty");
+}
+
+/// A member id handed out with MEMBER_ID_REQUIRED holds a rebalance back only until its
+/// session timeout; a leader that never sends SyncGroup is dropped after the rebalance timeout.
+// Kafka: GroupMetadata.hasAllMembersJoined (pending members), GroupCoordinator.onExpirePendingSync.
+#[tokio::test(start_paused = true)]
+async fn pending_member_and_missing_sync_do_not_stall_the_group() {
+    let gc = coordinator();
+    let a = member_id(&gc, 5).await.unwrap();
+    let _never = member_id(&gc, 5).await.unwrap();
+    let start = Instant::now();
+    let r = gc.join_group(join_req(G, &a), 5, "client").await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.members.len(), 1);
+    // Completed by the rebalance timeout (5 s) at the latest, not held forever.
+    assert!(
+        start.elapsed() <= Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    // a is the leader and keeps heartbeating but never syncs: after the rebalance timeout
+    // (5 s, well within its 10 s session) it is removed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gc.heartbeat(hb(&a, 1), 4).await.error_code, 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let h = gc.heartbeat(hb(&a, 1), 4).await;
+    assert_eq!(h.error_code, ResponseError::UnknownMemberId.code());
+}
+
+/// DescribeGroups shows the members with metadata and assignment once Stable, an unknown
+/// group as Dead, a group of another coordinator as NOT_COORDINATOR; ListGroups filters by state.
+// Kafka: GroupCoordinator.handleDescribeGroup, handleListGroups.
+#[tokio::test(start_paused = true)]
+async fn describe_and_list_groups() {
+    let gc = coordinator();
+    let (leader, follower) = stable_pair(&gc).await;
+    let other = (0..100)
+        .map(|i| format!("other-{i}"))
+        .find(|g| partition_for(g, 50) != partition_for(G, 50))
+        .unwrap();
+    let d = gc.describe_groups(
+        DescribeGroupsRequest::default()
+            .with_groups(vec![gid(G), gid("unknown-but-mine"), gid(&other)])
+            .with_include_authorized_operations(true),
+        5,
+    );
+    let g = &d.groups[0];
+    assert_eq!((g.error_code, g.group_state.as_str()), (0, "Stable"));
+    assert_eq!(g.protocol_type.as_str(), "consumer");
+    assert_eq!(g.protocol_data.as_str(), "range");
+    assert_eq!(g.members.len(), 2);
+    let lm = g
+        .members
+        .iter()
+        .find(|m| m.member_id.as_str() == leader)
+        .unwrap();
+    assert_eq!(lm.member_assignment.as_ref(), b"L");
+    assert_eq!(lm.member_metadata.as_ref(), b"meta");
+    assert_eq!(lm.client_id.as_str(), "client");
+    let fm = g
+        .members
+        .iter()
+        .find(|m| m.member_id.as_str() == follower)
+        .unwrap();
+    assert_eq!(fm.member_assignment.as_ref(), b"F");
+    let mine = partition_for("unknown-but-mine", 50) == partition_for(G, 50);
+    if mine {
+        assert_eq!(d.groups[1].group_state.as_str(), "Dead");
+    } else {
+        assert_eq!(d.groups[1].error_code, ResponseError::NotCoordinator.code());
+    }
+    assert_eq!(d.groups[2].error_code, ResponseError::NotCoordinator.code());
+    let l = gc.list_groups(
+        ListGroupsRequest::default().with_states_filter(vec![s("stable")]),
+        4,
+    );
+    assert_eq!(l.groups.len(), 1);
+    assert_eq!(l.groups[0].group_state.as_str(), "Stable");
+    let l = gc.list_groups(
+        ListGroupsRequest::default().with_states_filter(vec![s("Empty")]),
+        4,
+    );
+    assert!(l.groups.is_empty());
+}
+
+/// Every group API answers NOT_COORDINATOR for a group whose `__consumer_offsets` partition
+/// this broker does not lead, and resigning drops the groups it held.
+// Kafka: GroupCoordinator.validateGroupStatus, GroupMetadataManager.removeGroupsForPartition.
+#[tokio::test(start_paused = true)]
+async fn not_coordinator_before_election_and_after_resignation() {
+    let gc = coordinator();
+    assert_eq!(
+        gc.offset_commit(commit_req("", -1, 7), 8).await.topics[0].partitions[0].error_code,
+        0
+    );
+    gc.on_resigned(partition_for(G, 50));
+    let nc = ResponseError::NotCoordinator.code();
+    assert_eq!(gc.join_group(join_req(G, ""), 5, "c").await.error_code, nc);
+    assert_eq!(gc.sync_group(sync_req("m", 1, &[]), 5).await.error_code, nc);
+    assert_eq!(gc.heartbeat(hb("m", 1), 4).await.error_code, nc);
+    let l = gc
+        .leave_group(
+            LeaveGroupRequest::default()
+                .with_group_id(gid(G))
+                .with_member_id(s("m")),
+            2,
+        )
+        .await;
+    assert_eq!(l.error_code, nc);
+    assert_eq!(
+        commit_error(&gc.offset_commit(commit_req("", -1, 8), 8).await),
+        nc
+    );
+    let f = gc
+        .offset_fetch(
+            OffsetFetchRequest::default()
+                .with_group_id(gid(G))
+                .with_topics(None),
+            7,
+        )
+        .await;
+    assert_eq!(f.error_code, nc);
+    // v8: one answer per group.
+    let f = gc
+        .offset_fetch(
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(gid(G))
+                .with_topics(None)]),
+            8,
+        )
+        .await;
+    assert_eq!(f.groups[0].error_code, nc);
+    // Elected again: the group state was dropped with the partition (kept in memory only).
+    gc.on_elected(partition_for(G, 50));
+    assert_eq!(fetch_offset(&gc, G).await, -1);
+}
+
+/// OffsetFetch v8 answers several groups at once, each with its own offsets.
+#[tokio::test(start_paused = true)]
+async fn offset_fetch_v8_batches_groups() {
+    let gc = coordinator();
+    let same = (0..1000)
+        .map(|i| format!("g{i}"))
+        .find(|g| g != G && partition_for(g, 50) == partition_for(G, 50))
+        .unwrap();
+    gc.offset_commit(commit_req("", -1, 11), 8).await;
+    let mut c = commit_req("", -1, 22);
+    c.group_id = gid(&same);
+    gc.offset_commit(c, 8).await;
+    let f = gc
+        .offset_fetch(
+            OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(gid(G))
+                    .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partition_indexes(vec![0, 1])])),
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(gid(&same))
+                    .with_topics(None),
+            ]),
+            8,
+        )
+        .await;
+    assert_eq!(f.groups.len(), 2);
+    let p = &f.groups[0].topics[0].partitions;
+    assert_eq!((p[0].committed_offset, p[1].committed_offset), (11, -1));
+    assert_eq!(f.groups[1].topics[0].partitions[0].committed_offset, 22);
+}
+
+fn round_trip<T: Encodable + Decodable + PartialEq + Debug>(what: &str, msg: &T, version: i16) {
+    let mut buf = BytesMut::new();
+    msg.encode(&mut buf, version)
+        .unwrap_or_else(|e| panic!("{what} v{version} does not encode: {e}"));
+    assert_eq!(
+        buf.len(),
+        msg.compute_size(version).unwrap(),
+        "{what} v{version} size"
+    );
+    let mut bytes = buf.freeze();
+    let back = T::decode(&mut bytes, version)
+        .unwrap_or_else(|e| panic!("{what} v{version} does not decode: {e}"));
+    assert!(bytes.is_empty(), "{what} v{version}: trailing bytes");
+    // Equal only if no field was set that the version cannot carry.
+    assert_eq!(&back, msg, "{what} v{version}");
+}
+
+fn versions(key: i16) -> std::ops::RangeInclusive<i16> {
+    let (_, lo, hi) = GroupCoordinator::SUPPORTED_APIS
+        .iter()
+        .chain(GroupCoordinator::ADMIN_APIS)
+        .find(|(k, _, _)| *k == key)
+        .copied()
+        .unwrap();
+    lo..=hi
+}
+
+/// Every advertised version of every response, produced by a real scenario (successes and
+/// errors), survives kafka-protocol's encode then decode unchanged, and non-nullable strings
+/// of old versions are never null.
+#[tokio::test(start_paused = true)]
+async fn every_advertised_response_version_round_trips() {
+    for v in versions(11) {
+        let gc = coordinator();
+        let id = match member_id(&gc, v).await {
+            Some(id) => {
+                let r = gc.join_group(join_req(G, ""), v, "client").await;
+                round_trip("JoinGroup(MEMBER_ID_REQUIRED)", &r, v);
+                id
+            }
+            None => String::new(),
+        };
+        let mut req = join_req(G, &id);
+        if v >= 8 {
+            req.reason = Some(s("test"));
+        }
+        let r = gc.join_group(req, v, "client").await;
+        assert_eq!(r.error_code, 0, "JoinGroup v{v}");
+        assert!(r.protocol_name.is_some() || v >= 7);
+        round_trip("JoinGroup", &r, v);
+        let bad = gc.join_group(join_req(G, "stranger"), v, "client").await;
+        assert_eq!(bad.error_code, ResponseError::UnknownMemberId.code());
+        assert!(bad.protocol_name.is_some() || v >= 7);
+        round_trip("JoinGroup(error)", &bad, v);
+    }
+    let gc = coordinator();
+    let (leader, follower) = stable_pair(&gc).await;
+    for v in versions(14) {
+        let r = gc.sync_group(sync_req(&follower, 1, &[]), v).await;
+        assert_eq!(r.assignment.as_ref(), b"F");
+        round_trip("SyncGroup", &r, v);
+        round_trip(
+            "SyncGroup(error)",
+            &gc.sync_group(sync_req(&follower, 9, &[]), v).await,
+            v,
+        );
+    }
+    for v in versions(12) {
+        round_trip("Heartbeat", &gc.heartbeat(hb(&leader, 1), v).await, v);
+    }
+    for v in versions(8) {
+        let r = gc.offset_commit(commit_req(&leader, 1, 3), v).await;
+        assert_eq!(commit_error(&r), 0);
+        round_trip("OffsetCommit", &r, v);
+    }
+    for v in versions(9) {
+        let r = if v >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(gid(G))
+                    .with_topics(None),
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(gid("x"))
+                    .with_topics(None),
+            ])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(gid(G))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0, 1])]))
+        };
+        round_trip("OffsetFetch", &gc.offset_fetch(r, v).await, v);
+        let err = OffsetFetchRequest::default()
+            .with_group_id(gid(""))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0])]));
+        round_trip("OffsetFetch(error)", &gc.offset_fetch(err, v).await, v);
+    }
+    for v in versions(15) {
+        let r = gc.describe_groups(
+            DescribeGroupsRequest::default()
+                .with_groups(vec![gid(G), gid("x"), gid("y")])
+                .with_include_authorized_operations(v >= 3),
+            v,
+        );
+        round_trip("DescribeGroups", &r, v);
+    }
+    for v in versions(16) {
+        let mut req = ListGroupsRequest::default();
+        if v >= 4 {
+            req.states_filter = vec![s("Stable")];
+        }
+        let r = gc.list_groups(req, v);
+        assert_eq!(r.groups.len(), 1);
+        round_trip("ListGroups", &r, v);
+    }
+    for v in versions(13) {
+        let gc = coordinator();
+        let (leader, _) = stable_pair(&gc).await;
+        let req = LeaveGroupRequest::default().with_group_id(gid(G));
+        let req = if v >= 3 {
+            req.with_members(vec![
+                MemberIdentity::default().with_member_id(s(&leader)),
+                MemberIdentity::default().with_member_id(s("stranger")),
+            ])
+        } else {
+            req.with_member_id(s(&leader))
+        };
+        let r = gc.leave_group(req, v).await;
+        round_trip("LeaveGroup", &r, v);
+    }
+}
+
+/// With several common protocols, the members' first choices are counted and the majority
+/// wins, whoever the leader is.
+// Kafka: GroupMetadata.selectProtocol (votes).
+#[tokio::test(start_paused = true)]
+async fn protocol_is_chosen_by_vote() {
+    let gc = coordinator();
+    let ids = [
+        member_id(&gc, 5).await.unwrap(),
+        member_id(&gc, 5).await.unwrap(),
+        member_id(&gc, 5).await.unwrap(),
+    ];
+    // The first id in order becomes the leader of a new group: it alone prefers range.
+    let leader = ids.iter().min().unwrap().clone();
+    let reqs: Vec<JoinGroupRequest> = ids
+        .iter()
+        .map(|id| {
+            let mut r = join_req(G, id);
+            if *id != leader {
+                r.protocols.reverse(); // roundrobin first
+            }
+            r
+        })
+        .collect();
+    let mut it = reqs.into_iter();
+    let (r0, r1, r2) = tokio::join!(
+        gc.join_group(it.next().unwrap(), 5, "client"),
+        gc.join_group(it.next().unwrap(), 5, "client"),
+        gc.join_group(it.next().unwrap(), 5, "client")
+    );
+    for r in [&r0, &r1, &r2] {
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.protocol_name.as_deref(), Some("roundrobin"));
+        assert_eq!(r.leader.as_str(), leader);
+    }
+}
+
+/// The timer sleeps until the next deadline instead of polling: a stable group whose
+/// members heartbeat every 3 s for a minute wakes it a handful of times, not every 100 ms;
+/// and a silent member is still expired at its session timeout, not later.
+#[tokio::test(start_paused = true)]
+async fn timer_wakes_at_deadlines_only() {
+    let gc = coordinator();
+    let (leader, follower) = stable_pair(&gc).await;
+    let before = gc.timer_runs.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(gc.heartbeat(hb(&leader, 1), 4).await.error_code, 0);
+        assert_eq!(gc.heartbeat(hb(&follower, 1), 4).await.error_code, 0);
+    }
+    let runs = gc.timer_runs.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(runs <= 40, "timer ran {runs} times in 60 s");
+    // The follower goes silent: gone once 10 s have passed since its last heartbeat.
+    tokio::time::sleep(Duration::from_millis(9_900)).await;
+    assert_eq!(gc.heartbeat(hb(&leader, 1), 4).await.error_code, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        gc.heartbeat(hb(&leader, 1), 4).await.error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
+}
+
+/// A member that lost its JoinGroup answer and rejoins unchanged before syncing gets the same
+/// generation again (the leader with the member list) instead of starting a new rebalance.
+// Kafka: GroupCoordinator.doCurrentMemberJoinGroup, CompletingRebalance with matching metadata.
+#[tokio::test(start_paused = true)]
+async fn unchanged_rejoin_while_completing_rebalance_repeats_the_answer() {
+    let gc = coordinator();
+    let a = member_id(&gc, 5).await.unwrap();
+    let first = gc.join_group(join_req(G, &a), 5, "client").await;
+    assert_eq!((first.error_code, first.generation_id), (0, 1));
+    let again = gc.join_group(join_req(G, &a), 5, "client").await;
+    assert_eq!((again.error_code, again.generation_id), (0, 1));
+    assert_eq!(again.leader.as_str(), a);
+    assert_eq!(again.members.len(), 1);
+    // Changed metadata does start a new generation.
+    let mut changed = join_req(G, &a);
+    changed.protocols[0].metadata = Bytes::from_static(b"new");
+    let r = gc.join_group(changed, 5, "client").await;
+    assert_eq!(r.generation_id, 2);
+}
