@@ -207,13 +207,17 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         replicas: replicas.clone(),
         shutting_down: watch::channel(false).0,
         fetchers: crate::replication::FetcherManager::new(),
-        groups: crate::group::GroupCoordinator::new(
+        groups: crate::group::GroupCoordinator::with_log(
             id,
             crate::group::GroupConfig {
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
                 offsets_topic_num_partitions: config.offsets_topic_num_partitions,
                 ..crate::group::GroupConfig::default()
             },
+            Arc::new(crate::group_log::OffsetsTopicLog {
+                replicas: replicas.clone(),
+                timeout: Duration::from_millis(config.request_timeout_ms),
+            }),
         ),
         metrics: Default::default(),
         self_ref: std::sync::OnceLock::new(),

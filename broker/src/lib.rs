@@ -15,6 +15,7 @@
 //! - [`isr`]: the leader's ISR shrink and expand through AlterPartition.
 //! - [`client`]: the broker's own requests to other brokers.
 //! - [`metrics`]: the Prometheus endpoint (`metrics.port`).
+//! - [`group_log`]: `__consumer_offsets` as the group coordinator's log.
 //! - [`group`]: the consumer group coordinator (`GroupCoordinator`).
 //!
 //! The controller itself lives in the `controller` crate; [`broker::start`] starts it.
@@ -25,6 +26,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod group;
+pub mod group_log;
 pub mod isr;
 pub mod metadata_cache;
 pub mod metrics;

@@ -22,7 +22,10 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
                 .with_max_version(*hi)
         })
         .collect();
-    for (k, lo, hi) in crate::group::GroupCoordinator::SUPPORTED_APIS {
+    for (k, lo, hi) in crate::group::GroupCoordinator::SUPPORTED_APIS
+        .iter()
+        .chain(crate::group::GroupCoordinator::ADMIN_APIS)
+    {
         if ApiKey::try_from(*k).is_ok() {
             keys.push(
                 ApiVersion::default()

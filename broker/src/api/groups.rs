@@ -37,6 +37,10 @@ pub async fn handle(
             ResponseKind::OffsetCommit(g.offset_commit(r, version).await)
         }
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(g.offset_fetch(r, version).await),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(g.describe_groups(r, version))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(g.list_groups(r, version)),
         _ => return None,
     })
 }

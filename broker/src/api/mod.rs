@@ -72,6 +72,7 @@ pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
         .or_else(|| {
             crate::group::GroupCoordinator::SUPPORTED_APIS
                 .iter()
+                .chain(crate::group::GroupCoordinator::ADMIN_APIS)
                 .find(|(k, _, _)| *k == key as i16)
                 .map(|(_, lo, hi)| (*lo, *hi))
         })
