@@ -166,13 +166,21 @@ fn up_status_kill_controller_start_and_ctrl_c() {
     .unwrap();
 
     // Watch in the background while the controller dies.
-    let watch = Command::new(BIN)
+    let watch_file = tmp.path().join("watch.log");
+    let mut watch = Command::new(BIN)
         .args(["watch", "--seconds", "40", "--dir"])
         .arg(&dir)
-        .stdout(Stdio::piped())
+        .stdout(std::fs::File::create(&watch_file).unwrap())
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
+    let watched = || std::fs::read_to_string(&watch_file).unwrap_or_default();
+    wait_until(
+        "watch to take its first snapshot",
+        Duration::from_secs(30),
+        || watched().contains("watching").then_some(()),
+    )
+    .unwrap();
 
     let killed = ok(&dir, &["kill", "controller"]);
     assert!(killed.contains(&format!("broker {c1}")), "{killed}");
@@ -228,12 +236,9 @@ fn up_status_kill_controller_start_and_ctrl_c() {
     );
 
     // The watcher saw the failover with its timings.
-    let watch_out = {
-        // SAFETY: signal to our own child.
-        unsafe { libc::kill(watch.id() as i32, libc::SIGKILL) };
-        watch.wait_with_output().unwrap()
-    };
-    let w = String::from_utf8_lossy(&watch_out.stdout);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let w = watched();
     assert!(w.contains(&format!("broker {c1}: process exited")), "{w}");
     assert!(
         w.contains(&format!(

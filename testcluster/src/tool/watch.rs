@@ -196,7 +196,18 @@ pub fn run(dir: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
             for ch in diff(&prev, &next) {
                 let t = start.elapsed().as_secs_f64();
                 if ch.cause {
-                    println!("[{t:>9.3}s] {}", ch.text);
+                    // A cause may itself follow an earlier one (a SIGKILL, then the session
+                    // expiry that removes /brokers/ids/<id>): show that gap too.
+                    match &last_cause {
+                        Some((at, what)) if now.duration_since(*at) < Duration::from_secs(120) => {
+                            println!(
+                                "[{t:>9.3}s] {}   (+{:.3}s after: {what})",
+                                ch.text,
+                                now.duration_since(*at).as_secs_f64()
+                            )
+                        }
+                        _ => println!("[{t:>9.3}s] {}", ch.text),
+                    }
                     last_cause = Some((now, ch.text));
                 } else {
                     match &last_cause {
