@@ -187,7 +187,8 @@ pub fn add_partitions(dir: &Path, topic: &str, count: i32) -> anyhow::Result<()>
         .with_timeout_ms(TIMEOUT_MS)
         .with_topics(vec![CreatePartitionsTopic::default()
             .with_name(name(topic))
-            .with_count(count)]);
+            .with_count(count)
+            .with_assignments(None)]);
     let r: CreatePartitionsResponse = c.send(ApiKey::CreatePartitions, 1, &req)?;
     let t = r
         .results
