@@ -4,6 +4,7 @@
 //!   [`state`]'s `cluster.json` and answers [`control`] requests on `control.sock`.
 //! - [`status`] and [`watch`]: read a [`snapshot`] of ZooKeeper (and the brokers' Metadata).
 //! - [`topics`]: the admin commands over the Kafka protocol.
+//! - [`web`]: the live web view `up` serves.
 
 pub mod control;
 pub mod snapshot;
@@ -12,3 +13,4 @@ pub mod status;
 pub mod topics;
 pub mod up;
 pub mod watch;
+pub mod web;

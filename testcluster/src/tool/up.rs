@@ -67,8 +67,24 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?;
-    serve_control(listener, tx);
-    let mut last = write_state(&mut c, &dir, &socket)?;
+    serve_control(listener, tx.clone());
+    // The web view's buttons go through the same owning thread as the control socket.
+    let (web_tx, web_rx) = mpsc::channel::<(Request, mpsc::Sender<Result<String, String>>)>();
+    std::thread::spawn(move || {
+        for (req, reply) in web_rx {
+            if tx.send(UpEvent::Control(req, reply)).is_err() {
+                break;
+            }
+        }
+    });
+    let web_url = match crate::tool::web::serve(dir.clone(), web_tx) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            eprintln!("[testcluster] no web view: {e}");
+            None
+        }
+    };
+    let mut last = write_state(&mut c, &dir, &socket, &web_url)?;
 
     let (controller, epoch) = c.controller().unwrap_or((-1, -1));
     println!("[testcluster] ZooKeeper connect: {}", c.zookeeper_connect());
@@ -97,6 +113,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         dir.join(STATE_FILE).display()
     );
     let d = dir.display();
+    if let Some(u) = &web_url {
+        println!("[testcluster] web view: {u}");
+    }
     println!("[testcluster] try: testcluster status --dir {d}");
     println!("[testcluster]      testcluster watch --dir {d}   (in another terminal)");
     println!("[testcluster]      testcluster kill controller --dir {d}");
@@ -117,7 +136,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        match write_state_if_changed(&mut c, &dir, &socket, &last) {
+        match write_state_if_changed(&mut c, &dir, &socket, &web_url, &last) {
             Ok(Some(new)) => last = new,
             Ok(None) => {}
             Err(e) => eprintln!("[testcluster] cannot write the state file: {e}"),
@@ -235,7 +254,7 @@ fn handle(c: &mut Cluster, req: &Request) -> Result<String, String> {
     }
 }
 
-fn snapshot_state(c: &mut Cluster, socket: &Path) -> ClusterState {
+fn snapshot_state(c: &mut Cluster, socket: &Path, web_url: &Option<String>) -> ClusterState {
     let zookeeper =
         c.zk.servers
             .iter_mut()
@@ -264,15 +283,20 @@ fn snapshot_state(c: &mut Cluster, socket: &Path) -> ClusterState {
         zookeeper_connect: c.zookeeper_connect(),
         chroot: c.chroot.clone(),
         bootstrap_servers: c.bootstrap(),
-        web_url: None,
+        web_url: web_url.clone(),
         control_socket: socket.to_path_buf(),
         zookeeper,
         brokers,
     }
 }
 
-fn write_state(c: &mut Cluster, dir: &Path, socket: &Path) -> anyhow::Result<String> {
-    let s = snapshot_state(c, socket);
+fn write_state(
+    c: &mut Cluster,
+    dir: &Path,
+    socket: &Path,
+    web_url: &Option<String>,
+) -> anyhow::Result<String> {
+    let s = snapshot_state(c, socket, web_url);
     s.save(dir)?;
     Ok(serde_json::to_string(&s)?)
 }
@@ -281,9 +305,10 @@ fn write_state_if_changed(
     c: &mut Cluster,
     dir: &Path,
     socket: &Path,
+    web_url: &Option<String>,
     last: &str,
 ) -> anyhow::Result<Option<String>> {
-    let s = snapshot_state(c, socket);
+    let s = snapshot_state(c, socket, web_url);
     let text = serde_json::to_string(&s)?;
     if text == last {
         return Ok(None);
