@@ -218,7 +218,7 @@ fn events(mut s: TcpStream, dir: &std::path::Path) -> anyhow::Result<()> {
             } else {
                 // A comment line every ~10 s notices a closed page (the write fails).
                 idle += 1;
-                if idle % 33 == 0 {
+                if idle.is_multiple_of(33) {
                     s.write_all(b": keep-alive\n\n")?;
                 }
             }
