@@ -97,6 +97,11 @@ impl ZkServer {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
+
+    /// The server's `zoo.cfg`.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
 }
 
 impl ZooKeeper {
