@@ -449,7 +449,7 @@ impl ReplicaManager {
             let still_ours = {
                 let log = part.log();
                 log.log_end_offset() >= offset
-                    && epoch_at(&log.leader_epoch_entries(), offset - 1) == Some(leader_epoch)
+                    && log.epoch_for_offset(offset - 1) == Some(leader_epoch)
             };
             if !still_ours {
                 return Err(code(ResponseError::NotLeaderOrFollower));
@@ -519,13 +519,4 @@ impl ReplicaManager {
             }
         }
     }
-}
-
-/// The leader epoch that wrote `offset`, from the leader-epoch cache entries (epoch, start).
-fn epoch_at(entries: &[(i32, i64)], offset: i64) -> Option<i32> {
-    entries
-        .iter()
-        .take_while(|(_, start)| *start <= offset)
-        .last()
-        .map(|(e, _)| *e)
 }

@@ -358,10 +358,7 @@ async fn truncate(
             let Some(part) = b.replicas.get(&topic, r.partition) else {
                 continue;
             };
-            let epoch = parts
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map_or(-1, |(_, s)| s.leader_epoch);
+            let epoch = fetched_epoch(parts, &key);
             if r.error_code != 0 {
                 debug!(topic = %topic, partition = r.partition, error_code = r.error_code,
                     "OffsetsForLeaderEpoch failed; backing off");
@@ -384,6 +381,14 @@ async fn truncate(
         }
     }
     Ok(())
+}
+
+/// The leader epoch a partition was requested at in this round (-1 if it is not there).
+fn fetched_epoch(parts: &[((String, i32), FetchState)], key: &(String, i32)) -> i32 {
+    parts
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or(-1, |(_, s)| s.leader_epoch)
 }
 
 fn truncate_partition(part: &Partition, offset: i64, why: &str) {
@@ -458,10 +463,7 @@ async fn fetch(
             let Some(part) = b.replicas.get(&topic, d.partition_index) else {
                 continue;
             };
-            let epoch = parts
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map_or(-1, |(_, s)| s.leader_epoch);
+            let epoch = fetched_epoch(parts, &key);
             match d.error_code {
                 0 => {
                     let records = d.records.unwrap_or_default();

@@ -725,6 +725,10 @@ impl Log {
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epoch_cache.latest_epoch()
     }
+    /// The leader epoch that wrote `offset` (from the leader-epoch cache).
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.epoch_cache.epoch_for_offset(offset)
+    }
     /// OffsetsForLeaderEpoch: (epoch, end offset), (-1, -1) when unknown.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.epoch_cache.end_offset_for(epoch, self.log_end_offset)

@@ -8,7 +8,7 @@ use controller::zk::client::KafkaZkClient;
 use kafka_protocol::messages::MetadataResponse;
 
 use crate::broker::BrokerProcess;
-use crate::kafka::{leaders, leaders as leaders_of, Client};
+use crate::kafka::{leaders, Client};
 use crate::wait_until;
 use crate::zk::ZooKeeper;
 
@@ -217,7 +217,7 @@ impl Cluster {
         }
         for id in &ids {
             let md = self.metadata_from(*id, Some(&[topic])).ok()?;
-            if leaders_of(&md, topic)? != leaders {
+            if crate::kafka::leaders(&md, topic)? != leaders {
                 return None;
             }
         }
