@@ -53,6 +53,8 @@ pub struct Broker {
     pub fetchers: crate::replication::FetcherManager,
     /// ISR shrink/expand counters for the metrics endpoint.
     pub metrics: crate::metrics::BrokerMetrics,
+    /// Producer ids for idempotent producers (InitProducerId).
+    pub producer_ids: crate::api::producer_id::ProducerIdManager,
     /// This broker's own `Arc`, for tasks spawned from `&Broker`.
     self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
@@ -220,6 +222,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             }),
         ),
         metrics: Default::default(),
+        producer_ids: Default::default(),
         self_ref: std::sync::OnceLock::new(),
     });
     let _ = broker.self_ref.set(Arc::downgrade(&broker));

@@ -422,6 +422,12 @@ impl ReplicaManager {
         if let Err(e) = part.log().maybe_flush() {
             warn!(topic = %part.topic, partition = part.partition, error = %e, "flush failed");
         }
+        if info.duplicate {
+            // A retry of a batch already in the log (idempotent producer), perhaps written
+            // under an earlier leader: the acks=all wait follows the epoch it was written in.
+            let written_in = part.log().epoch_for_offset(info.last_offset);
+            return Ok((info, written_in.unwrap_or(leader_epoch)));
+        }
         part.maybe_advance_high_watermark(self.broker_id);
         self.notify_progress();
         Ok((info, leader_epoch))

@@ -30,6 +30,8 @@ pub const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 pub const BASE_TIMESTAMP_OFFSET: usize = 27;
 pub const MAX_TIMESTAMP_OFFSET: usize = 35;
 pub const PRODUCER_ID_OFFSET: usize = 43;
+pub const PRODUCER_EPOCH_OFFSET: usize = 51;
+pub const BASE_SEQUENCE_OFFSET: usize = 53;
 pub const RECORDS_COUNT_OFFSET: usize = 57;
 /// Size of the batch header; records start here.
 pub const RECORD_BATCH_OVERHEAD: usize = 61;
@@ -70,6 +72,8 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -87,12 +91,16 @@ impl BatchHeader {
             base_timestamp: get_i64(b, BASE_TIMESTAMP_OFFSET),
             max_timestamp: get_i64(b, MAX_TIMESTAMP_OFFSET),
             producer_id: get_i64(b, PRODUCER_ID_OFFSET),
+            producer_epoch: get_i16(b, PRODUCER_EPOCH_OFFSET),
+            base_sequence: get_i32(b, BASE_SEQUENCE_OFFSET),
             record_count: get_i32(b, RECORDS_COUNT_OFFSET),
         }
     }
-    /// Total size on disk (batchLength + 12).
+    /// Total size on disk (batchLength + 12). A negative batchLength (garbage) counts as 0, so
+    /// the size is never 0 and a scan over such bytes always moves forward; the callers'
+    /// minimum-length checks then reject the batch.
     pub fn size(&self) -> usize {
-        self.batch_length as usize + LOG_OVERHEAD
+        self.batch_length.max(0) as usize + LOG_OVERHEAD
     }
     pub fn last_offset(&self) -> i64 {
         self.base_offset + self.last_offset_delta as i64

@@ -30,6 +30,10 @@ pub enum Error {
     UnexpectedOffset(String),
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
     #[error("{0}")]
     Config(String),
     #[error("I/O error on {path}: {source}")]
@@ -51,6 +55,8 @@ pub mod codes {
     /// UNKNOWN_SERVER_ERROR: what Kafka answers for an unexpected append offset on a follower.
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const INVALID_CONFIG: i16 = 40;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 }
 
 impl Error {
@@ -66,6 +72,8 @@ impl Error {
             Error::OffsetOutOfRange { .. } => codes::OFFSET_OUT_OF_RANGE,
             Error::UnexpectedOffset(_) => codes::UNKNOWN_SERVER_ERROR,
             Error::InvalidTimestamp(_) => codes::INVALID_TIMESTAMP,
+            Error::OutOfOrderSequence(_) => codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            Error::InvalidProducerEpoch(_) => codes::INVALID_PRODUCER_EPOCH,
             Error::Config(_) => codes::INVALID_CONFIG,
             Error::Io { .. } => codes::KAFKA_STORAGE_ERROR,
         }

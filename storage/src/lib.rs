@@ -42,6 +42,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod log_manager;
+pub mod producer_state;
 pub mod segment;
 pub mod time_index;
 
@@ -63,6 +64,9 @@ pub struct LogAppendInfo {
     pub log_append_time: i64,
     pub log_start_offset: i64,
     pub record_count: u32,
+    /// The batch was a retry of one already in the log (idempotent producer): nothing was
+    /// written and the offsets are those of the first copy.
+    pub duplicate: bool,
 }
 
 /// The bytes of whole batches read from the log, and where they came from.

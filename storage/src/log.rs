@@ -24,6 +24,7 @@ use crate::checkpoint::LEADER_EPOCH_CHECKPOINT;
 use crate::config::{LogConfig, TimestampType};
 use crate::epoch::LeaderEpochFileCache;
 use crate::error::{Error, IoContext, Result};
+use crate::producer_state::{self, ProducerStateManager, SequenceCheck};
 use crate::segment::LogSegment;
 use crate::{FetchDataInfo, LogAppendInfo, TimestampAndOffset};
 use crate::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP};
@@ -79,6 +80,8 @@ pub struct Log {
     log_end_offset: i64,
     recovery_point: i64,
     epoch_cache: LeaderEpochFileCache,
+    /// Idempotent producers' last batches (duplicate and sequence checks).
+    producers: ProducerStateManager,
     /// Wall clock of the last flush (for `flush.ms`).
     last_flush_ms: i64,
     /// Segment files were created since the last flush: the folder needs an fsync too.
@@ -169,6 +172,7 @@ impl Log {
             log_end_offset: 0,
             recovery_point,
             epoch_cache,
+            producers: ProducerStateManager::new(),
             last_flush_ms: now,
             dir_dirty: true,
         };
@@ -195,9 +199,11 @@ impl Log {
         log.recovery_point = log.recovery_point.min(log.log_end_offset);
         log.epoch_cache.truncate_from_end(log.log_end_offset)?;
         log.epoch_cache.truncate_from_start(log.log_start_offset)?;
+        log.rebuild_producer_state()?;
         info!(topic = %log.topic, partition = log.partition, log_start_offset = log.log_start_offset,
             log_end_offset = log.log_end_offset, recovery_point = log.recovery_point,
-            segments = log.segments.len(), recovered = recovered_any, "loaded log");
+            segments = log.segments.len(), recovered = recovered_any,
+            producers = log.producers.len(), "loaded log");
         Ok(log)
     }
 
@@ -297,6 +303,9 @@ impl Log {
         leader_epoch: i32,
     ) -> Result<LogAppendInfo> {
         let batches = self.analyze(&records, true)?;
+        if let Some(dup) = self.check_producers(&batches)? {
+            return Ok(dup);
+        }
         let now = now_ms();
         let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut offset = self.log_end_offset;
@@ -360,6 +369,9 @@ impl Log {
             return self.append_as_leader(BytesMut::from(&records[..]), leader_epoch);
         }
         let batches = self.analyze(&records, true)?;
+        if let Some(dup) = self.check_producers(&batches)? {
+            return Ok(dup);
+        }
         let mut offset = self.log_end_offset;
         let mut headers = Vec::with_capacity(batches.len());
         let mut prefixes = Vec::with_capacity(batches.len());
@@ -410,6 +422,9 @@ impl Log {
         }
         self.active_mut().append_parts(parts, headers)?;
         self.log_end_offset = last.next_offset();
+        for h in headers {
+            self.producers.update(h);
+        }
         let mut max_timestamp = -1;
         let mut record_count = 0u32;
         for h in headers {
@@ -425,7 +440,54 @@ impl Log {
             log_append_time: -1,
             log_start_offset: self.log_start_offset,
             record_count,
+            duplicate: false,
         })
+    }
+
+    /// Producer checks of a client's batches (Kafka: `analyzeAndValidateProducerState`).
+    /// `Some` when the request is a retry of a batch already in the log: the answer to give.
+    fn check_producers(&self, batches: &[batch::BatchPos]) -> Result<Option<LogAppendInfo>> {
+        let idempotent = batches
+            .iter()
+            .any(|b| b.header.producer_id != producer_state::NO_PRODUCER_ID);
+        if !idempotent {
+            return Ok(None);
+        }
+        if batches.len() > 1 {
+            // ProduceRequest v3+ carries exactly one batch per partition.
+            return Err(Error::InvalidRecord(
+                "a produce request must carry exactly one record batch per partition".into(),
+            ));
+        }
+        let h = &batches[0].header;
+        match self.producers.check(&self.topic, self.partition, h)? {
+            SequenceCheck::Append => Ok(None),
+            SequenceCheck::Duplicate(m) => {
+                info!(topic = %self.topic, partition = self.partition, producer_id = h.producer_id,
+                    producer_epoch = h.producer_epoch, first_sequence = m.first_seq,
+                    base_offset = m.first_offset, "duplicate batch of an idempotent producer: not written again");
+                Ok(Some(LogAppendInfo {
+                    base_offset: m.first_offset,
+                    last_offset: m.last_offset,
+                    max_timestamp: m.max_timestamp,
+                    log_append_time: -1,
+                    log_start_offset: self.log_start_offset,
+                    record_count: 0,
+                    duplicate: true,
+                }))
+            }
+        }
+    }
+
+    /// Reads every batch header of the log again to rebuild the producer state (after load and
+    /// truncation; Kafka restores a snapshot and reads from there).
+    fn rebuild_producer_state(&mut self) -> Result<()> {
+        self.producers.clear();
+        let producers = &mut self.producers;
+        for seg in self.segments.values() {
+            seg.for_each_header(|h| producers.update(h))?;
+        }
+        Ok(())
     }
 
     /// Starts a new active segment at `base_offset` (Kafka: `roll`).
@@ -616,6 +678,7 @@ impl Log {
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
         self.epoch_cache.truncate_from_end(self.log_end_offset)?;
+        self.rebuild_producer_state()?;
         info!(topic = %self.topic, partition = self.partition, offset, log_end_offset = self.log_end_offset,
             "truncated log");
         Ok(())
@@ -634,6 +697,7 @@ impl Log {
         self.log_end_offset = offset;
         self.recovery_point = offset;
         self.epoch_cache.clear()?;
+        self.producers.clear();
         info!(topic = %self.topic, partition = self.partition, offset, "truncated log fully");
         Ok(())
     }

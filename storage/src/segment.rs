@@ -223,6 +223,25 @@ impl LogSegment {
         Ok(())
     }
 
+    /// Calls `f` with every batch header of the segment, in order (producer state rebuild).
+    /// Stops at the first header that does not describe a whole batch inside the file.
+    pub fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        let mut hdr = [0u8; RECORD_BATCH_OVERHEAD];
+        let mut pos = 0u64;
+        while self.size - pos >= RECORD_BATCH_OVERHEAD as u64 {
+            self.log.read_exact_at(&mut hdr, pos).ctx(&self.log_path)?;
+            let h = BatchHeader::parse(&hdr);
+            if (h.batch_length as i64) < (RECORD_BATCH_OVERHEAD - LOG_OVERHEAD) as i64
+                || pos + h.size() as u64 > self.size
+            {
+                break;
+            }
+            f(&h);
+            pos += h.size() as u64;
+        }
+        Ok(())
+    }
+
     fn note_batch(&mut self, h: &BatchHeader) {
         if h.max_timestamp > self.max_timestamp_so_far {
             self.max_timestamp_so_far = h.max_timestamp;

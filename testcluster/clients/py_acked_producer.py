@@ -1,8 +1,10 @@
 """Produce numbered records with confluent-kafka until a stop file appears; append the number of
 every record the broker acknowledged to an "acked" file (one per line).
 
-usage: py_acked_producer.py <bootstrap> <topic> <acks> <stop-file> <acked-file>
-Records: key = value = str(i), i = 0, 1, 2, ...; idempotence off, retries on (as the issue asks).
+usage: py_acked_producer.py <bootstrap> <topic> <acks> <stop-file> <acked-file> [--idempotent]
+Records: key = value = str(i), i = 0, 1, 2, ...; retries on. Idempotence is off unless
+--idempotent is given (then librdkafka asks for a producer id and numbers its batches, and the
+broker drops retried copies).
 """
 import os
 import sys
@@ -11,6 +13,7 @@ import time
 from confluent_kafka import Producer
 
 bootstrap, topic, acks, stop_file, acked_file = sys.argv[1:6]
+idempotent = "--idempotent" in sys.argv[6:]
 out = open(acked_file, "w", buffering=1)
 errors = [0]
 
@@ -25,12 +28,14 @@ def on_delivery(err, msg):
 p = Producer({
     "bootstrap.servers": bootstrap,
     "acks": acks,
-    "enable.idempotence": False,
+    "enable.idempotence": idempotent,
     "retries": 1000000,
     "retry.backoff.ms": 100,
     "message.timeout.ms": 60000,
     "request.timeout.ms": 5000,
-    "max.in.flight.requests.per.connection": 1,
+    # Without idempotence one request in flight keeps retries in order; with it librdkafka
+    # allows up to 5 and the broker's sequence checks keep the order.
+    "max.in.flight.requests.per.connection": 5 if idempotent else 1,
     "linger.ms": 5,
     "topic.metadata.refresh.interval.ms": 1000,
 })

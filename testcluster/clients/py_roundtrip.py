@@ -83,11 +83,10 @@ if client == "confluent":
 else:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    # kafka-python 3 turns idempotence on by default with acks=all; the broker does not
-    # implement InitProducerId (idempotent producer) yet, so it is switched off explicitly.
+    # kafka-python 3 turns idempotence on by default with acks=all (InitProducerId, then
+    # sequence numbers per partition); with acks=1 it leaves it off.
     p = KafkaProducer(bootstrap_servers=bootstrap, acks=(acks if acks == "all" else int(acks)),
-                      linger_ms=5, max_in_flight_requests_per_connection=1,
-                      enable_idempotence=False)
+                      linger_ms=5, max_in_flight_requests_per_connection=1)
     futures = []
     for i in range(n):
         k, v, h, ts = expect(i)

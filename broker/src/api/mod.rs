@@ -16,6 +16,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer_id;
 pub mod reassign;
 
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// FindCoordinator versions, advertised only together with the group APIs it serves.
@@ -230,6 +232,9 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
         RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
             reassign::list_partition_reassignments(&broker, r).await,
         ),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_id::handle(&broker, r).await)
+        }
         RequestKind::ControlledShutdown(r) => {
             ResponseKind::ControlledShutdown(control::controlled_shutdown(&broker, r).await)
         }

@@ -423,6 +423,60 @@ impl KafkaZkClient {
         }
     }
 
+    /// Claims the next block of producer ids for `broker_id` (Kafka's `ZkProducerIdManager`, the
+    /// path brokers take before IBP 3.0-IV0): read `/latest_producer_id_block` with its version,
+    /// write the following block with that version, and retry if another broker won the race.
+    /// Returns `(first, last)`, both inclusive.
+    pub async fn allocate_producer_id_block(&self, broker_id: i32) -> Result<(i64, i64)> {
+        let path = ProducerIdBlockZNode::path();
+        loop {
+            let (data, version) = match self.get_data_maybe(path).await? {
+                Some((data, stat)) => (data, Some(stat.version)),
+                None => (Vec::new(), None),
+            };
+            let start = if data.is_empty() {
+                0
+            } else {
+                let (_, _, end) = ProducerIdBlockZNode::decode(&data)?;
+                end.checked_add(1)
+                    .filter(|s| s.checked_add(ProducerIdBlockZNode::BLOCK_SIZE).is_some())
+                    .ok_or_else(|| Error::IllegalState("producer ids are exhausted".into()))?
+            };
+            let end = start + ProducerIdBlockZNode::BLOCK_SIZE - 1;
+            let bytes = ProducerIdBlockZNode::encode(broker_id, start, end);
+            let written = match version {
+                Some(v) => self
+                    .backend()
+                    .set_data(path.to_string(), bytes, Some(v))
+                    .await
+                    .map(|_| ()),
+                None => self
+                    .backend()
+                    .create(path.to_string(), bytes, NodeMode::Persistent)
+                    .await
+                    .map(|_| ()),
+            };
+            match written {
+                Ok(()) => {
+                    info!(
+                        broker_id,
+                        block_start = start,
+                        block_end = end,
+                        "claimed a block of producer ids"
+                    );
+                    return Ok((start, end));
+                }
+                Err(ZkError::BadVersion) | Err(ZkError::NodeExists) => {
+                    debug!(
+                        broker_id,
+                        "another broker claimed that producer id block; retrying"
+                    );
+                }
+                Err(e) => return Err(Error::zk(path, e)),
+            }
+        }
+    }
+
     /// Kafka's `registerControllerAndIncrementControllerEpoch` (reference §2.2 steps 2-5).
     pub async fn register_controller_and_increment_epoch(
         &self,

@@ -824,6 +824,54 @@ impl ClusterIdZNode {
     }
 }
 
+/// `/latest_producer_id_block` (persistent, created with null data at start-up): the last block
+/// of producer ids handed out. Start and end are inclusive and written as strings.
+///
+/// `{"version":1,"broker":0,"block_start":"8000","block_end":"8999"}`
+pub struct ProducerIdBlockZNode;
+
+impl ProducerIdBlockZNode {
+    /// Ids per block (Kafka: `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+    pub const BLOCK_SIZE: i64 = 1000;
+    pub fn path() -> &'static str {
+        "/latest_producer_id_block"
+    }
+    pub fn encode(broker_id: i32, block_start: i64, block_end: i64) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Json {
+            version: i32,
+            broker: i32,
+            block_start: String,
+            block_end: String,
+        }
+        serde_json::to_vec(&Json {
+            version: 1,
+            broker: broker_id,
+            block_start: block_start.to_string(),
+            block_end: block_end.to_string(),
+        })
+        .expect("serialising a plain struct cannot fail")
+    }
+    /// `(broker, block_start, block_end)`.
+    pub fn decode(bytes: &[u8]) -> Result<(i32, i64, i64)> {
+        let v = parse(Self::path(), bytes)?;
+        let num = |key: &str| -> Result<i64> {
+            v.get(key)
+                .and_then(|x| {
+                    x.as_str()
+                        .and_then(|s| s.parse().ok())
+                        .or_else(|| x.as_i64())
+                })
+                .ok_or_else(|| bad(Self::path(), &format!("missing or bad {key}")))
+        };
+        let broker = v
+            .get("broker")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad(Self::path(), "missing broker"))? as i32;
+        Ok((broker, num("block_start")?, num("block_end")?))
+    }
+}
+
 /// `/feature` (persistent). Written by the controller at failover; brokers watch it. A ZooKeeper
 /// broker advertises no features, so the finalized map is empty and the status Enabled (1).
 ///
@@ -1008,6 +1056,16 @@ mod tests {
         assert_eq!(
             ClusterIdZNode::encode("fn7-MseRQReG__IBE9axXQ"),
             id.as_bytes()
+        );
+
+        let block = r#"{"version":1,"broker":0,"block_start":"8000","block_end":"8999"}"#;
+        assert_eq!(
+            ProducerIdBlockZNode::encode(0, 8000, 8999),
+            block.as_bytes()
+        );
+        assert_eq!(
+            ProducerIdBlockZNode::decode(block.as_bytes()).unwrap(),
+            (0, 8000, 8999)
         );
 
         assert_eq!(
