@@ -73,4 +73,27 @@ fn zkcli_shows_kafkas_json() {
     let id: Value = serde_json::from_str(&id).unwrap();
     assert_eq!(id["version"], "1");
     assert_eq!(id["id"].as_str().unwrap().len(), 22);
+
+    // An idempotent producer (confluent-kafka, enable.idempotence) makes a broker claim a block
+    // of producer ids: {"version":1,"broker":<id>,"block_start":"0","block_end":"999"}.
+    let root = testcluster::workspace_root();
+    let script = "import sys\nfrom confluent_kafka import Producer\n\
+        p = Producer({'bootstrap.servers': sys.argv[1], 'enable.idempotence': True})\n\
+        p.produce('orders', b'v')\nassert p.flush(30) == 0\n";
+    let out = testcluster::command("timeout")
+        .arg("60")
+        .arg(root.join(".venv/bin/python"))
+        .args(["-c", script, &c.bootstrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let block = json(&c, "/latest_producer_id_block");
+    assert_eq!(block["version"], 1);
+    assert!((1..=3).contains(&block["broker"].as_i64().unwrap()));
+    assert_eq!(block["block_start"], "0");
+    assert_eq!(block["block_end"], "999");
 }
