@@ -862,7 +862,7 @@ impl ProducerIdBlockZNode {
                         .and_then(|s| s.parse().ok())
                         .or_else(|| x.as_i64())
                 })
-                .ok_or_else(|| bad(Self::path(), &format!("missing or bad {key}")))
+                .ok_or_else(|| bad(Self::path(), format!("missing or bad {key}")))
         };
         let broker = v
             .get("broker")
