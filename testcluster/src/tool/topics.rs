@@ -44,6 +44,15 @@ fn name(s: &str) -> TopicName {
 
 /// A live broker's Metadata (all topics) and a client connected to the controller.
 fn connect(dir: &Path) -> anyhow::Result<(MetadataResponse, Client)> {
+    connect_with(dir, tool_error)
+}
+
+/// [`connect`], with the calling tool's way of wording an error (`Error while executing topic
+/// command : ...` here, `Error: ...` for the reassignment tool).
+pub fn connect_with(
+    dir: &Path,
+    tool_error: fn(String) -> anyhow::Error,
+) -> anyhow::Result<(MetadataResponse, Client)> {
     let state = ClusterState::load(dir)?;
     let mut last_err = None;
     for b in &state.brokers {
