@@ -70,12 +70,50 @@ pub fn decode(data: &[u8]) -> Option<String> {
     }
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
         if v.is_object() || v.is_array() {
-            return serde_json::to_string_pretty(&v).ok();
+            let mut out = String::new();
+            pretty(&v, 0, &mut out);
+            return Some(out);
         }
     }
     match std::str::from_utf8(data) {
         Ok(s) => Some(s.to_string()),
         Err(_) => Some(format!("({} bytes, not text)", data.len())),
+    }
+}
+
+/// Pretty JSON with objects one key per line and arrays of plain values on one line
+/// (`"isr": [1, 3, 2]`), which is how a reader scans replica lists.
+fn pretty(v: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = |n: usize| "  ".repeat(n);
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, x)) in m.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                pretty(x, indent + 1, out);
+                out.push_str(if i + 1 < m.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        Value::Array(a) if a.iter().any(|x| x.is_object() || x.is_array()) => {
+            out.push_str("[\n");
+            for (i, x) in a.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                pretty(x, indent + 1, out);
+                out.push_str(if i + 1 < a.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(Value::to_string).collect();
+            out.push_str(&format!("[{}]", items.join(", ")));
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
