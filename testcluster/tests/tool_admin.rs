@@ -273,7 +273,11 @@ fn reassign_produce_consume_and_zk_as_a_user_would() {
         ],
     );
     wait_until("moving to have leaders", Duration::from_secs(60), || {
-        let d = ok(&dir, &["topics", "describe", "--topic", "moving"]);
+        // Right after CreateTopics a broker may not have the topic's metadata yet: retry.
+        let d = String::from_utf8_lossy(
+            &tool(&dir, &["topics", "describe", "--topic", "moving"]).stdout,
+        )
+        .into_owned();
         (d.matches("Leader: ").count() == 3 && !d.contains("Leader: none")).then_some(())
     })
     .unwrap();

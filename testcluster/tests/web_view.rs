@@ -243,7 +243,10 @@ fn browser_click_kills_the_controller_and_the_page_shows_the_failover() {
         ],
     );
     wait_until("the topic to have leaders", Duration::from_secs(60), || {
-        let d = ok(&dir, &["topics", "describe", "--topic", TOPIC]);
+        // Right after CreateTopics a broker may not have the topic's metadata yet: retry.
+        let d =
+            String::from_utf8_lossy(&tool(&dir, &["topics", "describe", "--topic", TOPIC]).stdout)
+                .into_owned();
         (d.matches("Leader: ").count() == PARTITIONS && !d.contains("Leader: none")).then_some(())
     })
     .unwrap();
