@@ -22,6 +22,9 @@ use tool::control::{self, Request};
 ///   testcluster topics create --topic demo --partitions 3 --replication-factor 3
 ///   testcluster kill controller             # SIGKILL the controller; watch the failover
 ///   testcluster start 1                     # start broker 1 again
+///   seq 1 10 | testcluster produce demo     # console producer; `consume demo --from-beginning`
+///   testcluster reassign propose --topics demo --brokers 1,2 --output plan.json
+///   testcluster zk /brokers                 # Kafka's znodes, decoded
 #[derive(Parser)]
 #[command(version, about, verbatim_doc_comment)]
 struct Cli {
@@ -128,6 +131,149 @@ enum Cmd {
     /// Topic administration over the Admin APIs, like kafka-topics.sh.
     #[command(subcommand)]
     Topics(TopicsCmd),
+    /// Partition reassignment, like kafka-reassign-partitions.sh (propose, execute, verify, cancel).
+    ///
+    /// A plan is kafka-reassign-partitions.sh's JSON:
+    ///   {"version":1,"partitions":[{"topic":"demo","partition":0,"replicas":[2,3],"log_dirs":["any","any"]}]}
+    ///
+    /// Examples:
+    ///   testcluster reassign propose --topics demo --brokers 2,3 --output plan.json
+    ///   testcluster reassign execute --plan plan.json
+    ///   testcluster reassign verify --plan plan.json
+    ///   testcluster reassign cancel --plan plan.json
+    #[command(subcommand, verbatim_doc_comment)]
+    Reassign(ReassignCmd),
+    /// Console producer (like kafka-console-producer.sh): one record per stdin line.
+    ///
+    /// Runs librdkafka (the client inside kcat and confluent-kafka). Waits for every
+    /// acknowledgement; exits 1 if a record was not acknowledged.
+    ///
+    /// Examples:
+    ///   seq 1 100 | testcluster produce demo
+    ///   printf 'user1:login\nuser2:logout\n' | testcluster produce demo --key-separator :
+    ///   testcluster produce demo --acks 1          # then type lines; Ctrl-D to finish
+    #[command(verbatim_doc_comment)]
+    Produce {
+        /// Topic to write to.
+        topic: String,
+        /// Each line is KEY<SEP>VALUE, split at the first SEP (Kafka's parse.key=true).
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+        /// Acknowledgements to wait for: 0, 1 or all.
+        #[arg(long, default_value = "all")]
+        acks: String,
+    },
+    /// Console consumer (like kafka-console-consumer.sh), in a consumer group.
+    ///
+    /// Without --group it joins a throw-away group and commits nothing; with --group it
+    /// commits what it printed, so the group's next consumer continues after it. Prints
+    /// "Processed a total of N messages" to stderr when it stops (--max-messages,
+    /// --timeout-ms without a record, or Ctrl-C).
+    ///
+    /// Examples:
+    ///   testcluster consume demo --from-beginning
+    ///   testcluster consume demo --group readers --from-beginning --max-messages 10 --print-key
+    ///   testcluster consume demo --from-beginning --timeout-ms 5000
+    #[command(verbatim_doc_comment)]
+    Consume {
+        /// Topic to read.
+        topic: String,
+        /// Consumer group (JoinGroup/SyncGroup/OffsetCommit on the group coordinator).
+        #[arg(long)]
+        group: Option<String>,
+        /// Start at the earliest offset when the group has no committed offset.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Print each record's key (or null) before its value.
+        #[arg(long)]
+        print_key: bool,
+        /// Between key and value with --print-key.
+        #[arg(long, default_value = "\\t", value_name = "SEP")]
+        key_separator: String,
+        /// Stop when no record arrives for this long.
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u64>,
+    },
+    /// The znodes Kafka wrote under the cluster's chroot, with their data decoded.
+    ///
+    /// Like zkCli.sh's `get` on a whole subtree; JSON is pretty-printed and ephemeral znodes
+    /// (owned by a live ZooKeeper session) are marked.
+    ///
+    /// Examples:
+    ///   testcluster zk                              # everything
+    ///   testcluster zk /brokers/ids                 # registered brokers
+    ///   testcluster zk /controller                  # who is controller
+    ///   testcluster zk /brokers/topics/demo         # assignment, partition states
+    #[command(verbatim_doc_comment)]
+    Zk {
+        /// Where to start, inside the chroot.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReassignCmd {
+    /// Propose a plan moving TOPICS onto BROKERS (kafka-reassign-partitions.sh --generate).
+    ///
+    /// Prints the current assignment (keep it to roll back) and the proposal, both as plans.
+    /// Replicas are spread round-robin as Kafka does; the replication factor is kept.
+    ///
+    /// Examples:
+    ///   testcluster reassign propose --topics demo --brokers 1,2,3
+    ///   testcluster reassign propose --topics demo,logs --brokers 2,3 --output plan.json
+    #[command(verbatim_doc_comment)]
+    Propose {
+        /// Comma-separated topic names.
+        #[arg(long, value_delimiter = ',', required = true)]
+        topics: Vec<String>,
+        /// Comma-separated broker ids to place the replicas on.
+        #[arg(long, value_delimiter = ',', required = true)]
+        brokers: Vec<i32>,
+        /// Also write the proposed plan to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Start the moves of a plan (AlterPartitionReassignments, on the controller).
+    ///
+    /// Examples:
+    ///   testcluster reassign execute --plan plan.json
+    ///   testcluster reassign execute --plan more.json --additional
+    #[command(verbatim_doc_comment)]
+    Execute {
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        /// Start even though other reassignments are in progress.
+        #[arg(long)]
+        additional: bool,
+    },
+    /// Is each partition of a plan moved, still moving, or neither?
+    ///
+    /// Examples:
+    ///   testcluster reassign verify --plan plan.json
+    #[command(verbatim_doc_comment)]
+    Verify {
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+    },
+    /// Cancel the plan's moves still in progress (the original replicas come back).
+    ///
+    /// Examples:
+    ///   testcluster reassign cancel --plan plan.json
+    #[command(verbatim_doc_comment)]
+    Cancel {
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+    },
+    /// The reassignments in progress, with adding and removing replicas.
+    ///
+    /// Examples:
+    ///   testcluster reassign list
+    #[command(verbatim_doc_comment)]
+    List,
 }
 
 #[derive(Subcommand)]
@@ -216,6 +362,11 @@ fn key_values(kvs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `\t` and `\n` typed on a command line, as Kafka's tools read them in separators.
+fn unescape(s: &str) -> String {
+    s.replace("\\t", "\t").replace("\\n", "\n")
+}
+
 fn ask(dir: &std::path::Path, req: Request) -> anyhow::Result<()> {
     println!("{}", control::send(dir, &req)?);
     Ok(())
@@ -291,5 +442,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tool::topics::elect(&dir, unclean, topic.as_deref(), partition)
             }
         },
+        Cmd::Reassign(r) => match r {
+            ReassignCmd::Propose {
+                topics,
+                brokers,
+                output,
+            } => tool::reassign::propose(&dir, &topics, &brokers, output.as_deref()),
+            ReassignCmd::Execute { plan, additional } => {
+                tool::reassign::execute(&dir, &plan, additional)
+            }
+            ReassignCmd::Verify { plan } => tool::reassign::verify(&dir, &plan),
+            ReassignCmd::Cancel { plan } => tool::reassign::cancel(&dir, &plan),
+            ReassignCmd::List => tool::reassign::list(&dir),
+        },
+        Cmd::Produce {
+            topic,
+            key_separator,
+            acks,
+        } => tool::console::produce(
+            &dir,
+            tool::console::ProduceArgs {
+                topic,
+                key_separator,
+                acks,
+            },
+        ),
+        Cmd::Consume {
+            topic,
+            group,
+            from_beginning,
+            max_messages,
+            print_key,
+            key_separator,
+            timeout_ms,
+        } => tool::console::consume(
+            &dir,
+            tool::console::ConsumeArgs {
+                topic,
+                group,
+                from_beginning,
+                max_messages,
+                print_key,
+                key_separator: unescape(&key_separator),
+                timeout_ms,
+            },
+        ),
+        Cmd::Zk { path } => tool::znodes::run(&dir, &path),
     }
 }

@@ -160,7 +160,10 @@ fn up_status_kill_controller_start_and_ctrl_c() {
         "{err}"
     );
     wait_until("demo to have leaders", Duration::from_secs(60), || {
-        let d = ok(&dir, &["topics", "describe", "--topic", "demo"]);
+        // Right after CreateTopics a broker may not have the topic's metadata yet: retry.
+        let d =
+            String::from_utf8_lossy(&tool(&dir, &["topics", "describe", "--topic", "demo"]).stdout)
+                .into_owned();
         (d.matches("Leader: ").count() == 3 && !d.contains("Leader: none")).then_some(())
     })
     .unwrap();
@@ -229,6 +232,17 @@ fn up_status_kill_controller_start_and_ctrl_c() {
     assert!(!twice.status.success());
     assert!(String::from_utf8_lossy(&twice.stderr).contains("already running"));
 
+    // The preferred leader can lead again once it is back in the ISR.
+    wait_until(
+        "the restarted broker to rejoin every ISR",
+        Duration::from_secs(60),
+        || {
+            ok(&dir, &["status"])
+                .contains("under-replicated partitions: 0")
+                .then_some(())
+        },
+    )
+    .unwrap();
     let ok_elect = ok(&dir, &["topics", "elect", "--preferred", "--topic", "demo"]);
     assert!(
         ok_elect.contains("leader election") || ok_elect.contains("already elected"),

@@ -44,8 +44,18 @@ fn name(s: &str) -> TopicName {
 
 /// A live broker's Metadata (all topics) and a client connected to the controller.
 fn connect(dir: &Path) -> anyhow::Result<(MetadataResponse, Client)> {
+    connect_with(dir, tool_error)
+}
+
+/// [`connect`], with the calling tool's way of wording an error (`Error while executing topic
+/// command : ...` here, `Error: ...` for the reassignment tool).
+pub fn connect_with(
+    dir: &Path,
+    tool_error: fn(String) -> anyhow::Error,
+) -> anyhow::Result<(MetadataResponse, Client)> {
     let state = ClusterState::load(dir)?;
     let mut last_err = None;
+    let mut no_controller = None;
     for b in &state.brokers {
         if proc_state(b.pid) != ProcState::Alive {
             continue;
@@ -53,21 +63,27 @@ fn connect(dir: &Path) -> anyhow::Result<(MetadataResponse, Client)> {
         match Client::connect(&b.address).and_then(|mut c| c.metadata(None)) {
             Ok(md) => {
                 let controller = md.controller_id.0;
-                let addr = md
+                let Some(addr) = md
                     .brokers
                     .iter()
                     .find(|x| x.node_id.0 == controller)
                     .map(|x| format!("{}:{}", x.host, x.port))
-                    .ok_or_else(|| {
-                        tool_error(format!(
-                            "no controller is available right now (broker {} reports controller {controller})",
-                            b.id
-                        ))
-                    })?;
+                else {
+                    // A broker that just started may not know the controller yet (no
+                    // UpdateMetadata so far), as Kafka's AdminClient finds: ask the next.
+                    no_controller.get_or_insert(format!(
+                        "no controller is available right now (broker {} reports controller {controller})",
+                        b.id
+                    ));
+                    continue;
+                };
                 return Ok((md, Client::connect(&addr)?));
             }
             Err(e) => last_err = Some(e),
         }
+    }
+    if let Some(msg) = no_controller {
+        return Err(tool_error(msg));
     }
     Err(tool_error(format!(
         "Timed out waiting for a node assignment: no broker of {} answered ({})",
