@@ -348,23 +348,92 @@ pub fn for_each_record<'a>(
     Ok(count)
 }
 
+/// Zigzag varint at `b[*at..]`, advancing `at`; `None` past the end or beyond 10 bytes. The
+/// one-byte case (most lengths and deltas of small records) is decided first.
+#[inline(always)]
+fn zigzag_at(b: &[u8], at: &mut usize) -> Option<i64> {
+    let first = *b.get(*at)?;
+    *at += 1;
+    let raw = if first < 0x80 {
+        first as u64
+    } else {
+        let mut v = (first & 0x7f) as u64;
+        let mut shift = 7;
+        loop {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+        v
+    };
+    Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+}
+
+/// Skips a length-prefixed field (key, value, header key or value) of a record that ends at
+/// `end`; a length of -1 is null, and only when `nullable`.
+#[inline(always)]
+fn skip_field(b: &[u8], at: &mut usize, end: usize, nullable: bool) -> Option<()> {
+    let len = zigzag_at(&b[..end], at)?;
+    if len == -1 && nullable {
+        return Some(());
+    }
+    if len < 0 || len > (end - *at) as i64 {
+        return None;
+    }
+    *at += len as usize;
+    Some(())
+}
+
+/// The leader's walk over the records of an uncompressed producer batch (Kafka:
+/// `DefaultRecord.readFrom` inside `LogValidator`): each record's length, attributes, timestamp
+/// delta, offset delta (must be 0, 1, 2 ...), key, value and headers must fill exactly the
+/// record's declared length, and the count must match the header.
 fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
+    let mut at = 0usize;
     let mut i = 0i32;
-    let n = for_each_record(area, h, |r| {
-        // Kafka: LogValidator checks that inner offsets are 0, 1, 2 ... (INVALID_RECORD).
-        if r.offset_delta != i {
+    while at < area.len() {
+        let len = zigzag_at(area, &mut at)
+            .filter(|l| *l >= 1 && *l <= i32::MAX as i64)
+            .ok_or_else(|| bad(h, "length varint"))? as usize;
+        let end = at
+            .checked_add(len)
+            .filter(|e| *e <= area.len())
+            .ok_or_else(|| bad(h, "record length past the batch"))?;
+        let mut p = at + 1; // attributes
+        zigzag_at(&area[..end], &mut p).ok_or_else(|| bad(h, "timestamp delta"))?;
+        let od = zigzag_at(&area[..end], &mut p).ok_or_else(|| bad(h, "offset delta"))?;
+        if od != i as i64 {
             return Err(Error::InvalidRecord(format!(
-                "record {i} of batch at offset {} has offset delta {}",
-                h.base_offset, r.offset_delta
+                "record {i} of batch at offset {} has offset delta {od}",
+                h.base_offset
             )));
         }
-        i += 1;
-        Ok(())
-    })?;
-    if n != h.record_count as usize {
+        skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "key"))?;
+        skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "value"))?;
+        let headers = zigzag_at(&area[..end], &mut p)
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad(h, "header count"))?;
+        for _ in 0..headers {
+            skip_field(area, &mut p, end, false).ok_or_else(|| bad(h, "header key"))?;
+            skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "header value"))?;
+        }
+        if p != end {
+            return Err(bad(h, "record fields do not fill its length"));
+        }
+        at = end;
+        i = i.saturating_add(1);
+    }
+    if i != h.record_count {
         return Err(Error::InvalidRecord(format!(
-            "batch at offset {} declares {} records but holds {}",
-            h.base_offset, h.record_count, n
+            "batch at offset {} declares {} records but holds {i}",
+            h.base_offset, h.record_count
         )));
     }
     Ok(())
@@ -511,6 +580,49 @@ mod tests {
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    /// The leader's record walk checks every field against the record's length, headers too.
+    #[test]
+    fn record_fields_must_fill_the_record_exactly() {
+        let recs = [
+            NewRecord {
+                offset_delta: 0,
+                timestamp: 5,
+                key: Some(b"k"),
+                value: Some(b"value"),
+            },
+            NewRecord {
+                offset_delta: 1,
+                timestamp: 6,
+                key: None,
+                value: Some(b"v2"),
+            },
+        ];
+        let good = build_batch(0, 0, &recs);
+        validate_batch(&good).unwrap();
+        // The first record's last byte is its header count (0). Claiming one header makes the
+        // header's key run past the record.
+        let first_len = read_varint(&good[RECORD_BATCH_OVERHEAD..]).unwrap();
+        let last = RECORD_BATCH_OVERHEAD + first_len.1 + first_len.0 as usize - 1;
+        assert_eq!(good[last], 0);
+        let mut bad_headers = good.clone();
+        bad_headers[last] = 2; // zigzag 1
+        let crc = compute_crc(&bad_headers);
+        bad_headers[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        let e = validate_batch(&bad_headers).unwrap_err();
+        assert_eq!(e.kafka_error_code(), 2, "{e}");
+        // A stored batch (follower, recovery) is covered by its CRC alone.
+        validate_stored_batch(&bad_headers).unwrap();
+        // Out-of-sequence offset deltas from a producer are INVALID_RECORD.
+        let mut swapped = recs;
+        swapped[1].offset_delta = 3;
+        let mut b = build_batch(0, 0, &swapped);
+        b[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&1i32.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(validate_batch(&b).unwrap_err().kafka_error_code(), 87);
     }
 
     #[test]

@@ -319,8 +319,9 @@ fn print_run(r: &mut RunResult) {
         );
         if r.pids > 0 {
             print!(
-                "  broker CPU {:.2} s = {:.3} CPU-s per million records",
+                "  broker CPU {:.2} s (user {:.2}) = {:.3} CPU-s per million records",
                 p.broker_cpu_seconds,
+                p.broker_user_seconds,
                 p.cpu_per_million()
             );
         }

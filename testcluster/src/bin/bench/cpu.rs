@@ -28,18 +28,24 @@ impl BrokerCpu {
         &self.pids
     }
 
-    /// CPU seconds (user + system) used so far by all the pids together; 0 with no pids.
-    pub fn seconds(&self) -> anyhow::Result<f64> {
-        let mut ticks = 0u64;
+    /// CPU seconds used so far, split into user mode (the broker's own code) and kernel mode
+    /// (system calls: socket copies, page-cache writes and reads, scheduling).
+    pub fn user_and_system(&self) -> anyhow::Result<(f64, f64)> {
+        let (mut user, mut system) = (0u64, 0u64);
         for pid in &self.pids {
-            ticks += process_ticks(*pid)?;
+            let (u, s) = process_ticks(*pid)?;
+            user += u;
+            system += s;
         }
-        Ok(ticks as f64 / self.ticks_per_second)
+        Ok((
+            user as f64 / self.ticks_per_second,
+            system as f64 / self.ticks_per_second,
+        ))
     }
 }
 
-/// utime + stime of one process, in clock ticks.
-fn process_ticks(pid: u32) -> anyhow::Result<u64> {
+/// (utime, stime) of one process, in clock ticks.
+fn process_ticks(pid: u32) -> anyhow::Result<(u64, u64)> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_stat_ticks(&text).with_context(|| format!("parsing {path}"))
@@ -47,13 +53,13 @@ fn process_ticks(pid: u32) -> anyhow::Result<u64> {
 
 /// The command name (field 2) sits in parentheses and may hold spaces or parentheses itself,
 /// so fields are counted from the last `)`: state is field 3, utime 14 and stime 15.
-fn parse_stat_ticks(text: &str) -> anyhow::Result<u64> {
+fn parse_stat_ticks(text: &str) -> anyhow::Result<(u64, u64)> {
     let rest = &text[text.rfind(')').context("no ')' in stat")? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // fields[0] is field 3 (state), so field n is fields[n - 3].
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 /// CPU seconds (user + system) this thread has used so far.
@@ -99,13 +105,13 @@ mod tests {
     fn parses_utime_and_stime_after_a_tricky_comm() {
         let line = "4242 (my (odd) proc) S 1 4242 4242 0 -1 4194560 500 0 0 0 \
                     123 45 0 0 20 0 9 0 100 1000 200 18446744073709551615";
-        assert_eq!(parse_stat_ticks(line).unwrap(), 168);
+        assert_eq!(parse_stat_ticks(line).unwrap(), (123, 45));
     }
 
     #[test]
     fn reads_our_own_process() {
         let cpu = BrokerCpu::new(vec![std::process::id()]);
-        assert!(cpu.seconds().unwrap() >= 0.0);
-        assert!(BrokerCpu::new(vec![u32::MAX]).seconds().is_err());
+        assert!(cpu.user_and_system().unwrap().0 >= 0.0);
+        assert!(BrokerCpu::new(vec![u32::MAX]).user_and_system().is_err());
     }
 }

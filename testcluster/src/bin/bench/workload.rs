@@ -63,6 +63,8 @@ pub struct Phase {
     pub bytes: u64,
     pub seconds: f64,
     pub broker_cpu_seconds: f64,
+    /// The user-mode part of `broker_cpu_seconds` (the broker's own code).
+    pub broker_user_seconds: f64,
     pub latencies: Option<Latencies>,
 }
 
@@ -87,6 +89,7 @@ impl Phase {
             "mb_per_second": self.mb_per_second(),
             "broker_cpu_seconds": self.broker_cpu_seconds,
             "broker_cpu_seconds_per_million": self.cpu_per_million(),
+            "broker_user_seconds": self.broker_user_seconds,
         });
         if let Some(l) = &mut self.latencies {
             v["latency"] = l.summary();
@@ -179,7 +182,7 @@ pub fn produce(
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .context("metadata for the bench topic")?;
     let value = payload(size);
-    let cpu0 = cpu.seconds()?;
+    let (user0, sys0) = cpu.user_and_system()?;
     let t0 = Instant::now();
     for i in 0..records {
         let sent = producer.context().start.elapsed().as_nanos() as usize;
@@ -195,7 +198,7 @@ pub fn produce(
         .flush(Duration::from_secs(180))
         .context("waiting for delivery reports")?;
     let seconds = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu.seconds()?;
+    let (user1, sys1) = cpu.user_and_system()?;
     let ctx = producer.context();
     let failed = ctx.failed.load(Ordering::Relaxed);
     if failed > 0 {
@@ -215,7 +218,8 @@ pub fn produce(
         records,
         bytes: records * size as u64,
         seconds,
-        broker_cpu_seconds: cpu1 - cpu0,
+        broker_cpu_seconds: (user1 + sys1) - (user0 + sys0),
+        broker_user_seconds: user1 - user0,
         latencies: Some(latencies),
     })
 }
@@ -284,7 +288,7 @@ pub fn consume(
     c.fetch_metadata(Some(topic), Duration::from_secs(10))
         .context("metadata for the bench topic")?;
     warm_up_group(&c, topic);
-    let cpu0 = cpu.seconds()?;
+    let (user0, sys0) = cpu.user_and_system()?;
     let t0 = Instant::now();
     assign_from_zero(&c, topic)?;
     let mut next: i64 = 0;
@@ -321,12 +325,13 @@ pub fn consume(
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu.seconds()?;
+    let (user1, sys1) = cpu.user_and_system()?;
     Ok(Phase {
         records,
         bytes,
         seconds,
-        broker_cpu_seconds: cpu1 - cpu0,
+        broker_cpu_seconds: (user1 + sys1) - (user0 + sys0),
+        broker_user_seconds: user1 - user0,
         latencies: None,
     })
 }
