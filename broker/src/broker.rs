@@ -53,6 +53,8 @@ pub struct Broker {
     pub fetchers: crate::replication::FetcherManager,
     /// ISR shrink/expand counters for the metrics endpoint.
     pub metrics: crate::metrics::BrokerMetrics,
+    /// Batches the leader's ISR changes into AlterPartition requests.
+    pub alter_partitions: crate::isr::AlterPartitionManager,
     /// This broker's own `Arc`, for tasks spawned from `&Broker`.
     self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
@@ -220,6 +222,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             }),
         ),
         metrics: Default::default(),
+        alter_partitions: Default::default(),
         self_ref: std::sync::OnceLock::new(),
     });
     let _ = broker.self_ref.set(Arc::downgrade(&broker));
