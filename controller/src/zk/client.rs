@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 
 /// Znodes per multi-read request when loading partition states.
 const MULTI_READ_CHUNK: usize = 500;
+/// Partition state writes per fenced multi-op (see `update_leader_and_isr`).
+const MULTI_WRITE_CHUNK: usize = 100;
 
 /// Outcome of an election attempt (expected outcomes, not errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -811,7 +813,43 @@ impl KafkaZkClient {
         states: &[(TopicPartition, LeaderIsrAndControllerEpoch)],
         epoch_zk_version: i32,
     ) -> Result<BTreeMap<TopicPartition, UpdateLeaderAndIsrResult>> {
-        let writes = states.iter().map(|(tp, s)| async move {
+        // Chunks of writes, one fenced multi-op each, all in flight at once: ZooKeeper logs
+        // and fsyncs a multi-op as one transaction, where one write per partition made
+        // ZooKeeper's transaction rate the bound of a failover. One failing write fails its
+        // whole multi-op; that chunk is then written one partition at a time, as before.
+        let chunks: Vec<&[(TopicPartition, LeaderIsrAndControllerEpoch)]> =
+            states.chunks(MULTI_WRITE_CHUNK).collect();
+        let batched = chunks.iter().map(|chunk| async move {
+            let ops = chunk
+                .iter()
+                .map(|(tp, s)| ZkOp::SetData {
+                    path: TopicPartitionStateZNode::path(tp),
+                    data: TopicPartitionStateZNode::encode(s),
+                    version: Some(s.leader_and_isr.partition_epoch),
+                })
+                .collect();
+            (*chunk, self.fenced_multi(epoch_zk_version, ops).await)
+        });
+        let mut out = BTreeMap::new();
+        let mut singly: Vec<&(TopicPartition, LeaderIsrAndControllerEpoch)> = Vec::new();
+        for (chunk, r) in join_all(batched).await {
+            match r {
+                Ok(results) if results.len() == chunk.len() => {
+                    for ((tp, _), r) in chunk.iter().zip(results) {
+                        let res = match r {
+                            ZkOpResult::SetData(stat) => {
+                                UpdateLeaderAndIsrResult::Updated(stat.version)
+                            }
+                            _ => UpdateLeaderAndIsrResult::Failed("unexpected multi result".into()),
+                        };
+                        out.insert(tp.clone(), res);
+                    }
+                }
+                Err(FencedError::ControllerMoved) => return Err(Error::ControllerMoved),
+                Ok(_) | Err(FencedError::Op { .. }) => singly.extend(chunk.iter()),
+            }
+        }
+        let writes = singly.into_iter().map(|(tp, s)| async move {
             let r = self
                 .fenced_multi(
                     epoch_zk_version,
@@ -824,7 +862,6 @@ impl KafkaZkClient {
                 .await;
             (tp.clone(), r)
         });
-        let mut out = BTreeMap::new();
         for (tp, r) in join_all(writes).await {
             let res = match r {
                 Ok(results) => match results.first() {
