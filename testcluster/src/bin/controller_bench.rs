@@ -45,7 +45,7 @@ use testcluster::{wait_until, Cluster, ClusterOptions, Signal};
 #[derive(Parser, Debug)]
 #[command(about = "Controller failover, broker failure and controlled shutdown timings")]
 struct Args {
-    /// Partition counts, run one after the other, each on a fresh cluster.
+    /// Partition counts, run one after the other, each on a fresh cluster (0: none).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     partitions: Vec<usize>,
     /// Replication factor of the bench topics (3 = every broker hosts every partition).
@@ -597,7 +597,7 @@ fn main() -> anyhow::Result<()> {
     }
     raise_nofile_limit();
     let mut rows = Vec::new();
-    for &n in &args.partitions {
+    for &n in args.partitions.iter().filter(|n| **n > 0) {
         eprintln!("[controller_bench] {n} partitions: starting the cluster");
         let mut bench = Bench::start(&args, &format!("p{n}"))?;
         let created = bench.create_topics(n, args.per_topic, args.replication_factor)?;
