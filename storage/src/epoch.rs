@@ -172,4 +172,37 @@ mod tests {
         let again = LeaderEpochFileCache::load(&d.path().join("leader-epoch-checkpoint")).unwrap();
         assert_eq!(again.entries(), &[(2, 12)]);
     }
+
+    #[test]
+    fn staged_assignment_reaches_the_file_only_when_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("leader-epoch-checkpoint");
+        let mut c = LeaderEpochFileCache::load(&path).unwrap();
+        c.assign(1, 0).unwrap();
+        let t = c.assign_staged(3, 7).unwrap().expect("newer epoch");
+        assert_eq!(c.entries(), &[(1, 0), (3, 7)], "the cache changes at once");
+        assert_eq!(
+            LeaderEpochFileCache::load(&path).unwrap().entries(),
+            &[(1, 0)],
+            "the checkpoint keeps its old contents until the commit"
+        );
+        assert_eq!(
+            c.assign_staged(2, 9).unwrap(),
+            None,
+            "an older epoch is ignored"
+        );
+        c.commit_staged(t).unwrap();
+        assert_eq!(
+            LeaderEpochFileCache::load(&path).unwrap().entries(),
+            &[(1, 0), (3, 7)]
+        );
+        // A synchronous change after staging wins; the stale ticket is then a no-op.
+        let stale = c.assign_staged(5, 9).unwrap().unwrap();
+        c.assign(6, 12).unwrap();
+        c.commit_staged(stale).unwrap();
+        assert_eq!(
+            LeaderEpochFileCache::load(&path).unwrap().entries(),
+            &[(1, 0), (3, 7), (5, 9), (6, 12)]
+        );
+    }
 }

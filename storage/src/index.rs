@@ -220,3 +220,41 @@ impl OffsetIndex {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_reads_entries_across_chunks_and_stops_at_preallocated_space() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("00000000000000000100.index");
+        let n = READ_CHUNK / ENTRY_SIZE + 1_000; // more than one read chunk
+        {
+            let (mut idx, sane) = OffsetIndex::open(&path, 100, 1 << 20).unwrap();
+            assert!(sane);
+            idx.preallocate().unwrap();
+            for i in 0..n as i64 {
+                idx.append(100 + i, 10 + i as u32 * 4).unwrap();
+            }
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+        let (idx, sane) = OffsetIndex::open(&path, 100, 1 << 20).unwrap();
+        assert!(sane);
+        assert_eq!(idx.entries(), n);
+        assert_eq!(
+            idx.last_entry(),
+            Some((100 + n as i64 - 1, 10 + (n as u32 - 1) * 4))
+        );
+        assert_eq!(idx.lookup(100 + 5_000), (100 + 5_000, 10 + 5_000 * 4));
+
+        // A preallocated, empty index (a fresh active segment) opens with no entries.
+        let empty = d.path().join("00000000000000000000.index");
+        let (mut e, _) = OffsetIndex::open(&empty, 0, 10 << 20).unwrap();
+        e.preallocate().unwrap();
+        drop(e);
+        let (e, sane) = OffsetIndex::open(&empty, 0, 10 << 20).unwrap();
+        assert!(sane);
+        assert_eq!(e.entries(), 0);
+    }
+}
