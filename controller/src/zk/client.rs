@@ -1197,6 +1197,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn batched_state_writes_fall_back_per_partition_when_one_is_stale() {
+        let mem = MemoryZk::new();
+        let zk = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        let ElectionResult::Won {
+            epoch_zk_version, ..
+        } = zk.register_controller_and_increment_epoch(1).await.unwrap()
+        else {
+            panic!("first contender must win")
+        };
+        let state = |leader: i32, partition_epoch: i32| LeaderIsrAndControllerEpoch {
+            leader_and_isr: LeaderAndIsr {
+                leader,
+                leader_epoch: 0,
+                isr: vec![leader],
+                leader_recovery_state: 0,
+                partition_epoch,
+            },
+            controller_epoch: 1,
+        };
+        // More partitions than one multi-op carries, so several chunks are in flight.
+        let n = MULTI_WRITE_CHUNK as i32 * 2 + 5;
+        let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new("t", p)).collect();
+        zk.create_recursive("/brokers/topics/t").await.unwrap();
+        let created: Vec<_> = tps.iter().map(|tp| (tp.clone(), state(1, 0))).collect();
+        let r = zk
+            .create_partition_states(&created, epoch_zk_version)
+            .await
+            .unwrap();
+        assert!(r.values().all(|x| x.is_ok()));
+        // Every write expects zkVersion 0, but partition 7 is written once before.
+        let bump = [(tps[7].clone(), state(2, 0))];
+        zk.update_leader_and_isr(&bump, epoch_zk_version)
+            .await
+            .unwrap();
+        let writes: Vec<_> = tps.iter().map(|tp| (tp.clone(), state(3, 0))).collect();
+        let out = zk
+            .update_leader_and_isr(&writes, epoch_zk_version)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), n as usize);
+        for (tp, r) in &out {
+            if tp.partition == 7 {
+                assert!(matches!(r, UpdateLeaderAndIsrResult::NeedsRetry), "{r:?}");
+            } else {
+                assert!(
+                    matches!(r, UpdateLeaderAndIsrResult::Updated(1)),
+                    "{tp:?} {r:?}"
+                );
+            }
+        }
+        let states = zk.get_partition_states(&tps).await.unwrap();
+        assert_eq!(states[&tps[7]].leader_and_isr.leader, 2);
+        assert!(tps
+            .iter()
+            .filter(|tp| tp.partition != 7)
+            .all(|tp| states[tp].leader_and_isr.leader == 3));
+    }
+
+    #[tokio::test]
     async fn cluster_id_is_created_once() {
         let zk = KafkaZkClient::from_backend(Arc::new(MemoryZk::new()));
         assert_eq!(zk.get_or_create_cluster_id("abc").await.unwrap(), "abc");
