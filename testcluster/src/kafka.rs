@@ -30,6 +30,12 @@ impl Client {
         })
     }
 
+    /// How long a response may take (30 s unless changed).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
     pub fn send<Req, Resp>(&mut self, key: ApiKey, version: i16, req: &Req) -> anyhow::Result<Resp>
     where
         Req: Encodable + HeaderVersion,
