@@ -117,6 +117,9 @@ pub struct ReplicaManager {
     controller_epoch: Mutex<i32>,
     /// Bumped on every append and high watermark move; long-polling fetches wait on it.
     progress: watch::Sender<u64>,
+    /// Held while LeaderAndIsr or StopReplica is applied (Kafka's `replicaStateChangeLock`):
+    /// a request the controller re-sent after a timeout must not run beside the first one.
+    state_change: Mutex<()>,
 }
 
 /// One partition in a LeaderAndIsr request, resolved.
@@ -136,6 +139,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             controller_epoch: Mutex::new(0),
             progress: watch::channel(0).0,
+            state_change: Mutex::new(()),
         }
     }
 
@@ -185,6 +189,7 @@ impl ReplicaManager {
         req: &LeaderAndIsrRequest,
         topic_configs: &HashMap<String, BTreeMap<String, String>>,
     ) -> Vec<LeaderAndIsrOutcome> {
+        let _changing = self.state_change.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         // Logs of new replicas are created first, side by side: each creation fsyncs its
         // folder and `partition.metadata`, and concurrent fsyncs share the filesystem journal's
@@ -416,6 +421,7 @@ impl ReplicaManager {
     /// Applies StopReplica: stops serving each partition, deleting its log when asked.
     /// Returns (topic, partition, error code) for every partition in the request.
     pub fn stop_replicas(&self, req: &StopReplicaRequest) -> Vec<(String, i32, Code)> {
+        let _changing = self.state_change.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for t in &req.topic_states {
             let topic = t.topic_name.to_string();
