@@ -55,6 +55,8 @@ pub struct Broker {
     pub metrics: crate::metrics::BrokerMetrics,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: crate::api::producer_id::ProducerIdManager,
+    /// Batches the leader's ISR changes into AlterPartition requests.
+    pub alter_partitions: crate::isr::AlterPartitionManager,
     /// This broker's own `Arc`, for tasks spawned from `&Broker`.
     self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
@@ -223,6 +225,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         ),
         metrics: Default::default(),
         producer_ids: Default::default(),
+        alter_partitions: Default::default(),
         self_ref: std::sync::OnceLock::new(),
     });
     let _ = broker.self_ref.set(Arc::downgrade(&broker));

@@ -14,8 +14,10 @@
 //!
 //! One change per partition is in flight at a time (Kafka's `PendingShrinkIsr` /
 //! `PendingExpandIsr`); the high watermark keeps using the current ISR until the answer.
+//! Changes are batched per broker by [`AlterPartitionManager`], as Kafka's is.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use controller::alter_partition::AlterPartitionItem;
@@ -26,6 +28,7 @@ use kafka_protocol::messages::{
     AlterPartitionRequest, AlterPartitionResponse, ApiKey, BrokerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
@@ -103,90 +106,189 @@ fn propose(
     (isr, leader_epoch, partition_epoch): (Vec<i32>, i32, i32),
 ) {
     part.state().isr_change_in_flight = true;
-    let Some(b) = broker.me() else {
-        return;
-    };
     let Some(part) = broker.replicas.get(&part.topic, part.partition) else {
         return;
     };
-    tokio::spawn(async move {
-        let result = send_alter_partition(&b, &part, &isr, leader_epoch, partition_epoch).await;
-        let mut st = part.state();
-        st.isr_change_in_flight = false;
-        match result {
-            Ok(p) if p.error_code == 0 => {
-                if p.leader_epoch == st.leader_epoch {
-                    let before = st.isr.len();
-                    st.isr = p.isr.iter().map(|r| r.0).collect();
-                    b.metrics.record_isr_change(before, st.isr.len());
-                    st.partition_epoch = p.partition_epoch;
-                    info!(topic = %part.topic, partition = part.partition, isr = ?st.isr,
-                        leader_epoch = st.leader_epoch, partition_epoch = st.partition_epoch,
-                        "ISR changed (AlterPartition accepted)");
-                }
-                drop(st);
-                if part.maybe_advance_high_watermark(b.broker_id) {
-                    b.replicas.notify_progress();
-                }
-                b.replicas.notify_progress();
-            }
-            Ok(p) => {
-                warn!(topic = %part.topic, partition = part.partition, error_code = p.error_code,
-                "AlterPartition refused; waiting for the controller's LeaderAndIsr")
-            }
-            Err(e) => warn!(topic = %part.topic, partition = part.partition, error = %e,
-                "AlterPartition failed; will retry"),
-        }
-    });
+    broker.alter_partitions.submit(
+        broker,
+        PendingChange {
+            part,
+            isr,
+            leader_epoch,
+            partition_epoch,
+        },
+    );
 }
 
-async fn send_alter_partition(
-    b: &Arc<Broker>,
-    part: &Partition,
-    isr: &[i32],
+/// One proposed ISR change waiting for the controller.
+pub struct PendingChange {
+    part: Arc<Partition>,
+    isr: Vec<i32>,
     leader_epoch: i32,
     partition_epoch: i32,
-) -> anyhow::Result<resp::PartitionData> {
+}
+
+/// Most partitions sent in one AlterPartition request.
+const MAX_BATCH: usize = 10_000;
+
+/// Kafka's `AlterPartitionManager`: proposed ISR changes queue here and one task sends them to
+/// the controller, everything pending in one AlterPartition request, one request at a time,
+/// on one connection kept while the controller stays the same. (One request and one
+/// connection per partition made a restarted broker's thousands of ISR expansions reach the
+/// controller as thousands of events, each with its own ZooKeeper write, and time out.)
+#[derive(Default)]
+pub struct AlterPartitionManager {
+    queue: std::sync::OnceLock<mpsc::UnboundedSender<PendingChange>>,
+}
+
+impl AlterPartitionManager {
+    fn submit(&self, broker: &Broker, change: PendingChange) {
+        let tx = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let weak = broker.me().map(|b| Arc::downgrade(&b));
+            tokio::spawn(async move {
+                if let Some(weak) = weak {
+                    run_sender(weak, rx).await;
+                }
+            });
+            tx
+        });
+        if let Err(e) = tx.send(change) {
+            e.0.part.state().isr_change_in_flight = false;
+        }
+    }
+}
+
+async fn run_sender(broker: Weak<Broker>, mut rx: mpsc::UnboundedReceiver<PendingChange>) {
+    let mut conn: Option<(i32, crate::client::Connection)> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        match send_alter_partition(&b, &mut conn, &batch).await {
+            Ok(mut answers) => {
+                for c in &batch {
+                    let key = (c.part.topic.clone(), c.part.partition);
+                    let r = answers.remove(&key).ok_or_else(|| {
+                        anyhow::anyhow!("partition missing from the AlterPartition answer")
+                    });
+                    on_answer(&b, &c.part, r);
+                }
+            }
+            Err(e) => {
+                conn = None;
+                for c in &batch {
+                    on_answer(&b, &c.part, Err(anyhow::anyhow!("{e}")));
+                }
+            }
+        }
+    }
+}
+
+fn on_answer(b: &Broker, part: &Partition, result: anyhow::Result<resp::PartitionData>) {
+    let mut st = part.state();
+    st.isr_change_in_flight = false;
+    match result {
+        Ok(p) if p.error_code == 0 => {
+            if p.leader_epoch == st.leader_epoch {
+                let before = st.isr.len();
+                st.isr = p.isr.iter().map(|r| r.0).collect();
+                b.metrics.record_isr_change(before, st.isr.len());
+                st.partition_epoch = p.partition_epoch;
+                info!(topic = %part.topic, partition = part.partition, isr = ?st.isr,
+                    leader_epoch = st.leader_epoch, partition_epoch = st.partition_epoch,
+                    "ISR changed (AlterPartition accepted)");
+            }
+            drop(st);
+            if part.maybe_advance_high_watermark(b.broker_id) {
+                b.replicas.notify_progress();
+            }
+            b.replicas.notify_progress();
+        }
+        Ok(p) => {
+            warn!(topic = %part.topic, partition = part.partition, error_code = p.error_code,
+            "AlterPartition refused; waiting for the controller's LeaderAndIsr")
+        }
+        Err(e) => warn!(topic = %part.topic, partition = part.partition, error = %e,
+            "AlterPartition failed; will retry"),
+    }
+}
+
+/// Sends one AlterPartition with every change of `batch` to the controller, reusing `conn`
+/// while it points at the current controller; answers by (topic, partition).
+async fn send_alter_partition(
+    b: &Arc<Broker>,
+    conn: &mut Option<(i32, crate::client::Connection)>,
+    batch: &[PendingChange],
+) -> anyhow::Result<HashMap<(String, i32), resp::PartitionData>> {
     let controller_id = b
         .metadata
         .controller_id()
         .ok_or_else(|| anyhow::anyhow!("no controller known"))?;
-    let ep = b
-        .metadata
-        .broker(controller_id)
-        .and_then(|x| {
-            x.endpoints
-                .into_iter()
-                .find(|e| e.listener == b.config.inter_broker_listener_name)
-        })
-        .ok_or_else(|| anyhow::anyhow!("controller {controller_id} has no endpoint"))?;
-    let mut conn = crate::client::Connection::connect(
-        &format!("{}:{}", ep.host, ep.port),
-        &b.broker_id.to_string(),
-        Duration::from_millis(b.config.request_timeout_ms),
-    )
-    .await?;
+    if conn.as_ref().is_none_or(|(id, _)| *id != controller_id) {
+        let ep = b
+            .metadata
+            .broker(controller_id)
+            .and_then(|x| {
+                x.endpoints
+                    .into_iter()
+                    .find(|e| e.listener == b.config.inter_broker_listener_name)
+            })
+            .ok_or_else(|| anyhow::anyhow!("controller {controller_id} has no endpoint"))?;
+        let c = crate::client::Connection::connect(
+            &format!("{}:{}", ep.host, ep.port),
+            &b.broker_id.to_string(),
+            Duration::from_millis(b.config.request_timeout_ms),
+        )
+        .await?;
+        *conn = Some((controller_id, c));
+    }
+    let (_, c) = conn.as_mut().expect("connected above");
+    let mut by_topic: BTreeMap<&str, Vec<PartitionData>> = BTreeMap::new();
+    for ch in batch {
+        by_topic.entry(&ch.part.topic).or_default().push(
+            PartitionData::default()
+                .with_partition_index(ch.part.partition)
+                .with_leader_epoch(ch.leader_epoch)
+                .with_new_isr(ch.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_partition_epoch(ch.partition_epoch),
+        );
+    }
     let req = AlterPartitionRequest::default()
         .with_broker_id(BrokerId(b.broker_id))
         .with_broker_epoch(b.broker_epoch())
-        .with_topics(vec![TopicData::default()
-            .with_topic_name(TopicName(StrBytes::from_string(part.topic.clone())))
-            .with_partitions(vec![PartitionData::default()
-                .with_partition_index(part.partition)
-                .with_leader_epoch(leader_epoch)
-                .with_new_isr(isr.iter().map(|r| BrokerId(*r)).collect())
-                .with_partition_epoch(partition_epoch)])]);
-    let r: AlterPartitionResponse = conn
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    TopicData::default()
+                        .with_topic_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let r: AlterPartitionResponse = c
         .send(ApiKey::AlterPartition, ALTER_PARTITION_VERSION, &req)
         .await?;
     if r.error_code != 0 {
         anyhow::bail!("controller answered error code {}", r.error_code);
     }
-    r.topics
+    Ok(r.topics
         .into_iter()
-        .flat_map(|t| t.partitions)
-        .find(|p| p.partition_index == part.partition)
-        .ok_or_else(|| anyhow::anyhow!("partition missing from the AlterPartition answer"))
+        .flat_map(|t| {
+            let name = t.topic_name.0.to_string();
+            t.partitions
+                .into_iter()
+                .map(move |p| ((name.clone(), p.partition_index), p))
+        })
+        .collect())
 }
 
 /// The controller side: the AlterPartition API (v0-1, topic names).

@@ -39,6 +39,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    raise_open_file_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,4 +75,34 @@ async fn wait_for_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit. Every partition replica keeps its active
+/// segment's `.log` open, so a broker hosting many partitions needs many descriptors; Kafka's
+/// operations guide asks for a high `ulimit -n` (100,000 or more), and the hard limit is the
+/// most an unprivileged process may take.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    let (before, after) = unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        let before = r.rlim_cur;
+        if r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                r.rlim_cur = before;
+            }
+        }
+        (before, r.rlim_cur)
+    };
+    tracing::info!(
+        soft_before = before,
+        soft = after,
+        "open file limit (RLIMIT_NOFILE) raised to the hard limit"
+    );
 }

@@ -117,6 +117,9 @@ pub struct ReplicaManager {
     controller_epoch: Mutex<i32>,
     /// Bumped on every append and high watermark move; long-polling fetches wait on it.
     progress: watch::Sender<u64>,
+    /// Held while LeaderAndIsr or StopReplica is applied (Kafka's `replicaStateChangeLock`):
+    /// a request the controller re-sent after a timeout must not run beside the first one.
+    state_change: Mutex<()>,
 }
 
 /// One partition in a LeaderAndIsr request, resolved.
@@ -136,6 +139,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             controller_epoch: Mutex::new(0),
             progress: watch::channel(0).0,
+            state_change: Mutex::new(()),
         }
     }
 
@@ -185,10 +189,35 @@ impl ReplicaManager {
         req: &LeaderAndIsrRequest,
         topic_configs: &HashMap<String, BTreeMap<String, String>>,
     ) -> Vec<LeaderAndIsrOutcome> {
+        let _changing = self.state_change.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
+        // Logs of new replicas are created first, side by side: each creation fsyncs its
+        // folder and `partition.metadata`, and concurrent fsyncs share the filesystem journal's
+        // commits, where one after the other each waits for its own. A failure here is met
+        // again, and reported, by the sequential pass below.
+        let empty = BTreeMap::new();
+        let new: Vec<(String, i32, Uuid, &BTreeMap<String, String>)> = req
+            .topic_states
+            .iter()
+            .flat_map(|t| {
+                let topic = t.topic_name.to_string();
+                let overrides = topic_configs.get(&topic).unwrap_or(&empty);
+                t.partition_states
+                    .iter()
+                    .filter(|p| p.replicas.iter().any(|r| r.0 == self.broker_id))
+                    .filter(|p| self.get(&topic, p.partition_index).is_none())
+                    .map(|p| (topic.clone(), p.partition_index, t.topic_id, overrides))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for_each_in_parallel(&new, |(topic, partition, id, overrides)| {
+            let _ = self.create_partition(topic, *partition, *id, overrides);
+        });
+        // Leader epoch start offsets to record (each an fsynced checkpoint), done side by side
+        // after the pass below, before answering.
+        let mut new_epochs: Vec<(Arc<Partition>, i32)> = Vec::new();
         for t in &req.topic_states {
             let topic = t.topic_name.to_string();
-            let empty = BTreeMap::new();
             let overrides = topic_configs.get(&topic).unwrap_or(&empty);
             for p in &t.partition_states {
                 let mut outcome = LeaderAndIsrOutcome {
@@ -271,13 +300,7 @@ impl ReplicaManager {
                     }
                 }
                 if is_leader {
-                    let mut log = part.log();
-                    if log.latest_epoch().is_none_or(|e| e < p.leader_epoch) {
-                        let leo = log.log_end_offset();
-                        if let Err(e) = log.assign_epoch_start_offset(p.leader_epoch, leo) {
-                            warn!(error = %e, "cannot record leader epoch start");
-                        }
-                    }
+                    new_epochs.push((part.clone(), p.leader_epoch));
                 }
                 part.maybe_advance_high_watermark(self.broker_id);
                 info!(
@@ -291,6 +314,51 @@ impl ReplicaManager {
                 );
                 out.push(outcome);
             }
+        }
+        // Kafka's makeLeader records the new epoch's start offset at the log end (an append
+        // as leader that slips in before this records it itself, at the same offset, and then
+        // this is a no-op). For many partitions at once: every checkpoint staged unsynced,
+        // one filesystem sync, the renames, one more sync, all before the answer; where one
+        // fsynced checkpoint after the other made a broker taking over 10,000 leaderships
+        // spend seconds here.
+        let staged: Mutex<Vec<(Arc<Partition>, u64)>> = Mutex::new(Vec::new());
+        for_each_in_parallel(&new_epochs, |(part, epoch)| {
+            let mut log = part.log();
+            if log.latest_epoch().is_some_and(|e| e >= *epoch) {
+                return;
+            }
+            let leo = log.log_end_offset();
+            match log.stage_epoch_start_offset(*epoch, leo) {
+                Ok(Some(t)) => staged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((part.clone(), t)),
+                Ok(None) => {}
+                Err(e) => warn!(topic = %part.topic, partition = part.partition, error = %e,
+                    "cannot record leader epoch start"),
+            }
+        });
+        let staged = staged.into_inner().unwrap_or_else(|e| e.into_inner());
+        if !staged.is_empty() {
+            let started = Instant::now();
+            let sync = |what: &str| {
+                if let Err(e) = self.logs.sync_dirs() {
+                    warn!(error = %e, step = what, "cannot sync the log dirs");
+                }
+            };
+            sync("staged leader epoch checkpoints");
+            for_each_in_parallel(&staged, |(part, ticket)| {
+                if let Err(e) = part.log().commit_epoch_checkpoint(*ticket) {
+                    warn!(topic = %part.topic, partition = part.partition, error = %e,
+                        "cannot record leader epoch start");
+                }
+            });
+            sync("renamed leader epoch checkpoints");
+            info!(
+                partitions = staged.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "leader epoch checkpoints synced"
+            );
         }
         self.notify_progress();
         out
@@ -353,6 +421,7 @@ impl ReplicaManager {
     /// Applies StopReplica: stops serving each partition, deleting its log when asked.
     /// Returns (topic, partition, error code) for every partition in the request.
     pub fn stop_replicas(&self, req: &StopReplicaRequest) -> Vec<(String, i32, Code)> {
+        let _changing = self.state_change.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for t in &req.topic_states {
             let topic = t.topic_name.to_string();
@@ -525,4 +594,29 @@ impl ReplicaManager {
             }
         }
     }
+}
+
+/// Threads used for per-partition file work (log creation, leader epoch checkpoints): enough
+/// for the filesystem journal to batch many concurrent fsyncs in one commit.
+const FSYNC_PARALLELISM: usize = 16;
+
+/// Runs `f` on every item, on up to [`FSYNC_PARALLELISM`] scoped threads; returns when all
+/// are done. A handful of items run on the calling thread.
+fn for_each_in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) + Sync) {
+    if items.len() <= 2 {
+        items.iter().for_each(&f);
+        return;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..FSYNC_PARALLELISM.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match items.get(i) {
+                    Some(item) => f(item),
+                    None => return,
+                }
+            });
+        }
+    });
 }

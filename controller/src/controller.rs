@@ -839,6 +839,7 @@ impl KafkaController {
         if !self.is_active() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let (_, w) = self.zk.get_children_and_watch(BrokerIds::path()).await?;
         self.arm_watch(BrokerIds::path().into(), w, |_| {
             Some(ControllerEvent::BrokerChange)
@@ -907,6 +908,12 @@ impl KafkaController {
                 }
             }
             self.on_broker_failure(&dead).await?;
+            info!(
+                controller_epoch = self.ctx.epoch,
+                dead_brokers = ?dead,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "broker failure handled"
+            );
         }
         Ok(())
     }

@@ -131,6 +131,27 @@ impl LeaderEpochCheckpointFile {
         write_atomically(path, body.as_bytes())
     }
 
+    /// Writes `entries` to `<path>.staged.tmp` without fsync (see
+    /// `LeaderEpochFileCache::assign_staged`); a leftover is removed when the log opens, as
+    /// every `.tmp` file is.
+    pub fn stage(path: &Path, entries: &[(i32, i64)]) -> Result<()> {
+        let staged = Self::staged_path(path);
+        let body = render(entries.iter().map(|(e, o)| format!("{e} {o}")));
+        std::fs::write(&staged, body.as_bytes()).ctx(&staged)
+    }
+
+    /// Renames the staged file over `path` (the caller synced the filesystem before, and
+    /// syncs it again after).
+    pub fn commit_staged(path: &Path) -> Result<()> {
+        std::fs::rename(Self::staged_path(path), path).ctx(path)
+    }
+
+    fn staged_path(path: &Path) -> std::path::PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".staged.tmp");
+        std::path::PathBuf::from(p)
+    }
+
     pub fn read(path: &Path) -> Result<Vec<(i32, i64)>> {
         parse(path, 2)?
             .into_iter()

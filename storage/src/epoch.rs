@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct LeaderEpochFileCache {
     path: PathBuf,
     entries: Vec<(i32, i64)>,
+    /// Changes so far; a staged write is committed only if it is still the latest.
+    writes: u64,
 }
 
 impl LeaderEpochFileCache {
@@ -25,6 +27,7 @@ impl LeaderEpochFileCache {
         Ok(LeaderEpochFileCache {
             path: path.to_path_buf(),
             entries,
+            writes: 0,
         })
     }
 
@@ -106,8 +109,40 @@ impl LeaderEpochFileCache {
         self.persist()
     }
 
-    fn persist(&self) -> Result<()> {
+    fn persist(&mut self) -> Result<()> {
+        self.writes += 1;
         LeaderEpochCheckpointFile::write(&self.path, &self.entries)
+    }
+
+    /// [`Self::assign`] in two steps, for many partitions at once: the entries change now and
+    /// the new checkpoint is written, not synced, beside the old one; the caller syncs the
+    /// filesystem, calls [`Self::commit_staged`] with the returned ticket (the rename), and
+    /// syncs again. Two filesystem syncs then replace two fsyncs per partition, and no
+    /// checkpoint is ever replaced by contents that are not yet durable. `None`: not newer.
+    pub fn assign_staged(&mut self, epoch: i32, start_offset: i64) -> Result<Option<u64>> {
+        if let Some(&(e, _)) = self.entries.last() {
+            if epoch <= e {
+                return Ok(None);
+            }
+        }
+        self.entries.retain(|&(_, o)| o < start_offset);
+        self.entries.push((epoch, start_offset));
+        self.writes += 1;
+        LeaderEpochCheckpointFile::stage(&self.path, &self.entries)?;
+        Ok(Some(self.writes))
+    }
+
+    /// Installs the checkpoint staged by [`Self::assign_staged`] under `ticket`. If the cache
+    /// changed since, that later change wrote (or staged) the newer contents itself and this
+    /// is a no-op; if the staged file is gone, the current entries are written synchronously.
+    pub fn commit_staged(&mut self, ticket: u64) -> Result<()> {
+        if ticket != self.writes {
+            return Ok(());
+        }
+        if LeaderEpochCheckpointFile::commit_staged(&self.path).is_err() {
+            self.persist()?;
+        }
+        Ok(())
     }
 }
 
@@ -136,5 +171,38 @@ mod tests {
         assert_eq!(c.entries(), &[(2, 12)]);
         let again = LeaderEpochFileCache::load(&d.path().join("leader-epoch-checkpoint")).unwrap();
         assert_eq!(again.entries(), &[(2, 12)]);
+    }
+
+    #[test]
+    fn staged_assignment_reaches_the_file_only_when_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("leader-epoch-checkpoint");
+        let mut c = LeaderEpochFileCache::load(&path).unwrap();
+        c.assign(1, 0).unwrap();
+        let t = c.assign_staged(3, 7).unwrap().expect("newer epoch");
+        assert_eq!(c.entries(), &[(1, 0), (3, 7)], "the cache changes at once");
+        assert_eq!(
+            LeaderEpochFileCache::load(&path).unwrap().entries(),
+            &[(1, 0)],
+            "the checkpoint keeps its old contents until the commit"
+        );
+        assert_eq!(
+            c.assign_staged(2, 9).unwrap(),
+            None,
+            "an older epoch is ignored"
+        );
+        c.commit_staged(t).unwrap();
+        assert_eq!(
+            LeaderEpochFileCache::load(&path).unwrap().entries(),
+            &[(1, 0), (3, 7)]
+        );
+        // A synchronous change after staging wins; the stale ticket is then a no-op.
+        let stale = c.assign_staged(5, 9).unwrap().unwrap();
+        c.assign(6, 12).unwrap();
+        c.commit_staged(stale).unwrap();
+        assert_eq!(
+            LeaderEpochFileCache::load(&path).unwrap().entries(),
+            &[(1, 0), (3, 7), (5, 9), (6, 12)]
+        );
     }
 }

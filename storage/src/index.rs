@@ -10,7 +10,8 @@
 //! batch boundary inside the `.log` file.
 //!
 //! Simplification: Kafka memory-maps the file; we keep the entries in a `Vec` (the index is at
-//! most `segment.index.bytes`) and write each new entry with one `pwrite`. The file is
+//! most `segment.index.bytes`) and write each new entry with one `pwrite`, opening the file for
+//! each operation rather than holding a descriptor (see `file`). The file is
 //! preallocated to `segment.index.bytes` (rounded down to the entry size) while the segment is
 //! active and trimmed to its entries when the segment rolls or the log closes, as Kafka does.
 
@@ -23,11 +24,41 @@ pub const ENTRY_SIZE: usize = 8;
 
 pub struct OffsetIndex {
     path: PathBuf,
-    file: File,
     base_offset: i64,
     /// (relative offset, position), strictly increasing.
     entries: Vec<(u32, u32)>,
     max_entries: usize,
+}
+
+/// Bytes read per `pread` when loading an index.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Feeds the whole entries of the first `len` bytes of an index file to `f`, in order, until
+/// `f` returns false. Reads in chunks, so loading an active segment's index, preallocated to
+/// `segment.index.bytes` (10 MiB by default) but mostly empty, reads only up to its first
+/// empty entry instead of the whole file (Kafka maps the file and pays nothing for the tail).
+pub(crate) fn read_entries(
+    file: &File,
+    path: &Path,
+    len: usize,
+    entry_size: usize,
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<()> {
+    let whole = len - len % entry_size;
+    let chunk = (READ_CHUNK / entry_size).max(1) * entry_size;
+    let mut buf = vec![0u8; chunk.min(whole)];
+    let mut at = 0;
+    while at < whole {
+        let n = chunk.min(whole - at);
+        file.read_exact_at(&mut buf[..n], at as u64).ctx(path)?;
+        for e in buf[..n].chunks_exact(entry_size) {
+            if !f(e) {
+                return Ok(());
+            }
+        }
+        at += n;
+    }
+    Ok(())
 }
 
 impl OffsetIndex {
@@ -45,37 +76,47 @@ impl OffsetIndex {
             .open(path)
             .ctx(path)?;
         let len = file.metadata().ctx(path)?.len() as usize;
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, 0).ctx(path)?;
-        let mut entries = Vec::with_capacity(len / ENTRY_SIZE);
+        let mut entries: Vec<(u32, u32)> = Vec::new();
         let mut sane = len.is_multiple_of(ENTRY_SIZE);
-        for e in buf.chunks_exact(ENTRY_SIZE) {
+        read_entries(&file, path, len, ENTRY_SIZE, |e| {
             let rel = u32::from_be_bytes(e[0..4].try_into().expect("4 bytes"));
             let pos = u32::from_be_bytes(e[4..8].try_into().expect("4 bytes"));
             // No entry ever has position 0 (the first append of a segment is never indexed),
             // so a zero entry is preallocated space: the end of the entries.
             if pos == 0 {
-                break;
+                return false;
             }
             if let Some(&(lr, lp)) = entries.last() {
                 if rel <= lr || pos <= lp {
                     sane = false;
-                    break;
+                    return false;
                 }
             }
             entries.push((rel, pos));
-        }
+            true
+        })?;
         let max_entries = ((max_index_bytes as usize) / ENTRY_SIZE).max(1);
         Ok((
             OffsetIndex {
                 path: path.to_path_buf(),
-                file,
                 base_offset,
                 entries,
                 max_entries,
             },
             sane,
         ))
+    }
+
+    /// The index file, opened for this one operation. No descriptor is kept between
+    /// operations (Kafka keeps a memory map and closes the file): a broker with tens of
+    /// thousands of partitions would otherwise hold three descriptors per segment. Entries are
+    /// written once per `index.interval.bytes` appended, so the open is rare.
+    fn file(&self) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .ctx(&self.path)
     }
 
     pub fn path(&self) -> &Path {
@@ -124,7 +165,7 @@ impl OffsetIndex {
         let mut e = [0u8; ENTRY_SIZE];
         e[0..4].copy_from_slice(&rel.to_be_bytes());
         e[4..8].copy_from_slice(&position.to_be_bytes());
-        self.file
+        self.file()?
             .write_all_at(&e, (self.entries.len() * ENTRY_SIZE) as u64)
             .ctx(&self.path)?;
         self.entries.push((rel, position));
@@ -141,11 +182,12 @@ impl OffsetIndex {
     fn truncate_entries(&mut self, keep: usize) -> Result<()> {
         self.entries.truncate(keep);
         // Zero the tail so a reopen does not see stale entries in preallocated space.
-        let len = self.file.metadata().ctx(&self.path)?.len();
+        let file = self.file()?;
+        let len = file.metadata().ctx(&self.path)?.len();
         let used = (keep * ENTRY_SIZE) as u64;
-        self.file.set_len(used).ctx(&self.path)?;
+        file.set_len(used).ctx(&self.path)?;
         if len > used {
-            self.file.set_len(len).ctx(&self.path)?;
+            file.set_len(len).ctx(&self.path)?;
         }
         Ok(())
     }
@@ -156,25 +198,63 @@ impl OffsetIndex {
 
     /// Preallocates the file to `segment.index.bytes` (active segment).
     pub fn preallocate(&mut self) -> Result<()> {
-        self.file
+        self.file()?
             .set_len((self.max_entries * ENTRY_SIZE) as u64)
             .ctx(&self.path)
     }
 
     /// Trims the file to its entries (segment rolled or log closed).
     pub fn trim(&mut self) -> Result<()> {
-        self.file
+        self.file()?
             .set_len((self.entries.len() * ENTRY_SIZE) as u64)
             .ctx(&self.path)
     }
 
     pub fn flush(&self) -> Result<()> {
-        self.file.sync_data().ctx(&self.path)
+        self.file()?.sync_data().ctx(&self.path)
     }
 
     pub fn rename_to(&mut self, path: &Path) -> Result<()> {
         std::fs::rename(&self.path, path).ctx(path)?;
         self.path = path.to_path_buf();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_reads_entries_across_chunks_and_stops_at_preallocated_space() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("00000000000000000100.index");
+        let n = READ_CHUNK / ENTRY_SIZE + 1_000; // more than one read chunk
+        {
+            let (mut idx, sane) = OffsetIndex::open(&path, 100, 1 << 20).unwrap();
+            assert!(sane);
+            idx.preallocate().unwrap();
+            for i in 0..n as i64 {
+                idx.append(100 + i, 10 + i as u32 * 4).unwrap();
+            }
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+        let (idx, sane) = OffsetIndex::open(&path, 100, 1 << 20).unwrap();
+        assert!(sane);
+        assert_eq!(idx.entries(), n);
+        assert_eq!(
+            idx.last_entry(),
+            Some((100 + n as i64 - 1, 10 + (n as u32 - 1) * 4))
+        );
+        assert_eq!(idx.lookup(100 + 5_000), (100 + 5_000, 10 + 5_000 * 4));
+
+        // A preallocated, empty index (a fresh active segment) opens with no entries.
+        let empty = d.path().join("00000000000000000000.index");
+        let (mut e, _) = OffsetIndex::open(&empty, 0, 10 << 20).unwrap();
+        e.preallocate().unwrap();
+        drop(e);
+        let (e, sane) = OffsetIndex::open(&empty, 0, 10 << 20).unwrap();
+        assert!(sane);
+        assert_eq!(e.entries(), 0);
     }
 }

@@ -786,6 +786,19 @@ impl Log {
         self.epoch_cache.assign(epoch, start_offset)?;
         Ok(())
     }
+    /// [`Self::assign_epoch_start_offset`] in two steps (`LeaderEpochFileCache::assign_staged`):
+    /// returns a ticket for [`Self::commit_epoch_checkpoint`], `None` if the epoch is not newer.
+    pub fn stage_epoch_start_offset(
+        &mut self,
+        epoch: i32,
+        start_offset: i64,
+    ) -> Result<Option<u64>> {
+        self.epoch_cache.assign_staged(epoch, start_offset)
+    }
+    /// Installs a checkpoint staged by [`Self::stage_epoch_start_offset`].
+    pub fn commit_epoch_checkpoint(&mut self, ticket: u64) -> Result<()> {
+        self.epoch_cache.commit_staged(ticket)
+    }
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epoch_cache.latest_epoch()
     }

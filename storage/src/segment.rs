@@ -23,6 +23,7 @@ use bytes::Bytes;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// File name of a segment file: base offset as 20 digits, then the suffix (`.log`, ...).
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
@@ -32,7 +33,9 @@ pub fn file_name(base_offset: i64, suffix: &str) -> String {
 pub struct LogSegment {
     pub(crate) base_offset: i64,
     log_path: PathBuf,
-    log: File,
+    /// The `.log` file, opened on first use: a broker hosting tens of thousands of partitions,
+    /// most of them idle, would otherwise need a descriptor for every one of them.
+    log: OnceLock<File>,
     /// Bytes of whole batches in the `.log` (the write position).
     size: u64,
     pub(crate) offset_index: OffsetIndex,
@@ -102,13 +105,14 @@ impl LogSegment {
         now_ms: i64,
     ) -> Result<LogSegment> {
         let log_path = dir.join(file_name(base_offset, ".log"));
-        let log = OpenOptions::new()
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&log_path)
             .ctx(&log_path)?;
+        let log = OnceLock::new();
         let (mut offset_index, _) = OffsetIndex::open(
             &dir.join(file_name(base_offset, ".index")),
             base_offset,
@@ -149,12 +153,8 @@ impl LogSegment {
         now_ms: i64,
     ) -> Result<(LogSegment, bool)> {
         let log_path = dir.join(file_name(base_offset, ".log"));
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .ctx(&log_path)?;
-        let size = log.metadata().ctx(&log_path)?.len();
+        let size = std::fs::metadata(&log_path).ctx(&log_path)?.len();
+        let log = OnceLock::new();
         let index_path = dir.join(file_name(base_offset, ".index"));
         let time_path = dir.join(file_name(base_offset, ".timeindex"));
         let index_existed = index_path.exists() && time_path.exists();
@@ -209,7 +209,7 @@ impl LogSegment {
             if self.size - pos < RECORD_BATCH_OVERHEAD as u64 {
                 return Err(scan_error(self.size));
             }
-            self.log.read_exact_at(&mut hdr, pos)?;
+            self.log_file_io()?.read_exact_at(&mut hdr, pos)?;
             let h = BatchHeader::parse(&hdr);
             if h.magic != 2
                 || (h.batch_length as i64) < (RECORD_BATCH_OVERHEAD - LOG_OVERHEAD) as i64
@@ -226,10 +226,22 @@ impl LogSegment {
     /// Calls `f` with every batch header of the segment, in order (producer state rebuild).
     /// Stops at the first header that does not describe a whole batch inside the file.
     pub fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        if self.size < RECORD_BATCH_OVERHEAD as u64 {
+            return Ok(());
+        }
+        // A segment not in use yet keeps no descriptor: read through a temporary one.
+        let temporary;
+        let file = match self.log.get() {
+            Some(f) => f,
+            None => {
+                temporary = File::open(&self.log_path).ctx(&self.log_path)?;
+                &temporary
+            }
+        };
         let mut hdr = [0u8; RECORD_BATCH_OVERHEAD];
         let mut pos = 0u64;
         while self.size - pos >= RECORD_BATCH_OVERHEAD as u64 {
-            self.log.read_exact_at(&mut hdr, pos).ctx(&self.log_path)?;
+            file.read_exact_at(&mut hdr, pos).ctx(&self.log_path)?;
             let h = BatchHeader::parse(&hdr);
             if (h.batch_length as i64) < (RECORD_BATCH_OVERHEAD - LOG_OVERHEAD) as i64
                 || pos + h.size() as u64 > self.size
@@ -259,6 +271,22 @@ impl LogSegment {
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
+    /// The `.log` file, opened now if this is its first use.
+    fn log_file(&self) -> Result<&File> {
+        self.log_file_io().ctx(&self.log_path)
+    }
+
+    fn log_file_io(&self) -> std::io::Result<&File> {
+        if let Some(f) = self.log.get() {
+            return Ok(f);
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.log_path)?;
+        Ok(self.log.get_or_init(|| f))
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
@@ -300,7 +328,9 @@ impl LogSegment {
         let position = self.size;
         let mut at = position;
         for part in parts {
-            self.log.write_all_at(part, at).ctx(&self.log_path)?;
+            self.log_file()?
+                .write_all_at(part, at)
+                .ctx(&self.log_path)?;
             at += part.len() as u64;
         }
         let written = at - position;
@@ -326,7 +356,9 @@ impl LogSegment {
         let mut pos = pos as u64;
         let mut hdr = [0u8; RECORD_BATCH_OVERHEAD];
         while pos + (RECORD_BATCH_OVERHEAD as u64) <= self.size {
-            self.log.read_exact_at(&mut hdr, pos).ctx(&self.log_path)?;
+            self.log_file()?
+                .read_exact_at(&mut hdr, pos)
+                .ctx(&self.log_path)?;
             let h = BatchHeader::parse(&hdr);
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
@@ -360,7 +392,7 @@ impl LogSegment {
             }
             want = first.size();
         }
-        let mut buf = read_uninit(&self.log, want, pos).ctx(&self.log_path)?;
+        let mut buf = read_uninit(self.log_file()?, want, pos).ctx(&self.log_path)?;
         // Walk headers to cut at the last whole batch below max_offset.
         let mut end = 0usize;
         while end + RECORD_BATCH_OVERHEAD <= buf.len() {
@@ -377,7 +409,9 @@ impl LogSegment {
     /// Reads the whole segment file (the cleaner and tests use it).
     pub fn read_all(&self) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; self.size as usize];
-        self.log.read_exact_at(&mut buf, 0).ctx(&self.log_path)?;
+        self.log_file()?
+            .read_exact_at(&mut buf, 0)
+            .ctx(&self.log_path)?;
         Ok(buf)
     }
 
@@ -391,13 +425,15 @@ impl LogSegment {
         self.offset_of_max_timestamp = -1;
         self.next_offset = self.base_offset;
         self.rolling_based_timestamp = None;
-        let file_size = self.log.metadata().ctx(&self.log_path)?.len();
+        let file_size = std::fs::metadata(&self.log_path).ctx(&self.log_path)?.len();
         let mut pos = 0u64;
         let mut hdr = [0u8; RECORD_BATCH_OVERHEAD];
         let mut buf = Vec::new();
         let mut last_offset_seen = self.base_offset - 1;
         while pos + RECORD_BATCH_OVERHEAD as u64 <= file_size {
-            self.log.read_exact_at(&mut hdr, pos).ctx(&self.log_path)?;
+            self.log_file()?
+                .read_exact_at(&mut hdr, pos)
+                .ctx(&self.log_path)?;
             let h = match batch::scan(&hdr) {
                 Scan::Corrupt(_) => break,
                 _ => BatchHeader::parse(&hdr),
@@ -410,7 +446,9 @@ impl LogSegment {
                 break;
             }
             buf.resize(h.size(), 0);
-            self.log.read_exact_at(&mut buf, pos).ctx(&self.log_path)?;
+            self.log_file()?
+                .read_exact_at(&mut buf, pos)
+                .ctx(&self.log_path)?;
             if batch::validate_stored_batch(&buf).is_err() {
                 break;
             }
@@ -427,7 +465,7 @@ impl LogSegment {
         }
         let truncated = file_size - pos;
         if truncated > 0 {
-            self.log.set_len(pos).ctx(&self.log_path)?;
+            self.log_file()?.set_len(pos).ctx(&self.log_path)?;
         }
         self.size = pos;
         Ok(truncated)
@@ -440,7 +478,7 @@ impl LogSegment {
             return Ok(0);
         };
         let removed = self.size - pos;
-        self.log.set_len(pos).ctx(&self.log_path)?;
+        self.log_file()?.set_len(pos).ctx(&self.log_path)?;
         self.size = pos;
         self.offset_index.truncate_to(offset)?;
         self.time_index.truncate_to(offset)?;
@@ -465,12 +503,16 @@ impl LogSegment {
         };
         let mut hdr = [0u8; RECORD_BATCH_OVERHEAD];
         while pos + RECORD_BATCH_OVERHEAD as u64 <= self.size {
-            self.log.read_exact_at(&mut hdr, pos).ctx(&self.log_path)?;
+            self.log_file()?
+                .read_exact_at(&mut hdr, pos)
+                .ctx(&self.log_path)?;
             let h = BatchHeader::parse(&hdr);
             if h.max_timestamp >= timestamp {
                 if h.compression() == 0 && !h.is_log_append_time() {
                     let mut b = vec![0u8; h.size()];
-                    self.log.read_exact_at(&mut b, pos).ctx(&self.log_path)?;
+                    self.log_file()?
+                        .read_exact_at(&mut b, pos)
+                        .ctx(&self.log_path)?;
                     if let Ok(recs) = batch::records(&b[RECORD_BATCH_OVERHEAD..], &h) {
                         for r in recs {
                             let ts = h.base_timestamp + r.timestamp_delta;
@@ -517,8 +559,7 @@ impl LogSegment {
         if self.max_timestamp_so_far > 0 {
             return self.max_timestamp_so_far;
         }
-        self.log
-            .metadata()
+        std::fs::metadata(&self.log_path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -529,12 +570,16 @@ impl LogSegment {
     /// entries need no fsync, because an index entry lost in a crash only makes a lookup scan a
     /// little further, and the loader stops at zeroed (lost) entries and checks the rest.
     pub fn flush_log(&self) -> Result<()> {
-        self.log.sync_data().ctx(&self.log_path)
+        // Never opened: nothing was written through this segment since it was opened.
+        match self.log.get() {
+            Some(f) => f.sync_data().ctx(&self.log_path),
+            None => Ok(()),
+        }
     }
 
     /// fsyncs the `.log` file and both indexes.
     pub fn flush(&self) -> Result<()> {
-        self.log.sync_data().ctx(&self.log_path)?;
+        self.flush_log()?;
         self.offset_index.flush()?;
         self.time_index.flush()
     }

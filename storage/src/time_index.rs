@@ -18,7 +18,6 @@ pub const ENTRY_SIZE: usize = 12;
 
 pub struct TimeIndex {
     path: PathBuf,
-    file: File,
     base_offset: i64,
     /// (timestamp, relative offset), timestamps strictly increasing.
     entries: Vec<(i64, u32)>,
@@ -36,35 +35,45 @@ impl TimeIndex {
             .open(path)
             .ctx(path)?;
         let len = file.metadata().ctx(path)?.len() as usize;
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, 0).ctx(path)?;
-        let mut entries: Vec<(i64, u32)> = Vec::with_capacity(len / ENTRY_SIZE);
+        let mut entries: Vec<(i64, u32)> = Vec::new();
         let mut sane = len.is_multiple_of(ENTRY_SIZE);
-        for e in buf.chunks_exact(ENTRY_SIZE) {
+        crate::index::read_entries(&file, path, len, ENTRY_SIZE, |e| {
             let ts = i64::from_be_bytes(e[0..8].try_into().expect("8 bytes"));
             let rel = u32::from_be_bytes(e[8..12].try_into().expect("4 bytes"));
             if ts == 0 && rel == 0 {
-                break; // preallocated space
+                return false; // preallocated space
             }
             if let Some(&(lt, lr)) = entries.last() {
                 if ts <= lt || rel < lr {
                     sane = false;
-                    break;
+                    return false;
                 }
             }
             entries.push((ts, rel));
-        }
+            true
+        })?;
         let max_entries = ((max_index_bytes as usize) / ENTRY_SIZE).max(1);
         Ok((
             TimeIndex {
                 path: path.to_path_buf(),
-                file,
                 base_offset,
                 entries,
                 max_entries,
             },
             sane,
         ))
+    }
+
+    /// The index file, opened for this one operation. No descriptor is kept between
+    /// operations (Kafka keeps a memory map and closes the file): a broker with tens of
+    /// thousands of partitions would otherwise hold three descriptors per segment. Entries are
+    /// written once per `index.interval.bytes` appended, so the open is rare.
+    fn file(&self) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .ctx(&self.path)
     }
 
     pub fn path(&self) -> &Path {
@@ -108,7 +117,7 @@ impl TimeIndex {
         let mut e = [0u8; ENTRY_SIZE];
         e[0..8].copy_from_slice(&timestamp.to_be_bytes());
         e[8..12].copy_from_slice(&rel.to_be_bytes());
-        self.file
+        self.file()?
             .write_all_at(&e, (self.entries.len() * ENTRY_SIZE) as u64)
             .ctx(&self.path)?;
         self.entries.push((timestamp, rel));
@@ -124,11 +133,12 @@ impl TimeIndex {
 
     fn truncate_entries(&mut self, keep: usize) -> Result<()> {
         self.entries.truncate(keep);
-        let len = self.file.metadata().ctx(&self.path)?.len();
+        let file = self.file()?;
+        let len = file.metadata().ctx(&self.path)?.len();
         let used = (keep * ENTRY_SIZE) as u64;
-        self.file.set_len(used).ctx(&self.path)?;
+        file.set_len(used).ctx(&self.path)?;
         if len > used {
-            self.file.set_len(len).ctx(&self.path)?;
+            file.set_len(len).ctx(&self.path)?;
         }
         Ok(())
     }
@@ -137,17 +147,17 @@ impl TimeIndex {
         self.truncate_entries(0)
     }
     pub fn preallocate(&mut self) -> Result<()> {
-        self.file
+        self.file()?
             .set_len((self.max_entries * ENTRY_SIZE) as u64)
             .ctx(&self.path)
     }
     pub fn trim(&mut self) -> Result<()> {
-        self.file
+        self.file()?
             .set_len((self.entries.len() * ENTRY_SIZE) as u64)
             .ctx(&self.path)
     }
     pub fn flush(&self) -> Result<()> {
-        self.file.sync_data().ctx(&self.path)
+        self.file()?.sync_data().ctx(&self.path)
     }
     pub fn rename_to(&mut self, path: &Path) -> Result<()> {
         std::fs::rename(&self.path, path).ctx(path)?;

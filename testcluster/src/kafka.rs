@@ -30,6 +30,12 @@ impl Client {
         })
     }
 
+    /// How long a response may take (30 s unless changed).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
     pub fn send<Req, Resp>(&mut self, key: ApiKey, version: i16, req: &Req) -> anyhow::Result<Resp>
     where
         Req: Encodable + HeaderVersion,
@@ -107,6 +113,36 @@ impl Client {
                         .collect(),
                 )]);
         self.send(ApiKey::CreateTopics, 5, &req)
+    }
+
+    /// CreateTopics v5 with an explicit replica assignment (`replicas[p]` for partition `p`);
+    /// returns the topic's error code.
+    pub fn create_topic_assigned(
+        &mut self,
+        name: &str,
+        replicas: &[Vec<i32>],
+    ) -> anyhow::Result<i16> {
+        use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+        use kafka_protocol::messages::BrokerId;
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_assignments(
+                    replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(p, r)| {
+                            CreatableReplicaAssignment::default()
+                                .with_partition_index(p as i32)
+                                .with_broker_ids(r.iter().map(|b| BrokerId(*b)).collect())
+                        })
+                        .collect(),
+                )]);
+        let r: CreateTopicsResponse = self.send(ApiKey::CreateTopics, 5, &req)?;
+        Ok(r.topics.first().map_or(-1, |t| t.error_code))
     }
 
     /// DeleteTopics v4 (send it to the controller); returns the topic's error code.

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 
 /// Znodes per multi-read request when loading partition states.
 const MULTI_READ_CHUNK: usize = 500;
+/// Partition state writes per fenced multi-op (see `update_leader_and_isr`).
+const MULTI_WRITE_CHUNK: usize = 100;
 
 /// Outcome of an election attempt (expected outcomes, not errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -865,7 +867,43 @@ impl KafkaZkClient {
         states: &[(TopicPartition, LeaderIsrAndControllerEpoch)],
         epoch_zk_version: i32,
     ) -> Result<BTreeMap<TopicPartition, UpdateLeaderAndIsrResult>> {
-        let writes = states.iter().map(|(tp, s)| async move {
+        // Chunks of writes, one fenced multi-op each, all in flight at once: ZooKeeper logs
+        // and fsyncs a multi-op as one transaction, where one write per partition made
+        // ZooKeeper's transaction rate the bound of a failover. One failing write fails its
+        // whole multi-op; that chunk is then written one partition at a time, as before.
+        let chunks: Vec<&[(TopicPartition, LeaderIsrAndControllerEpoch)]> =
+            states.chunks(MULTI_WRITE_CHUNK).collect();
+        let batched = chunks.iter().map(|chunk| async move {
+            let ops = chunk
+                .iter()
+                .map(|(tp, s)| ZkOp::SetData {
+                    path: TopicPartitionStateZNode::path(tp),
+                    data: TopicPartitionStateZNode::encode(s),
+                    version: Some(s.leader_and_isr.partition_epoch),
+                })
+                .collect();
+            (*chunk, self.fenced_multi(epoch_zk_version, ops).await)
+        });
+        let mut out = BTreeMap::new();
+        let mut singly: Vec<&(TopicPartition, LeaderIsrAndControllerEpoch)> = Vec::new();
+        for (chunk, r) in join_all(batched).await {
+            match r {
+                Ok(results) if results.len() == chunk.len() => {
+                    for ((tp, _), r) in chunk.iter().zip(results) {
+                        let res = match r {
+                            ZkOpResult::SetData(stat) => {
+                                UpdateLeaderAndIsrResult::Updated(stat.version)
+                            }
+                            _ => UpdateLeaderAndIsrResult::Failed("unexpected multi result".into()),
+                        };
+                        out.insert(tp.clone(), res);
+                    }
+                }
+                Err(FencedError::ControllerMoved) => return Err(Error::ControllerMoved),
+                Ok(_) | Err(FencedError::Op { .. }) => singly.extend(chunk.iter()),
+            }
+        }
+        let writes = singly.into_iter().map(|(tp, s)| async move {
             let r = self
                 .fenced_multi(
                     epoch_zk_version,
@@ -878,7 +916,6 @@ impl KafkaZkClient {
                 .await;
             (tp.clone(), r)
         });
-        let mut out = BTreeMap::new();
         for (tp, r) in join_all(writes).await {
             let res = match r {
                 Ok(results) => match results.first() {
@@ -1211,6 +1248,65 @@ mod tests {
             }
         );
         assert_eq!(a.get_controller_epoch().await.unwrap(), Some((1, 1)));
+    }
+
+    #[tokio::test]
+    async fn batched_state_writes_fall_back_per_partition_when_one_is_stale() {
+        let mem = MemoryZk::new();
+        let zk = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        let ElectionResult::Won {
+            epoch_zk_version, ..
+        } = zk.register_controller_and_increment_epoch(1).await.unwrap()
+        else {
+            panic!("first contender must win")
+        };
+        let state = |leader: i32, partition_epoch: i32| LeaderIsrAndControllerEpoch {
+            leader_and_isr: LeaderAndIsr {
+                leader,
+                leader_epoch: 0,
+                isr: vec![leader],
+                leader_recovery_state: 0,
+                partition_epoch,
+            },
+            controller_epoch: 1,
+        };
+        // More partitions than one multi-op carries, so several chunks are in flight.
+        let n = MULTI_WRITE_CHUNK as i32 * 2 + 5;
+        let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new("t", p)).collect();
+        zk.create_recursive("/brokers/topics/t").await.unwrap();
+        let created: Vec<_> = tps.iter().map(|tp| (tp.clone(), state(1, 0))).collect();
+        let r = zk
+            .create_partition_states(&created, epoch_zk_version)
+            .await
+            .unwrap();
+        assert!(r.values().all(|x| x.is_ok()));
+        // Every write expects zkVersion 0, but partition 7 is written once before.
+        let bump = [(tps[7].clone(), state(2, 0))];
+        zk.update_leader_and_isr(&bump, epoch_zk_version)
+            .await
+            .unwrap();
+        let writes: Vec<_> = tps.iter().map(|tp| (tp.clone(), state(3, 0))).collect();
+        let out = zk
+            .update_leader_and_isr(&writes, epoch_zk_version)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), n as usize);
+        for (tp, r) in &out {
+            if tp.partition == 7 {
+                assert!(matches!(r, UpdateLeaderAndIsrResult::NeedsRetry), "{r:?}");
+            } else {
+                assert!(
+                    matches!(r, UpdateLeaderAndIsrResult::Updated(1)),
+                    "{tp:?} {r:?}"
+                );
+            }
+        }
+        let states = zk.get_partition_states(&tps).await.unwrap();
+        assert_eq!(states[&tps[7]].leader_and_isr.leader, 2);
+        assert!(tps
+            .iter()
+            .filter(|tp| tp.partition != 7)
+            .all(|tp| states[tp].leader_and_isr.leader == 3));
     }
 
     #[tokio::test]
