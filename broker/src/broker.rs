@@ -166,8 +166,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     // Kafka fails at once if /brokers/ids/<id> is held by another session. After a crash that
     // session lingers for zookeeper.session.timeout.ms, so we wait that long (logging why)
     // before giving up: a restarted broker then comes back by itself.
-    let give_up =
-        tokio::time::Instant::now() + config.zookeeper_session_timeout * 2 + Duration::from_secs(5);
+    // ZooKeeper expires a session at a tick boundary after its timeout, later on a loaded
+    // machine (seen: 13 s for a 4 s session on 2 busy cores), hence the generous bound.
+    let give_up = tokio::time::Instant::now()
+        + config.zookeeper_session_timeout * 3
+        + Duration::from_secs(10);
     let broker_epoch = loop {
         match zk.register_broker(&registration).await {
             Ok(epoch) => break epoch,
@@ -177,7 +180,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
                 warn!(
                     broker_id = id,
                     "/brokers/ids/{id} is held by another session (a previous run not expired \
-                     yet?); retrying for up to twice zookeeper.session.timeout.ms"
+                     yet?); retrying for up to three times zookeeper.session.timeout.ms + 10 s"
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -44,7 +44,7 @@ fn duplicate_broker_id_and_foreign_log_dir_fail_clearly() {
     )
     .unwrap();
     // A second broker claiming id 1 while broker 1 is alive: refused (after waiting out a
-    // possible stale session of twice the session timeout).
+    // possible stale session: three times the session timeout + 10 s, 16 s here).
     let mut extra = BTreeMap::new();
     extra.insert(
         "zookeeper.session.timeout.ms".to_string(),

@@ -284,15 +284,37 @@ impl KafkaZkClient {
     pub async fn register_broker(&self, registration: &BrokerRegistration) -> Result<i64> {
         let path = BrokerIdZNode::path(registration.broker_id);
         let data = BrokerIdZNode::encode(registration);
+        // The node can vanish between a failed create and the read that follows (the older
+        // session that held it expires just then): create again. Bounded, as each round needs
+        // another session to have created the node in between.
+        for _ in 0..10 {
+            match self.try_register_broker(registration, &path, &data).await? {
+                Some(czxid) => return Ok(czxid),
+                None => {
+                    debug!(broker_id = registration.broker_id,
+                    "the registration of the older session vanished meanwhile; registering again")
+                }
+            }
+        }
+        Err(Error::BrokerIdAlreadyRegistered(registration.broker_id))
+    }
+
+    /// One registration attempt; `None` when the node that blocked it is already gone.
+    async fn try_register_broker(
+        &self,
+        registration: &BrokerRegistration,
+        path: &str,
+        data: &[u8],
+    ) -> Result<Option<i64>> {
         let ops = vec![
             ZkOp::Create {
-                path: path.clone(),
+                path: path.to_string(),
                 data: Vec::new(),
                 mode: NodeMode::Ephemeral,
             },
             ZkOp::SetData {
-                path: path.clone(),
-                data,
+                path: path.to_string(),
+                data: data.to_vec(),
                 version: Some(0),
             },
         ];
@@ -309,24 +331,23 @@ impl KafkaZkClient {
                     broker_epoch = czxid,
                     "registered broker"
                 );
-                Ok(czxid)
+                Ok(Some(czxid))
             }
             Err(MultiError::Op {
                 error: ZkError::NodeExists,
                 ..
             }) => {
-                let (_, stat) = self
-                    .get_data_maybe(&path)
-                    .await?
-                    .ok_or_else(|| Error::zk(&path, ZkError::NoNode))?;
+                let Some((_, stat)) = self.get_data_maybe(path).await? else {
+                    return Ok(None);
+                };
                 if stat.ephemeral_owner == self.backend().session_id() {
-                    Ok(stat.czxid)
+                    Ok(Some(stat.czxid))
                 } else {
                     Err(Error::BrokerIdAlreadyRegistered(registration.broker_id))
                 }
             }
             Err(MultiError::Op { error, .. }) | Err(MultiError::Request(error)) => {
-                Err(Error::zk(&path, error))
+                Err(Error::zk(path, error))
             }
         }
     }
