@@ -61,6 +61,18 @@ pub(crate) fn read_entries(
     Ok(())
 }
 
+/// An index file (offset or time), opened for this one operation. No descriptor is kept
+/// between operations (Kafka keeps a memory map and closes the file): a broker with tens of
+/// thousands of partitions would otherwise hold three descriptors per segment. Entries are
+/// written once per `index.interval.bytes` appended, so the open is rare.
+pub(crate) fn open_for_one_operation(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx(path)
+}
+
 impl OffsetIndex {
     /// Opens or creates the index, loading valid entries. Returns (index, was_sane).
     pub fn open(
@@ -107,16 +119,8 @@ impl OffsetIndex {
         ))
     }
 
-    /// The index file, opened for this one operation. No descriptor is kept between
-    /// operations (Kafka keeps a memory map and closes the file): a broker with tens of
-    /// thousands of partitions would otherwise hold three descriptors per segment. Entries are
-    /// written once per `index.interval.bytes` appended, so the open is rare.
     fn file(&self) -> Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .ctx(&self.path)
+        open_for_one_operation(&self.path)
     }
 
     pub fn path(&self) -> &Path {

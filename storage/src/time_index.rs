@@ -64,16 +64,8 @@ impl TimeIndex {
         ))
     }
 
-    /// The index file, opened for this one operation. No descriptor is kept between
-    /// operations (Kafka keeps a memory map and closes the file): a broker with tens of
-    /// thousands of partitions would otherwise hold three descriptors per segment. Entries are
-    /// written once per `index.interval.bytes` appended, so the open is rare.
     fn file(&self) -> Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .ctx(&self.path)
+        crate::index::open_for_one_operation(&self.path)
     }
 
     pub fn path(&self) -> &Path {

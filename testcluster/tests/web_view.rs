@@ -13,11 +13,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use controller::zk::client::KafkaZkClient;
 use testcluster::wait_until;
+
+mod common;
+use common::{alive, pids, Guard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_testcluster");
 const TOPIC: &str = "web";
@@ -43,52 +46,6 @@ fn ok(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     text
-}
-
-/// Every pid recorded in cluster.json (ZooKeeper servers and brokers).
-fn pids(dir: &Path) -> Vec<i32> {
-    let Ok(text) = std::fs::read_to_string(dir.join("cluster.json")) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let mut out = Vec::new();
-    for key in ["zookeeper", "brokers"] {
-        for s in v[key].as_array().into_iter().flatten() {
-            if let Some(p) = s["pid"].as_i64() {
-                out.push(p as i32);
-            }
-        }
-    }
-    out
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-/// Kills `up` and every process it recorded if the test ends early.
-struct Guard {
-    up: Child,
-    seen: Vec<i32>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.up.kill();
-        let _ = self.up.wait();
-        for p in &self.seen {
-            // SAFETY: kill(2) on pids this test saw the cluster start.
-            unsafe {
-                libc::kill(*p, libc::SIGCONT);
-                libc::kill(*p, libc::SIGKILL);
-            }
-        }
-    }
 }
 
 /// What ZooKeeper says: (controller, controller epoch, registered brokers, leader per partition).
