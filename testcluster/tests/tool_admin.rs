@@ -15,7 +15,7 @@ use std::time::Duration;
 use testcluster::wait_until;
 
 mod common;
-use common::{alive, pids, Guard};
+use common::alive;
 
 const BIN: &str = env!("CARGO_BIN_EXE_testcluster");
 
@@ -170,35 +170,13 @@ fn records(text: &str) -> Vec<(String, String)> {
 #[test]
 fn reassign_produce_consume_and_zk_as_a_user_would() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let log = std::fs::File::create(tmp.path().join("up.log")).unwrap();
     // A long session timeout keeps a paused broker registered (and so a valid reassignment
     // target) while the test starts a reassignment that cannot finish.
-    let up = Command::new(BIN)
-        .args([
-            "up",
-            "--brokers",
-            "3",
-            "--config",
-            "zookeeper.session.timeout.ms=30000",
-            "--dir",
-        ])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut g = Guard {
-        up,
-        seen: Vec::new(),
-    };
-    let up_log = || std::fs::read_to_string(tmp.path().join("up.log")).unwrap_or_default();
-    wait_until("up to report running", Duration::from_secs(120), || {
-        up_log().contains("running; Ctrl-C").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", up_log()));
-    g.seen = pids(&dir);
+    let (mut g, dir, log_path) = common::start_up(
+        tmp.path(),
+        &["--config", "zookeeper.session.timeout.ms=30000"],
+    );
+    let up_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert_eq!(g.seen.len(), 4);
 
     // Every new command answers --help with examples.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use testcluster::wait_until;
 
 mod common;
-use common::{alive, pids, Guard};
+use common::{alive, pids};
 
 const BIN: &str = env!("CARGO_BIN_EXE_testcluster");
 
@@ -62,28 +62,8 @@ fn broker_line(status: &str, id: i32) -> String {
 #[test]
 fn up_status_kill_controller_start_and_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let log = std::fs::File::create(tmp.path().join("up.log")).unwrap();
-    let up = Command::new(BIN)
-        .args(["up", "--brokers", "3", "--dir"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut g = Guard {
-        up,
-        seen: Vec::new(),
-    };
-    let up_log = || std::fs::read_to_string(tmp.path().join("up.log")).unwrap_or_default();
-
-    // `up` prints "running" once the cluster is ready and cluster.json is written.
-    wait_until("up to report running", Duration::from_secs(120), || {
-        up_log().contains("running; Ctrl-C").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", up_log()));
-    g.seen = pids(&dir);
+    let (mut g, dir, log_path) = common::start_up(tmp.path(), &[]);
+    let up_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert_eq!(g.seen.len(), 4, "1 ZooKeeper + 3 brokers in cluster.json");
     assert!(up_log().contains("bootstrap servers: 127.0.0.1:"));
 

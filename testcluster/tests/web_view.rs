@@ -20,7 +20,7 @@ use controller::zk::client::KafkaZkClient;
 use testcluster::wait_until;
 
 mod common;
-use common::{alive, pids, Guard};
+use common::alive;
 
 const BIN: &str = env!("CARGO_BIN_EXE_testcluster");
 const TOPIC: &str = "web";
@@ -145,26 +145,8 @@ fn browser_click_kills_the_controller_and_the_page_shows_the_failover() {
     );
 
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let log = std::fs::File::create(tmp.path().join("up.log")).unwrap();
-    let up = Command::new(BIN)
-        .args(["up", "--brokers", "3", "--dir"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut g = Guard {
-        up,
-        seen: Vec::new(),
-    };
-    let up_log = || std::fs::read_to_string(tmp.path().join("up.log")).unwrap_or_default();
-    wait_until("up to report running", Duration::from_secs(120), || {
-        up_log().contains("running; Ctrl-C").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", up_log()));
-    g.seen = pids(&dir);
+    let (mut g, dir, log_path) = common::start_up(tmp.path(), &[]);
+    let up_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert_eq!(
         processes_under(&dir).len(),
         5,

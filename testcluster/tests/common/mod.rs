@@ -3,8 +3,9 @@
 //! if a test ends early.
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Every pid recorded in cluster.json (ZooKeeper servers and brokers).
 pub fn pids(dir: &Path) -> Vec<i32> {
@@ -51,4 +52,35 @@ impl Drop for Guard {
             }
         }
     }
+}
+
+/// Runs `testcluster up --brokers 3 <extra> --dir <tmp>/cluster` with its output in
+/// `<tmp>/up.log` and waits until it reports the cluster running. Returns the guard (its `seen`
+/// holds the pids in cluster.json), the cluster folder and the log's path.
+pub fn start_up(tmp: &Path, extra: &[&str]) -> (Guard, PathBuf, PathBuf) {
+    let dir = tmp.join("cluster");
+    let log_path = tmp.join("up.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let up = Command::new(env!("CARGO_BIN_EXE_testcluster"))
+        .args(["up", "--brokers", "3"])
+        .args(extra)
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut g = Guard {
+        up,
+        seen: Vec::new(),
+    };
+    let up_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // `up` prints "running" once the cluster is ready and cluster.json is written.
+    testcluster::wait_until("up to report running", Duration::from_secs(120), || {
+        up_log().contains("running; Ctrl-C").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", up_log()));
+    g.seen = pids(&dir);
+    (g, dir, log_path)
 }
