@@ -96,25 +96,14 @@ impl Drop for Producer {
 }
 
 /// Consumes the topic and checks every acknowledged record is there exactly once, in order.
-fn verify(
-    c: &Cluster,
-    topic: &str,
-    acked: &std::path::Path,
-    report_loss: bool,
-    allow_duplicates: bool,
-) -> String {
+fn verify(c: &Cluster, topic: &str, acked: &std::path::Path) -> String {
     let root = testcluster::workspace_root();
-    let mut cmd = testcluster::command(root.join(".venv/bin/python"));
-    cmd.arg(root.join("testcluster/clients/py_verify_acked.py"))
+    let out = testcluster::command(root.join(".venv/bin/python"))
+        .arg(root.join("testcluster/clients/py_verify_acked.py"))
         .args([&c.bootstrap(), topic])
-        .arg(acked);
-    if report_loss {
-        cmd.arg("--report-loss");
-    }
-    if allow_duplicates {
-        cmd.arg("--allow-duplicates");
-    }
-    let out = cmd.output().expect("verify");
+        .arg(acked)
+        .output()
+        .expect("verify");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.starts_with("OK"), "verification failed: {text}");
     text
@@ -206,7 +195,7 @@ fn controller_sigkill_while_producing() {
     .unwrap();
     // Every acknowledged record exactly once, in order per partition (idempotent producer: a
     // batch the dead leader had replicated but not acknowledged is retried and recognised).
-    let report = verify(&c, "orders", &acked, false, false);
+    let report = verify(&c, "orders", &acked);
     assert!(report.contains("lost=0"), "{report}");
     eprintln!("controller SIGKILL: {report}");
     assert!(c.consistent("orders", 6).is_some());
@@ -363,7 +352,7 @@ fn rolling_restart_has_no_offline_partition() {
     let acked = prod.finish();
     // Availability (no offline partition), and every acknowledged record exactly once, in
     // order per partition.
-    let report = verify(&c, "roll", &acked, false, false);
+    let report = verify(&c, "roll", &acked);
     assert!(report.contains("lost=0"), "{report}");
     eprintln!("rolling restart: {report}");
 }
