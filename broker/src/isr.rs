@@ -38,7 +38,7 @@ use crate::replica_manager::Partition;
 const ALTER_PARTITION_VERSION: i16 = 1;
 
 /// Leader side, on each follower fetch: re-admit `replica` once it reached the high watermark.
-pub fn maybe_expand(broker: &Broker, part: &Partition, replica: i32) {
+pub fn maybe_expand(broker: &Broker, part: &Arc<Partition>, replica: i32) {
     let proposal = {
         let st = part.state();
         if st.leader != broker.broker_id || st.isr.contains(&replica) || st.isr_change_in_flight {
@@ -102,13 +102,11 @@ pub fn maybe_shrink_all(broker: &Broker) {
 
 fn propose(
     broker: &Broker,
-    part: &Partition,
+    part: &Arc<Partition>,
     (isr, leader_epoch, partition_epoch): (Vec<i32>, i32, i32),
 ) {
     part.state().isr_change_in_flight = true;
-    let Some(part) = broker.replicas.get(&part.topic, part.partition) else {
-        return;
-    };
+    let part = part.clone();
     broker.alter_partitions.submit(
         broker,
         PendingChange {

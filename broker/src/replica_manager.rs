@@ -112,7 +112,9 @@ pub struct ReplicaManager {
     pub broker_id: i32,
     pub config: Arc<BrokerConfig>,
     pub logs: Arc<LogManager>,
-    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// By topic, then partition: a lookup borrows the topic name (no allocation), and a
+    /// fetch naming thousands of partitions of one topic resolves the topic once.
+    partitions: RwLock<HashMap<String, HashMap<i32, Arc<Partition>>>>,
     /// Highest controller epoch seen in a control request.
     controller_epoch: Mutex<i32>,
     /// Bumped on every append and high watermark move; long-polling fetches wait on it.
@@ -147,8 +149,23 @@ impl ReplicaManager {
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&(topic.to_string(), partition))
+            .get(topic)
+            .and_then(|t| t.get(&partition))
             .cloned()
+    }
+
+    /// Runs `f` with the hosted partitions of `topic`, by partition number (None if none),
+    /// under the map's read lock: `f` must not create or remove partitions.
+    pub fn with_topic<R>(
+        &self,
+        topic: &str,
+        f: impl FnOnce(Option<&HashMap<i32, Arc<Partition>>>) -> R,
+    ) -> R {
+        f(self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic))
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
@@ -156,7 +173,7 @@ impl ReplicaManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .cloned()
+            .flat_map(|t| t.values().cloned())
             .collect()
     }
 
@@ -414,7 +431,9 @@ impl ReplicaManager {
         self.partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((topic.to_string(), partition), part.clone());
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, part.clone());
         Ok(part)
     }
 
@@ -439,10 +458,15 @@ impl ReplicaManager {
                         continue;
                     }
                 }
-                self.partitions
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&(topic.clone(), p.partition_index));
+                {
+                    let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(t) = map.get_mut(&topic) {
+                        t.remove(&p.partition_index);
+                        if t.is_empty() {
+                            map.remove(&topic);
+                        }
+                    }
+                }
                 let mut err = 0;
                 if p.delete_partition && self.logs.get_log(&topic, p.partition_index).is_some() {
                     if let Err(e) = self.logs.delete_log(&topic, p.partition_index) {

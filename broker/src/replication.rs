@@ -43,7 +43,12 @@ const FETCH_VERSION: i16 = 12;
 /// A follower fetched at `fetch_offset` (its log end offset). Kafka's rule for the caught-up
 /// clock: caught up now if it reached the leader's log end offset, or caught up as of its
 /// previous fetch if it reached the log end offset the leader had then.
-pub fn on_follower_fetch(broker: &Broker, part: &Partition, replica_id: i32, fetch_offset: i64) {
+pub fn on_follower_fetch(
+    broker: &Broker,
+    part: &Arc<Partition>,
+    replica_id: i32,
+    fetch_offset: i64,
+) {
     let leo = part.log_end_offset();
     let now = Instant::now();
     {
@@ -351,6 +356,8 @@ async fn truncate(
         .with_replica_id(BrokerId(b.broker_id))
         .with_topics(topics);
     let resp: OffsetForLeaderEpochResponse = c.send(ApiKey::OffsetForLeaderEpoch, 4, &req).await?;
+    let epochs: HashMap<&(String, i32), i32> =
+        parts.iter().map(|(k, s)| (k, s.leader_epoch)).collect();
     for t in resp.topics {
         let topic = t.topic.to_string();
         for r in t.partitions {
@@ -358,7 +365,7 @@ async fn truncate(
             let Some(part) = b.replicas.get(&topic, r.partition) else {
                 continue;
             };
-            let epoch = fetched_epoch(parts, &key);
+            let epoch = epochs.get(&key).copied().unwrap_or(-1);
             if r.error_code != 0 {
                 debug!(topic = %topic, partition = r.partition, error_code = r.error_code,
                     "OffsetsForLeaderEpoch failed; backing off");
@@ -381,14 +388,6 @@ async fn truncate(
         }
     }
     Ok(())
-}
-
-/// The leader epoch a partition was requested at in this round (-1 if it is not there).
-fn fetched_epoch(parts: &[((String, i32), FetchState)], key: &(String, i32)) -> i32 {
-    parts
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or(-1, |(_, s)| s.leader_epoch)
 }
 
 fn truncate_partition(part: &Partition, offset: i64, why: &str) {
@@ -455,6 +454,10 @@ async fn fetch(
     if resp.error_code != 0 {
         anyhow::bail!("fetch answered error code {}", resp.error_code);
     }
+    // The epoch each partition was requested at, by key: the answer may hold every partition
+    // of the request, so a scan of `parts` per answer entry would be quadratic.
+    let epochs: HashMap<&(String, i32), i32> =
+        parts.iter().map(|(k, s)| (k, s.leader_epoch)).collect();
     let mut progressed = false;
     for t in resp.responses {
         let topic = t.topic.to_string();
@@ -463,7 +466,7 @@ async fn fetch(
             let Some(part) = b.replicas.get(&topic, d.partition_index) else {
                 continue;
             };
-            let epoch = fetched_epoch(parts, &key);
+            let epoch = epochs.get(&key).copied().unwrap_or(-1);
             match d.error_code {
                 0 => {
                     let records = d.records.unwrap_or_default();

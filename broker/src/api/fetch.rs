@@ -12,6 +12,7 @@
 //! clients read as "keep sending full fetches" (what Kafka does when its session cache is
 //! full). An incremental fetch for a session id we never gave is FETCH_SESSION_ID_NOT_FOUND.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
 use crate::broker::Broker;
+use crate::replica_manager::Partition;
 
 /// One partition's read, before it becomes a response entry.
 #[allow(clippy::too_many_arguments)]
@@ -34,6 +36,7 @@ fn read_partition(
     budget: usize,
     first: bool,
     version: i16,
+    hosted: Option<&Arc<Partition>>,
 ) -> PartitionData {
     let mut d = PartitionData::default()
         .with_partition_index(p.partition)
@@ -45,7 +48,7 @@ fn read_partition(
     if isolation_level == 1 {
         d.aborted_transactions = Some(Vec::new());
     }
-    let part = match broker.replicas.get(topic, p.partition) {
+    let part = match hosted {
         Some(part) => part,
         None => {
             d.error_code = if broker.metadata.partition(topic, p.partition).is_some() {
@@ -98,7 +101,7 @@ fn read_partition(
         Err(e) => d.error_code = e.kafka_error_code(),
     }
     if is_follower && d.error_code == 0 {
-        crate::replication::on_follower_fetch(broker, &part, replica_id, p.fetch_offset);
+        crate::replication::on_follower_fetch(broker, part, replica_id, p.fetch_offset);
         d.high_watermark = part.state().high_watermark;
     }
     d
@@ -122,23 +125,26 @@ fn read_all(
     for t in &req.topics {
         let topic = t.topic.to_string();
         let mut parts = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let left = max_bytes.saturating_sub(total);
-            let budget = (p.partition_max_bytes.max(0) as usize).min(left);
-            let d = read_partition(
-                broker,
-                &topic,
-                p,
-                replica_id,
-                req.isolation_level,
-                budget,
-                total == 0,
-                version,
-            );
-            any_error |= d.error_code != 0;
-            total += d.records.as_ref().map_or(0, |r| r.len());
-            parts.push(d);
-        }
+        broker.replicas.with_topic(&topic, |hosted| {
+            for p in &t.partitions {
+                let left = max_bytes.saturating_sub(total);
+                let budget = (p.partition_max_bytes.max(0) as usize).min(left);
+                let d = read_partition(
+                    broker,
+                    &topic,
+                    p,
+                    replica_id,
+                    req.isolation_level,
+                    budget,
+                    total == 0,
+                    version,
+                    hosted.and_then(|h| h.get(&p.partition)),
+                );
+                any_error |= d.error_code != 0;
+                total += d.records.as_ref().map_or(0, |r| r.len());
+                parts.push(d);
+            }
+        });
         responses.push(
             FetchableTopicResponse::default()
                 .with_topic(t.topic.clone())
@@ -175,11 +181,11 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
         {
             return resp;
         }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
-            return read_all(broker, &req, replica_id, version).0;
+        // Nothing moved (no append, no high watermark change) until the deadline: the answer
+        // just read is still the answer, so it is not read a second time.
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => return resp,
         }
     }
 }
