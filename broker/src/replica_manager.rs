@@ -206,6 +206,7 @@ impl ReplicaManager {
         req: &LeaderAndIsrRequest,
         topic_configs: &HashMap<String, BTreeMap<String, String>>,
     ) -> Vec<LeaderAndIsrOutcome> {
+        let epoch_sync = self.logs.defer_epoch_sync();
         let _changing = self.state_change.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         // Logs of new replicas are created first, side by side: each creation fsyncs its
@@ -334,48 +335,33 @@ impl ReplicaManager {
         }
         // Kafka's makeLeader records the new epoch's start offset at the log end (an append
         // as leader that slips in before this records it itself, at the same offset, and then
-        // this is a no-op). For many partitions at once: every checkpoint staged unsynced,
-        // one filesystem sync, the renames, one more sync, all before the answer; where one
-        // fsynced checkpoint after the other made a broker taking over 10,000 leaderships
-        // spend seconds here.
-        let staged: Mutex<Vec<(Arc<Partition>, u64)>> = Mutex::new(Vec::new());
-        for_each_in_parallel(&new_epochs, |(part, epoch)| {
+        // this is a no-op), and fsyncs the checkpoint before answering. Here the entry is in
+        // the cache before the answer, and the checkpoints are written and made durable right
+        // after it, in the background, for many partitions at once: staged files, one
+        // filesystem sync, the renames, one more sync. Durable before the answer, a broker
+        // taking over 10,000 leaderships answered (and got its UpdateMetadata) a second later.
+        // What keeps a crash safe meanwhile: `epoch_sync` holds back the recovery-point
+        // checkpoint (see `storage::EpochSyncGuard`), so records written in the new epoch are
+        // either covered by a durable entry or re-read by recovery, which assigns their epoch.
+        let mut pending: Vec<(Arc<Partition>, u64)> = Vec::new();
+        for (part, epoch) in &new_epochs {
             let mut log = part.log();
-            if log.latest_epoch().is_some_and(|e| e >= *epoch) {
-                return;
-            }
             let leo = log.log_end_offset();
-            match log.stage_epoch_start_offset(*epoch, leo) {
-                Ok(Some(t)) => staged
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((part.clone(), t)),
-                Ok(None) => {}
-                Err(e) => warn!(topic = %part.topic, partition = part.partition, error = %e,
-                    "cannot record leader epoch start"),
+            if let Some(ticket) = log.assign_epoch_start_offset_pending(*epoch, leo) {
+                pending.push((part.clone(), ticket));
             }
-        });
-        let staged = staged.into_inner().unwrap_or_else(|e| e.into_inner());
-        if !staged.is_empty() {
-            let started = Instant::now();
-            let sync = |what: &str| {
-                if let Err(e) = self.logs.sync_dirs() {
-                    warn!(error = %e, step = what, "cannot sync the log dirs");
-                }
-            };
-            sync("staged leader epoch checkpoints");
-            for_each_in_parallel(&staged, |(part, ticket)| {
-                if let Err(e) = part.log().commit_epoch_checkpoint(*ticket) {
-                    warn!(topic = %part.topic, partition = part.partition, error = %e,
-                        "cannot record leader epoch start");
-                }
-            });
-            sync("renamed leader epoch checkpoints");
-            info!(
-                partitions = staged.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "leader epoch checkpoints synced"
-            );
+        }
+        if !pending.is_empty() {
+            let logs = self.logs.clone();
+            let spawned = std::thread::Builder::new()
+                .name("epoch-checkpoints".into())
+                .spawn(move || {
+                    let _guard = epoch_sync;
+                    write_epoch_checkpoints(&logs, &pending);
+                });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start the leader epoch checkpoint thread");
+            }
         }
         self.notify_progress();
         out
@@ -618,6 +604,46 @@ impl ReplicaManager {
             }
         }
     }
+}
+
+/// Writes and makes durable the leader-epoch checkpoints of entries assigned with
+/// `assign_epoch_start_offset_pending`: staged files side by side, a sync, the renames, a sync.
+fn write_epoch_checkpoints(logs: &LogManager, pending: &[(Arc<Partition>, u64)]) {
+    let started = Instant::now();
+    let staged: Mutex<Vec<(Arc<Partition>, u64)>> = Mutex::new(Vec::new());
+    for_each_in_parallel(pending, |(part, ticket)| {
+        match part.log().stage_pending_epoch_checkpoint(*ticket) {
+            Ok(true) => staged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((part.clone(), *ticket)),
+            Ok(false) => {}
+            Err(e) => warn!(topic = %part.topic, partition = part.partition, error = %e,
+                "cannot record leader epoch start"),
+        }
+    });
+    let staged = staged.into_inner().unwrap_or_else(|e| e.into_inner());
+    if staged.is_empty() {
+        return;
+    }
+    let sync = |what: &str| {
+        if let Err(e) = logs.sync_dirs() {
+            warn!(error = %e, step = what, "cannot sync the log dirs");
+        }
+    };
+    sync("staged leader epoch checkpoints");
+    for_each_in_parallel(&staged, |(part, ticket)| {
+        if let Err(e) = part.log().commit_epoch_checkpoint(*ticket) {
+            warn!(topic = %part.topic, partition = part.partition, error = %e,
+                "cannot record leader epoch start");
+        }
+    });
+    sync("renamed leader epoch checkpoints");
+    info!(
+        partitions = staged.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "leader epoch checkpoints synced"
+    );
 }
 
 /// Threads used for per-partition file work (log creation, leader epoch checkpoints): enough

@@ -112,7 +112,10 @@ pub struct RequestBatch {
     leader_and_isr: BTreeMap<i32, BTreeMap<TopicPartition, LeaderAndIsrEntry>>,
     stop_replica: BTreeMap<i32, BTreeMap<TopicPartition, StopReplicaEntry>>,
     update_metadata_brokers: BTreeSet<i32>,
-    update_metadata_partitions: BTreeMap<TopicPartition, UpdateMetadataPartitionState>,
+    /// Partitions whose state goes into the UpdateMetadata requests; the state itself is read
+    /// from the context when the batch is sent (Kafka's `updateMetadataRequestPartitionInfo`),
+    /// so a partition named by each of its replicas' transitions is built once.
+    update_metadata_partitions: BTreeSet<TopicPartition>,
 }
 
 impl RequestBatch {
@@ -170,8 +173,11 @@ impl RequestBatch {
             entry.state = state.clone();
             entry.assignment = assignment.clone();
         }
-        let all: Vec<i32> = ctx.live_or_shutting_down_broker_ids().into_iter().collect();
-        self.add_update_metadata(ctx, &all, std::slice::from_ref(tp));
+        self.update_metadata_brokers
+            .extend(ctx.live_brokers.keys().copied());
+        if !self.update_metadata_partitions.contains(tp) {
+            self.update_metadata_partitions.insert(tp.clone());
+        }
     }
 
     /// StopReplica for `tp` to each of `broker_ids`; `delete` is sticky within the batch.
@@ -209,28 +215,35 @@ impl RequestBatch {
     /// leader -2 so brokers drop them.
     pub fn add_update_metadata(
         &mut self,
-        ctx: &ControllerContext,
+        _ctx: &ControllerContext,
         broker_ids: &[i32],
         partitions: &[TopicPartition],
     ) {
         self.update_metadata_brokers
             .extend(broker_ids.iter().filter(|b| **b >= 0));
-        for tp in partitions {
-            let Some(l) = ctx.leadership.get(tp) else {
-                continue;
-            };
-            let replicas = ctx.replicas(tp).to_vec();
-            let offline: Vec<BrokerId> = replicas
-                .iter()
-                .filter(|r| !ctx.is_replica_online(**r))
-                .map(|r| BrokerId(*r))
-                .collect();
-            let leader = if ctx.is_topic_queued_for_deletion(&tp.topic) {
-                LeaderAndIsr::LEADER_DURING_DELETE
-            } else {
-                l.leader_and_isr.leader
-            };
-            let state = UpdateMetadataPartitionState::default()
+        self.update_metadata_partitions
+            .extend(partitions.iter().cloned());
+    }
+
+    /// One partition's UpdateMetadata state, from the context as it is now.
+    fn update_metadata_state(
+        ctx: &ControllerContext,
+        tp: &TopicPartition,
+    ) -> Option<UpdateMetadataPartitionState> {
+        let l = ctx.leadership.get(tp)?;
+        let replicas = ctx.replicas(tp);
+        let offline: Vec<BrokerId> = replicas
+            .iter()
+            .filter(|r| !ctx.is_replica_online(**r))
+            .map(|r| BrokerId(*r))
+            .collect();
+        let leader = if ctx.is_topic_queued_for_deletion(&tp.topic) {
+            LeaderAndIsr::LEADER_DURING_DELETE
+        } else {
+            l.leader_and_isr.leader
+        };
+        Some(
+            UpdateMetadataPartitionState::default()
                 .with_topic_name(topic_name(&tp.topic))
                 .with_partition_index(tp.partition)
                 .with_controller_epoch(l.controller_epoch)
@@ -239,9 +252,8 @@ impl RequestBatch {
                 .with_isr(l.leader_and_isr.isr.iter().map(|b| BrokerId(*b)).collect())
                 .with_zk_version(l.leader_and_isr.partition_epoch)
                 .with_replicas(replicas.iter().map(|b| BrokerId(*b)).collect())
-                .with_offline_replicas(offline);
-            self.update_metadata_partitions.insert(tp.clone(), state);
-        }
+                .with_offline_replicas(offline),
+        )
     }
 
     /// Builds the requests and queues them per broker, in Kafka's order: LeaderAndIsr, then
@@ -381,8 +393,15 @@ impl RequestBatch {
                 })
                 .collect();
             let mut topics: BTreeMap<String, Vec<UpdateMetadataPartitionState>> = BTreeMap::new();
-            for (tp, s) in &batch.update_metadata_partitions {
-                topics.entry(tp.topic.clone()).or_default().push(s.clone());
+            for tp in &batch.update_metadata_partitions {
+                if let Some(s) = Self::update_metadata_state(ctx, tp) {
+                    match topics.get_mut(&tp.topic) {
+                        Some(v) => v.push(s),
+                        None => {
+                            topics.insert(tp.topic.clone(), vec![s]);
+                        }
+                    }
+                }
             }
             let topic_states: Vec<UpdateMetadataTopicState> = topics
                 .into_iter()

@@ -132,7 +132,7 @@ impl LeaderEpochCheckpointFile {
     }
 
     /// Writes `entries` to `<path>.staged.tmp` without fsync (see
-    /// `LeaderEpochFileCache::assign_staged`); a leftover is removed when the log opens, as
+    /// `LeaderEpochFileCache::stage_pending`); a leftover is removed when the log opens, as
     /// every `.tmp` file is.
     pub fn stage(path: &Path, entries: &[(i32, i64)]) -> Result<()> {
         let staged = Self::staged_path(path);

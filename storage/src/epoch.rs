@@ -53,6 +53,24 @@ impl LeaderEpochFileCache {
         Ok(true)
     }
 
+    /// [`Self::assign`] without writing the checkpoint; the caller persists once after many
+    /// (recovery rebuilding entries from batches).
+    pub fn assign_in_memory(&mut self, epoch: i32, start_offset: i64) -> bool {
+        if let Some(&(e, _)) = self.entries.last() {
+            if epoch <= e {
+                return false;
+            }
+        }
+        self.entries.retain(|&(_, o)| o < start_offset);
+        self.entries.push((epoch, start_offset));
+        true
+    }
+
+    /// Writes the checkpoint with the current entries (durably).
+    pub fn flush(&mut self) -> Result<()> {
+        self.persist()
+    }
+
     /// OffsetsForLeaderEpoch: (epoch, end offset). For an unknown epoch below the first entry,
     /// (-1, -1); for the latest epoch, the log end offset; otherwise the start offset of the first
     /// greater epoch, paired with the greatest epoch <= the one asked for.
@@ -114,25 +132,30 @@ impl LeaderEpochFileCache {
         LeaderEpochCheckpointFile::write(&self.path, &self.entries)
     }
 
-    /// [`Self::assign`] in two steps, for many partitions at once: the entries change now and
-    /// the new checkpoint is written, not synced, beside the old one; the caller syncs the
-    /// filesystem, calls [`Self::commit_staged`] with the returned ticket (the rename), and
-    /// syncs again. Two filesystem syncs then replace two fsyncs per partition, and no
+    /// [`Self::assign`] in three steps, for many partitions at once: the entry changes now (in
+    /// memory only) and the returned ticket is later given to [`Self::stage_pending`] (write the
+    /// new checkpoint, unsynced, beside the old one) and [`Self::commit_staged`] (rename it),
+    /// with a filesystem sync after each: two syncs replace two fsyncs per partition, and no
     /// checkpoint is ever replaced by contents that are not yet durable. `None`: not newer.
-    pub fn assign_staged(&mut self, epoch: i32, start_offset: i64) -> Result<Option<u64>> {
-        if let Some(&(e, _)) = self.entries.last() {
-            if epoch <= e {
-                return Ok(None);
-            }
+    pub fn assign_pending(&mut self, epoch: i32, start_offset: i64) -> Option<u64> {
+        if !self.assign_in_memory(epoch, start_offset) {
+            return None;
         }
-        self.entries.retain(|&(_, o)| o < start_offset);
-        self.entries.push((epoch, start_offset));
         self.writes += 1;
-        LeaderEpochCheckpointFile::stage(&self.path, &self.entries)?;
-        Ok(Some(self.writes))
+        Some(self.writes)
     }
 
-    /// Installs the checkpoint staged by [`Self::assign_staged`] under `ticket`. If the cache
+    /// Writes the staged checkpoint for `ticket` (see [`Self::assign_pending`]). False, and
+    /// nothing written, if the cache was written since: that write carried these entries.
+    pub fn stage_pending(&mut self, ticket: u64) -> Result<bool> {
+        if ticket != self.writes {
+            return Ok(false);
+        }
+        LeaderEpochCheckpointFile::stage(&self.path, &self.entries)?;
+        Ok(true)
+    }
+
+    /// Installs the checkpoint staged by [`Self::stage_pending`] under `ticket`. If the cache
     /// changed since, that later change wrote (or staged) the newer contents itself and this
     /// is a no-op; if the staged file is gone, the current entries are written synchronously.
     pub fn commit_staged(&mut self, ticket: u64) -> Result<()> {
@@ -174,32 +197,35 @@ mod tests {
     }
 
     #[test]
-    fn staged_assignment_reaches_the_file_only_when_committed() {
+    fn pending_assignment_reaches_the_file_only_when_staged_and_committed() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("leader-epoch-checkpoint");
         let mut c = LeaderEpochFileCache::load(&path).unwrap();
         c.assign(1, 0).unwrap();
-        let t = c.assign_staged(3, 7).unwrap().expect("newer epoch");
+        let t = c.assign_pending(3, 7).expect("newer epoch");
         assert_eq!(c.entries(), &[(1, 0), (3, 7)], "the cache changes at once");
+        assert_eq!(c.assign_pending(2, 9), None, "an older epoch is ignored");
+        assert!(c.stage_pending(t).unwrap());
         assert_eq!(
             LeaderEpochFileCache::load(&path).unwrap().entries(),
             &[(1, 0)],
             "the checkpoint keeps its old contents until the commit"
-        );
-        assert_eq!(
-            c.assign_staged(2, 9).unwrap(),
-            None,
-            "an older epoch is ignored"
         );
         c.commit_staged(t).unwrap();
         assert_eq!(
             LeaderEpochFileCache::load(&path).unwrap().entries(),
             &[(1, 0), (3, 7)]
         );
-        // A synchronous change after staging wins; the stale ticket is then a no-op.
-        let stale = c.assign_staged(5, 9).unwrap().unwrap();
+        // A synchronous change after the pending one wins; the stale ticket is then a no-op,
+        // before staging as after it.
+        let stale = c.assign_pending(5, 9).unwrap();
         c.assign(6, 12).unwrap();
+        assert!(!c.stage_pending(stale).unwrap());
         c.commit_staged(stale).unwrap();
+        let staged_then_stale = c.assign_pending(7, 15).unwrap();
+        assert!(c.stage_pending(staged_then_stale).unwrap());
+        c.truncate_from_end(14).unwrap();
+        c.commit_staged(staged_then_stale).unwrap();
         assert_eq!(
             LeaderEpochFileCache::load(&path).unwrap().entries(),
             &[(1, 0), (3, 7), (5, 9), (6, 12)]

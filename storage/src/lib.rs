@@ -50,7 +50,7 @@ pub use cleaner::{clean_log, CleanerStats, LogCleaner};
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use error::{Error, Result};
 pub use log::Log;
-pub use log_manager::{LogManager, MetaProperties};
+pub use log_manager::{EpochSyncGuard, LogManager, MetaProperties};
 
 use bytes::Bytes;
 

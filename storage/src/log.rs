@@ -136,6 +136,7 @@ impl Log {
         }
         let mut segments = BTreeMap::new();
         let mut recovered_any = false;
+        let mut recovered_bases = Vec::new();
         let mut i = 0;
         while i < bases.len() {
             let base = bases[i];
@@ -145,6 +146,7 @@ impl Log {
             if !sane || (!had_clean_shutdown && unflushed) {
                 let cut = seg.recover(config.max_message_bytes)?;
                 recovered_any = true;
+                recovered_bases.push(base);
                 if cut > 0 {
                     warn!(topic = %topic, partition, base_offset = base, bytes_truncated = cut,
                         "truncated invalid bytes at the end of segment during recovery");
@@ -199,6 +201,23 @@ impl Log {
         log.recovery_point = log.recovery_point.min(log.log_end_offset);
         log.epoch_cache.truncate_from_end(log.log_end_offset)?;
         log.epoch_cache.truncate_from_start(log.log_start_offset)?;
+        // Kafka's `LogSegment.recover`: every recovered batch's leader epoch is assigned, so
+        // the cache covers the batches that reached the disk even if the checkpoint recording
+        // their epoch did not.
+        let mut rebuilt = false;
+        for base in &recovered_bases {
+            if let Some(seg) = log.segments.get(base) {
+                let cache = &mut log.epoch_cache;
+                seg.for_each_header(|h| {
+                    if h.partition_leader_epoch >= 0 {
+                        rebuilt |= cache.assign_in_memory(h.partition_leader_epoch, h.base_offset);
+                    }
+                })?;
+            }
+        }
+        if rebuilt {
+            log.epoch_cache.flush()?;
+        }
         log.rebuild_producer_state()?;
         info!(topic = %log.topic, partition = log.partition, log_start_offset = log.log_start_offset,
             log_end_offset = log.log_end_offset, recovery_point = log.recovery_point,
@@ -786,16 +805,21 @@ impl Log {
         self.epoch_cache.assign(epoch, start_offset)?;
         Ok(())
     }
-    /// [`Self::assign_epoch_start_offset`] in two steps (`LeaderEpochFileCache::assign_staged`):
-    /// returns a ticket for [`Self::commit_epoch_checkpoint`], `None` if the epoch is not newer.
-    pub fn stage_epoch_start_offset(
+    /// Leader epoch cache: `epoch` starts at `start_offset`, in memory now; the checkpoint
+    /// follows through [`Self::stage_pending_epoch_checkpoint`] and
+    /// [`Self::commit_epoch_checkpoint`] (`LeaderEpochFileCache::assign_pending`).
+    pub fn assign_epoch_start_offset_pending(
         &mut self,
         epoch: i32,
         start_offset: i64,
-    ) -> Result<Option<u64>> {
-        self.epoch_cache.assign_staged(epoch, start_offset)
+    ) -> Option<u64> {
+        self.epoch_cache.assign_pending(epoch, start_offset)
     }
-    /// Installs a checkpoint staged by [`Self::stage_epoch_start_offset`].
+    /// Writes the staged checkpoint of a pending assignment; false if a later write made it moot.
+    pub fn stage_pending_epoch_checkpoint(&mut self, ticket: u64) -> Result<bool> {
+        self.epoch_cache.stage_pending(ticket)
+    }
+    /// Installs a checkpoint staged by [`Self::stage_pending_epoch_checkpoint`].
     pub fn commit_epoch_checkpoint(&mut self, ticket: u64) -> Result<()> {
         self.epoch_cache.commit_staged(ticket)
     }

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use tracing::{info, warn};
 
 pub const META_PROPERTIES: &str = "meta.properties";
@@ -87,6 +87,26 @@ pub struct LogManager {
     /// High watermarks read from `replication-offset-checkpoint` at open.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
     default_config: LogConfig,
+    /// Leader-epoch checkpoints written after their LeaderAndIsr was answered and not yet
+    /// durable (see [`LogManager::defer_epoch_sync`]).
+    pending_epoch_syncs: Arc<(Mutex<usize>, Condvar)>,
+}
+
+/// Held while leader-epoch checkpoints of a LeaderAndIsr are still being made durable. The
+/// recovery-point checkpoint (and the clean-shutdown marker after it) waits until none is held,
+/// and no guard is taken while it is written: a recovery point is never durable past records
+/// of an epoch whose checkpoint entry is not, so after a crash either the entry is on disk or
+/// the records are re-read by recovery, which assigns their epochs again.
+pub struct EpochSyncGuard {
+    pending: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl Drop for EpochSyncGuard {
+    fn drop(&mut self) {
+        let (n, cv) = &*self.pending;
+        *n.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        cv.notify_all();
+    }
 }
 
 fn date_line() -> String {
@@ -216,6 +236,7 @@ impl LogManager {
             logs: Mutex::new(logs),
             high_watermarks: Mutex::new(hws),
             default_config,
+            pending_epoch_syncs: Arc::new((Mutex::new(0), Condvar::new())),
         })
     }
 
@@ -315,8 +336,23 @@ impl LogManager {
         log.delete()
     }
 
+    /// See [`EpochSyncGuard`]. Taken before a LeaderAndIsr changes any partition, dropped when
+    /// its leader-epoch checkpoints are durable.
+    pub fn defer_epoch_sync(&self) -> EpochSyncGuard {
+        let (n, _) = &*self.pending_epoch_syncs;
+        *n.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        EpochSyncGuard {
+            pending: self.pending_epoch_syncs.clone(),
+        }
+    }
+
     /// Writes recovery-point and log-start-offset checkpoints.
     pub fn checkpoint(&self) -> Result<()> {
+        let (n, cv) = &*self.pending_epoch_syncs;
+        let mut pending = n.lock().unwrap_or_else(|e| e.into_inner());
+        while *pending > 0 {
+            pending = cv.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
         let logs = self.logs();
         for (i, dir) in self.dirs.iter().enumerate() {
             let mut rps = Vec::new();

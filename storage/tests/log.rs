@@ -292,6 +292,31 @@ fn segment_ms_rolls_a_non_empty_segment() {
 }
 
 // Kafka: UnifiedLog.truncateTo and LeaderEpochFileCache.truncateFromEnd.
+// Kafka: LogSegment.recover assigns the leader epoch of every recovered batch.
+#[test]
+fn recovery_restores_leader_epochs_of_batches_whose_checkpoint_entry_was_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("t-0");
+    {
+        let mut log = open(d.path(), small_config());
+        log.append_as_leader(batch(3, 10, 1), 2).unwrap();
+        log.append_as_leader(batch(2, 10, 1), 4).unwrap();
+        log.flush().unwrap();
+        assert_eq!(log.leader_epoch_entries(), vec![(2, 0), (4, 3)]);
+    }
+    // The checkpoint lost its last entry (it was not yet durable when the machine stopped).
+    std::fs::write(dir.join("leader-epoch-checkpoint"), "0\n1\n2 0\n").unwrap();
+    let log = Log::open(&dir, small_config(), 0, 0, false).unwrap();
+    assert_eq!(log.leader_epoch_entries(), vec![(2, 0), (4, 3)]);
+    drop(log);
+    let again = Log::open(&dir, small_config(), 5, 0, true).unwrap();
+    assert_eq!(
+        again.leader_epoch_entries(),
+        vec![(2, 0), (4, 3)],
+        "rebuilt entries are persisted"
+    );
+}
+
 #[test]
 fn truncate_to_removes_later_batches_segments_and_epochs() {
     let d = tempfile::tempdir().unwrap();
