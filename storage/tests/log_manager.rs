@@ -170,3 +170,34 @@ fn idle_logs_hold_no_file_descriptor() {
         12
     );
 }
+
+// Leader-epoch checkpoints made durable after a LeaderAndIsr answer hold back the
+// recovery-point checkpoint until they are done (see storage::EpochSyncGuard).
+#[test]
+fn recovery_points_wait_for_pending_epoch_checkpoints() {
+    let d = tempfile::tempdir().unwrap();
+    let dirs = vec![d.path().join("a")];
+    let lm = std::sync::Arc::new(LogManager::open(&dirs, &meta(1), LogConfig::default()).unwrap());
+    append(&lm, "t", 0, 3);
+    let guard = lm.defer_epoch_sync();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = {
+        let lm = lm.clone();
+        std::thread::spawn(move || {
+            lm.checkpoint().unwrap();
+            tx.send(()).unwrap();
+        })
+    };
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "the checkpoint was written while an epoch checkpoint was pending"
+    );
+    drop(guard);
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the checkpoint is written once nothing is pending");
+    writer.join().unwrap();
+    // A guard taken after the checkpoint does not block the next one forever once dropped.
+    drop(lm.defer_epoch_sync());
+    lm.checkpoint().unwrap();
+}
