@@ -262,10 +262,17 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             }
         }));
     }
-    timers.push(every(Duration::from_secs(1), {
-        let r = replicas.clone();
-        move || r.maybe_flush_all()
-    }));
+    // Kafka's `kafka-log-flusher`: every log.flush.scheduler.interval.ms (Long.MAX by default,
+    // i.e. never: at 100,000 partitions a pass locks every log).
+    if config.log_flush_scheduler_interval_ms < i64::MAX as u64 {
+        timers.push(every(
+            Duration::from_millis(config.log_flush_scheduler_interval_ms.max(100)),
+            {
+                let r = replicas.clone();
+                move || r.maybe_flush_all()
+            },
+        ));
+    }
 
     timers.extend(crate::metrics::start(metrics_listener, &broker));
     let mut servers = Vec::new();

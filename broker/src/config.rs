@@ -81,6 +81,9 @@ pub struct BrokerConfig {
     pub log_flush_interval_messages: u64,
     /// `log.flush.interval.ms` (none: falls back to log.flush.scheduler.interval.ms's Long.MAX).
     pub log_flush_interval_ms: u64,
+    /// `log.flush.scheduler.interval.ms` (Long.MAX: the periodic flush check, which applies
+    /// flush.ms, never runs; flush.messages is checked on append).
+    pub log_flush_scheduler_interval_ms: u64,
     /// `log.flush.offset.checkpoint.interval.ms` (60000).
     pub log_flush_offset_checkpoint_interval_ms: u64,
     /// `log.index.interval.bytes` (4096).
@@ -452,6 +455,8 @@ impl BrokerConfig {
             log_retention_check_interval_ms: p.parse("log.retention.check.interval.ms", 300_000)?,
             log_flush_interval_messages: p.parse("log.flush.interval.messages", i64::MAX as u64)?,
             log_flush_interval_ms: p.parse("log.flush.interval.ms", i64::MAX as u64)?,
+            log_flush_scheduler_interval_ms: p
+                .parse("log.flush.scheduler.interval.ms", i64::MAX as u64)?,
             log_flush_offset_checkpoint_interval_ms: p
                 .parse("log.flush.offset.checkpoint.interval.ms", 60_000)?,
             log_index_interval_bytes: p.parse("log.index.interval.bytes", 4096)?,

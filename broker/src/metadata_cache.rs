@@ -176,6 +176,19 @@ impl MetadataCache {
         self.read().topics.get(name).cloned()
     }
 
+    /// Runs `f` on `name`'s entry under one read lock, with a liveness test for broker ids
+    /// (a Metadata answer for 10,000 partitions neither copies the topic nor locks per partition).
+    pub fn with_topic<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&TopicEntry, &dyn Fn(i32) -> bool) -> R,
+    ) -> Option<R> {
+        let g = self.read();
+        let t = g.topics.get(name)?;
+        let alive = |id: i32| g.brokers.contains_key(&id);
+        Some(f(t, &alive))
+    }
+
     pub fn topic_by_id(&self, id: Uuid) -> Option<(String, TopicEntry)> {
         self.read()
             .topics

@@ -71,8 +71,11 @@ pub fn on_follower_fetch(
 }
 
 /// What a fetcher knows about one of its partitions.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct FetchState {
+    /// The hosted partition (a StopReplica or a LeaderAndIsr that replaces it also removes
+    /// or re-adds it here).
+    part: Arc<Partition>,
     leader_epoch: i32,
     /// Must truncate (OffsetsForLeaderEpoch) before the next fetch.
     truncating: bool,
@@ -126,7 +129,18 @@ impl FetcherManager {
         let Some(weak) = self.broker.get().cloned() else {
             return;
         };
-        let n = weak.upgrade().map_or(1, |b| b.config.num_replica_fetchers);
+        let Some(b) = weak.upgrade() else {
+            return;
+        };
+        let n = b.config.num_replica_fetchers;
+        let Some(part) = b.replicas.get(topic, partition) else {
+            warn!(
+                topic,
+                partition, "asked to fetch a partition this broker does not host"
+            );
+            return;
+        };
+        drop(b);
         let key = (leader, Self::fetcher_index(topic, partition, n));
         let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
         let f = fetchers.entry(key).or_insert_with(|| {
@@ -147,6 +161,7 @@ impl FetcherManager {
             .insert(
                 (topic.to_string(), partition),
                 FetchState {
+                    part,
                     leader_epoch,
                     truncating: true,
                     delayed_until: None,
@@ -221,13 +236,13 @@ async fn run_fetcher(me: Weak<Fetcher>, broker: Weak<Broker>) {
         };
         let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
         let now = Instant::now();
-        let parts: Vec<((String, i32), FetchState)> = f
+        let parts: Vec<FetchState> = f
             .partitions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, s)| s.delayed_until.is_none_or(|d| d <= now))
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .values()
+            .filter(|s| s.delayed_until.is_none_or(|d| d <= now))
+            .cloned()
             .collect();
         if parts.is_empty() {
             drop(b);
@@ -262,10 +277,10 @@ async fn run_fetcher(me: Weak<Fetcher>, broker: Weak<Broker>) {
             }
         }
         let c = conn.as_mut().expect("connected above");
-        let truncating: Vec<_> = parts
+        let truncating: Vec<((String, i32), FetchState)> = parts
             .iter()
-            .filter(|(_, s)| s.truncating)
-            .cloned()
+            .filter(|s| s.truncating)
+            .map(|s| ((s.part.topic.clone(), s.part.partition), s.clone()))
             .collect();
         let result = if !truncating.is_empty() {
             truncate(&b, &f, c, &truncating).await
@@ -411,31 +426,41 @@ async fn fetch(
     b: &Broker,
     f: &Fetcher,
     c: &mut Connection,
-    parts: &[((String, i32), FetchState)],
+    parts: &[FetchState],
 ) -> anyhow::Result<()> {
     let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for ((t, p), s) in parts {
-        let Some(part) = b.replicas.get(t, *p) else {
-            continue;
-        };
+    // The states in request order (grouped by topic as the request is): the answer comes in
+    // the same order, so it is matched by position, without a lookup per partition.
+    let mut in_request: Vec<Vec<&FetchState>> = Vec::new();
+    for s in parts {
+        let part = &s.part;
         let (leo, start) = {
             let log = part.log();
             (log.log_end_offset(), log.log_start_offset())
         };
         let entry = FetchPartition::default()
-            .with_partition(*p)
+            .with_partition(part.partition)
             .with_current_leader_epoch(s.leader_epoch)
             .with_fetch_offset(leo)
             .with_log_start_offset(start)
             .with_partition_max_bytes(b.config.replica_fetch_max_bytes);
-        match topics.iter_mut().find(|x| x.topic.0.as_str() == t.as_str()) {
-            Some(x) => x.partitions.push(entry),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(name(t))
-                    .with_partitions(vec![entry]),
-            ),
+        match topics
+            .iter()
+            .position(|x| x.topic.0.as_str() == part.topic.as_str())
+        {
+            Some(i) => {
+                topics[i].partitions.push(entry);
+                in_request[i].push(s);
+            }
+            None => {
+                topics.push(
+                    FetchTopic::default()
+                        .with_topic(name(&part.topic))
+                        .with_partitions(vec![entry]),
+                );
+                in_request.push(vec![s]);
+            }
         }
     }
     if topics.is_empty() {
@@ -454,22 +479,39 @@ async fn fetch(
     if resp.error_code != 0 {
         anyhow::bail!("fetch answered error code {}", resp.error_code);
     }
-    // The epoch each partition was requested at, by key: the answer may hold every partition
-    // of the request, so a scan of `parts` per answer entry would be quadratic.
-    let epochs: HashMap<&(String, i32), i32> =
-        parts.iter().map(|(k, s)| (k, s.leader_epoch)).collect();
+    let by_key = |topic: &str, partition: i32| -> Option<&FetchState> {
+        parts
+            .iter()
+            .find(|s| s.part.partition == partition && s.part.topic == topic)
+    };
     let mut progressed = false;
-    for t in resp.responses {
+    for (ti, t) in resp.responses.into_iter().enumerate() {
         let topic = t.topic.to_string();
-        for d in t.partitions {
-            let key = (topic.clone(), d.partition_index);
-            let Some(part) = b.replicas.get(&topic, d.partition_index) else {
+        for (pi, d) in t.partitions.into_iter().enumerate() {
+            // By position; a leader answering in another order costs a scan, not a mistake.
+            let positional = in_request
+                .get(ti)
+                .and_then(|v| v.get(pi))
+                .copied()
+                .filter(|s| s.part.partition == d.partition_index && s.part.topic == topic);
+            let Some(s) = positional.or_else(|| by_key(&topic, d.partition_index)) else {
                 continue;
             };
-            let epoch = epochs.get(&key).copied().unwrap_or(-1);
+            let part = &s.part;
+            let epoch = s.leader_epoch;
+            let key = || (topic.clone(), d.partition_index);
             match d.error_code {
                 0 => {
                     let records = d.records.unwrap_or_default();
+                    if !records.is_empty()
+                        && !b
+                            .replicas
+                            .get(&topic, d.partition_index)
+                            .is_some_and(|now| Arc::ptr_eq(&now, part))
+                    {
+                        // Stopped (or replaced) while the fetch was in flight.
+                        continue;
+                    }
                     let appended = if records.is_empty() {
                         Ok(())
                     } else {
@@ -488,22 +530,22 @@ async fn fetch(
                         Err(storage::Error::UnexpectedOffset(msg)) => {
                             warn!(topic = %topic, partition = d.partition_index, reason = %msg,
                                 "leader's batches do not continue our log; truncating again");
-                            set_truncating(f, &key, epoch, true);
+                            set_truncating(f, &key(), epoch, true);
                         }
                         Err(e) => {
                             warn!(topic = %topic, partition = d.partition_index, error = %e,
                                 "follower append failed; backing off");
-                            delay(f, &key, backoff);
+                            delay(f, &key(), backoff);
                         }
                     }
                 }
                 code if code == ResponseError::OffsetOutOfRange.code() => {
-                    handle_out_of_range(b, c, &part).await?;
+                    handle_out_of_range(b, c, part).await?;
                 }
                 code => {
                     debug!(topic = %topic, partition = d.partition_index, error_code = code,
                         "replica fetch error; backing off");
-                    delay(f, &key, backoff);
+                    delay(f, &key(), backoff);
                 }
             }
         }

@@ -147,7 +147,24 @@ pub fn start(
         .broker_epoch
         .store(broker_epoch, std::sync::atomic::Ordering::SeqCst);
     handle.put(ControllerEvent::Startup);
-    tokio::spawn(ControllerEventManager::run(controller, rx));
+    // Kafka's `controller-event-thread`: the event loop gets a thread (and a single-threaded
+    // runtime) of its own, so that handling an event for seconds (a failover at 100,000
+    // partitions) never holds one of the workers that serve this broker's clients and the
+    // controller's own requests to it.
+    let spawned = std::thread::Builder::new()
+        .name("controller-event-thread".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(ControllerEventManager::run(controller, rx)),
+                Err(e) => tracing::error!(error = %e, "cannot start the controller's runtime"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the controller event thread");
+    }
     handle
 }
 

@@ -452,6 +452,12 @@ impl Log {
         }
         debug!(topic = %self.topic, partition = self.partition, base_offset = first.base_offset,
             last_offset = last.last_offset(), bytes = len, "appended");
+        // Kafka's `UnifiedLog.append`: flush.messages is checked on every append (flush.ms only
+        // by the periodic flusher, every log.flush.scheduler.interval.ms).
+        let unflushed = (self.log_end_offset - self.recovery_point).max(0) as u64;
+        if unflushed >= self.config.flush_messages {
+            self.flush()?;
+        }
         Ok(LogAppendInfo {
             base_offset: first.base_offset,
             last_offset: last.last_offset(),

@@ -53,41 +53,41 @@ pub fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
 
 /// One topic's metadata from the cache (`None` if the topic is unknown).
 pub fn topic_metadata(broker: &Broker, name: &str, version: i16) -> Option<MetadataResponseTopic> {
-    let t = broker.metadata.topic(name)?;
-    let partitions = t
-        .partitions
-        .iter()
-        .map(|(idx, p)| {
-            let leader_alive = p.leader >= 0 && broker.metadata.is_alive(p.leader);
-            let error = if leader_alive {
-                0
-            } else {
-                ResponseError::LeaderNotAvailable.code()
-            };
-            let mut replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
-            let mut isr: Vec<BrokerId> = p.isr.iter().map(|r| BrokerId(*r)).collect();
-            if version == 0 {
-                // v0 lists only live replicas (Kafka's errorUnavailableEndpoints).
-                replicas.retain(|r| broker.metadata.is_alive(r.0));
-                isr.retain(|r| broker.metadata.is_alive(r.0));
-            }
-            MetadataResponsePartition::default()
-                .with_error_code(error)
-                .with_partition_index(*idx)
-                .with_leader_id(BrokerId(if leader_alive { p.leader } else { -1 }))
-                .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(replicas)
-                .with_isr_nodes(isr)
-                .with_offline_replicas(p.offline_replicas.iter().map(|r| BrokerId(*r)).collect())
-        })
-        .collect();
-    Some(
+    broker.metadata.with_topic(name, |t, is_alive| {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|(idx, p)| {
+                let leader_alive = p.leader >= 0 && is_alive(p.leader);
+                let error = if leader_alive {
+                    0
+                } else {
+                    ResponseError::LeaderNotAvailable.code()
+                };
+                let mut replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+                let mut isr: Vec<BrokerId> = p.isr.iter().map(|r| BrokerId(*r)).collect();
+                if version == 0 {
+                    replicas.retain(|r| is_alive(r.0));
+                    isr.retain(|r| is_alive(r.0));
+                }
+                MetadataResponsePartition::default()
+                    .with_error_code(error)
+                    .with_partition_index(*idx)
+                    .with_leader_id(BrokerId(if leader_alive { p.leader } else { -1 }))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(replicas)
+                    .with_isr_nodes(isr)
+                    .with_offline_replicas(
+                        p.offline_replicas.iter().map(|r| BrokerId(*r)).collect(),
+                    )
+            })
+            .collect();
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
             .with_topic_id(t.id)
             .with_is_internal(is_internal(name))
-            .with_partitions(partitions),
-    )
+            .with_partitions(partitions)
+    })
 }
 
 pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
