@@ -549,9 +549,14 @@ pub struct ControllerChannelManager {
     socket_timeout: Duration,
     request_timeout: Duration,
     brokers: HashMap<i32, BrokerQueue>,
+    /// Where the sender tasks run: the runtime `new` was called in (the broker's), not the
+    /// controller's own single-threaded one, so requests go out while an event is handled
+    /// (Kafka's `RequestSendThread`s are threads of their own too).
+    runtime: tokio::runtime::Handle,
 }
 
 impl ControllerChannelManager {
+    /// Must be called inside the tokio runtime the sender tasks are to run on.
     pub fn new(
         controller_id: i32,
         listener_name: String,
@@ -566,6 +571,7 @@ impl ControllerChannelManager {
             socket_timeout,
             request_timeout,
             brokers: HashMap::new(),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 }
@@ -591,7 +597,7 @@ impl ControllerChannel for ControllerChannelManager {
             socket_timeout: self.socket_timeout,
             request_timeout: self.request_timeout,
         };
-        let task = tokio::spawn(sender.run(rx));
+        let task = self.runtime.spawn(sender.run(rx));
         self.brokers.insert(broker.id(), BrokerQueue { tx, task });
     }
 
