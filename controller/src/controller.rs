@@ -597,8 +597,15 @@ impl KafkaController {
         for id in ids {
             self.watch_broker(id).await?;
         }
-        for t in &topics {
-            self.load_topic(t).await?;
+        // Every topic's assignment read at once (Kafka's `getReplicaAssignmentForTopics`
+        // pipelines its getData requests), then applied one after the other.
+        let reads = {
+            let zk = &self.zk;
+            futures::future::join_all(topics.iter().map(|t| zk.get_topic_assignment_and_watch(t)))
+                .await
+        };
+        for (t, read) in topics.iter().zip(reads) {
+            self.apply_topic_assignment(t, read?).await?;
         }
         let partitions = self.ctx.all_partitions();
         let states = self.zk.get_partition_states(&partitions).await?;
@@ -710,7 +717,17 @@ impl KafkaController {
     /// Reads one topic's assignment (with a data watch) into the context, back-filling a
     /// missing topic id (fenced write), as Kafka does at IBP >= 2.8.
     async fn load_topic(&mut self, topic: &str) -> Result<bool> {
-        let Some((mut a, w)) = self.zk.get_topic_assignment_and_watch(topic).await? else {
+        let read = self.zk.get_topic_assignment_and_watch(topic).await?;
+        self.apply_topic_assignment(topic, read).await
+    }
+
+    /// The second half of [`Self::load_topic`], for an assignment already read.
+    async fn apply_topic_assignment(
+        &mut self,
+        topic: &str,
+        read: Option<(TopicAssignment, crate::zk::backend::Watch)>,
+    ) -> Result<bool> {
+        let Some((mut a, w)) = read else {
             return Ok(false);
         };
         let t = topic.to_string();
