@@ -107,6 +107,64 @@ pub fn code(e: ResponseError) -> Code {
     e.code()
 }
 
+/// One topic's hosted partitions, by partition number (numbers are dense from 0, so a slot
+/// per number: a fetch naming thousands of them indexes instead of hashing). Numbers from
+/// [`TopicPartitions::SLOTS`] up go to a map, so that no number makes a huge table.
+#[derive(Default)]
+pub struct TopicPartitions {
+    slots: Vec<Option<Arc<Partition>>>,
+    others: HashMap<i32, Arc<Partition>>,
+    count: usize,
+}
+
+impl TopicPartitions {
+    const SLOTS: usize = 1 << 20;
+
+    fn slot(partition: i32) -> Option<usize> {
+        usize::try_from(partition).ok().filter(|i| *i < Self::SLOTS)
+    }
+
+    pub fn get(&self, partition: i32) -> Option<&Arc<Partition>> {
+        match Self::slot(partition) {
+            Some(i) => self.slots.get(i).and_then(Option::as_ref),
+            None => self.others.get(&partition),
+        }
+    }
+
+    fn insert(&mut self, partition: i32, part: Arc<Partition>) {
+        let replaced = match Self::slot(partition) {
+            Some(i) => {
+                if self.slots.len() <= i {
+                    self.slots.resize(i + 1, None);
+                }
+                self.slots[i].replace(part)
+            }
+            None => self.others.insert(partition, part),
+        };
+        if replaced.is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, partition: i32) {
+        let removed = match Self::slot(partition) {
+            Some(i) => self.slots.get_mut(i).and_then(Option::take),
+            None => self.others.remove(&partition),
+        };
+        if removed.is_some() {
+            self.count -= 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.slots.iter().flatten().chain(self.others.values())
+    }
+}
+
 /// The broker's hosted partitions.
 pub struct ReplicaManager {
     pub broker_id: i32,
@@ -114,7 +172,7 @@ pub struct ReplicaManager {
     pub logs: Arc<LogManager>,
     /// By topic, then partition: a lookup borrows the topic name (no allocation), and a
     /// fetch naming thousands of partitions of one topic resolves the topic once.
-    partitions: RwLock<HashMap<String, HashMap<i32, Arc<Partition>>>>,
+    partitions: RwLock<HashMap<String, TopicPartitions>>,
     /// Highest controller epoch seen in a control request.
     controller_epoch: Mutex<i32>,
     /// Bumped on every append and high watermark move; long-polling fetches wait on it.
@@ -150,17 +208,13 @@ impl ReplicaManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)
-            .and_then(|t| t.get(&partition))
+            .and_then(|t| t.get(partition))
             .cloned()
     }
 
     /// Runs `f` with the hosted partitions of `topic`, by partition number (None if none),
     /// under the map's read lock: `f` must not create or remove partitions.
-    pub fn with_topic<R>(
-        &self,
-        topic: &str,
-        f: impl FnOnce(Option<&HashMap<i32, Arc<Partition>>>) -> R,
-    ) -> R {
+    pub fn with_topic<R>(&self, topic: &str, f: impl FnOnce(Option<&TopicPartitions>) -> R) -> R {
         f(self
             .partitions
             .read()
@@ -173,7 +227,7 @@ impl ReplicaManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .flat_map(|t| t.values().cloned())
+            .flat_map(|t| t.iter().cloned())
             .collect()
     }
 
@@ -447,7 +501,7 @@ impl ReplicaManager {
                 {
                     let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
                     if let Some(t) = map.get_mut(&topic) {
-                        t.remove(&p.partition_index);
+                        t.remove(p.partition_index);
                         if t.is_empty() {
                             map.remove(&topic);
                         }
@@ -669,4 +723,62 @@ fn for_each_in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) + Sync) {
             });
         }
     });
+}
+
+#[cfg(test)]
+mod topic_partitions_tests {
+    use super::*;
+
+    fn partition(dir: &std::path::Path, n: i32) -> Arc<Partition> {
+        let log = storage::Log::open(
+            &dir.join(format!("t-{n}")),
+            storage::LogConfig::default(),
+            0,
+            0,
+            true,
+        )
+        .unwrap();
+        Arc::new(Partition {
+            topic: "t".into(),
+            partition: n,
+            topic_id: Uuid::nil(),
+            log: Arc::new(Mutex::new(log)),
+            state: Mutex::new(PartitionState {
+                leader: -1,
+                leader_epoch: -1,
+                partition_epoch: -1,
+                isr: Vec::new(),
+                replicas: Vec::new(),
+                controller_epoch: -1,
+                high_watermark: 0,
+                followers: HashMap::new(),
+                min_isr: 1,
+                isr_change_in_flight: false,
+            }),
+        })
+    }
+
+    #[test]
+    fn slots_and_overflow_keep_lookups_and_count() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = TopicPartitions::default();
+        assert!(t.is_empty() && t.get(0).is_none() && t.get(-1).is_none());
+        let big = TopicPartitions::SLOTS as i32 + 5;
+        for n in [0, 7, big] {
+            t.insert(n, partition(d.path(), n));
+        }
+        assert_eq!(t.slots.len(), 8, "a huge number does not grow the table");
+        assert_eq!(t.get(7).map(|p| p.partition), Some(7));
+        assert_eq!(t.get(big).map(|p| p.partition), Some(big));
+        assert!(t.get(3).is_none() && t.get(-7).is_none() && t.get(i32::MAX).is_none());
+        t.insert(7, partition(d.path(), 7));
+        assert_eq!(t.iter().count(), 3, "replacing a partition keeps the count");
+        t.remove(7);
+        t.remove(7);
+        t.remove(3);
+        t.remove(big);
+        assert!(!t.is_empty());
+        t.remove(0);
+        assert!(t.is_empty() && t.iter().next().is_none());
+    }
 }

@@ -138,7 +138,7 @@ fn read_all(
                     budget,
                     total == 0,
                     version,
-                    hosted.and_then(|h| h.get(&p.partition)),
+                    hosted.and_then(|h| h.get(p.partition)),
                 );
                 any_error |= d.error_code != 0;
                 total += d.records.as_ref().map_or(0, |r| r.len());
