@@ -180,6 +180,99 @@ fn divergent_old_leader_truncates() {
     assert!(c.broker(leader).log().contains("truncating divergent tail"));
 }
 
+/// The controller sends a new partition's LeaderAndIsr to its three replicas at once; a
+/// follower that applies it before the leader does fetches from a broker that does not host
+/// the partition yet. Kafka answers UNKNOWN_TOPIC_OR_PARTITION and the follower backs off
+/// `replica.fetch.backoff.ms`, holding every acks=all produce that long (the follower is in the
+/// ISR): the 1 s stall behind `bench compare`'s slow acks=all runs. Here the leader is paused
+/// while both followers apply the LeaderAndIsr and send their first fetch, which forces that
+/// order, and the backoff is 20 s: the first acks=all record must be acknowledged well before.
+#[test]
+fn follower_fetching_before_its_leader_knows_the_partition_does_not_stall_acks_all() {
+    let _g = serial();
+    let mut c = Cluster::start(
+        ClusterOptions::default()
+            .config("replica.fetch.backoff.ms", "20000")
+            .config("replica.lag.time.max.ms", "60000")
+            .config("zookeeper.session.timeout.ms", "60000")
+            .config("auto.leader.rebalance.enable", "false"),
+    )
+    .unwrap();
+    c.wait_for_all_brokers(WAIT).unwrap();
+    let (controller, _) = wait_until("a controller", WAIT, || c.controller()).unwrap();
+    let leader = (1..=3).find(|b| *b != controller).unwrap();
+    let followers: Vec<i32> = (1..=3).filter(|b| *b != leader).collect();
+    let mut replicas = vec![leader];
+    replicas.extend(&followers);
+    c.broker(leader).signal(Signal::Stop);
+    // CreateTopics waits for the controller's metadata; the paused leader must not hold us.
+    let addr = c.broker(controller).address();
+    let create = std::thread::spawn(move || {
+        testcluster::kafka::Client::connect(&addr)
+            .and_then(|mut k| k.create_topic_assigned("early", &[replicas]))
+    });
+    for f in &followers {
+        let started = format!("started replica fetcher leader={leader}");
+        wait_until("the follower fetching from the paused leader", WAIT, || {
+            c.broker(*f).log().contains(&started).then_some(())
+        })
+        .unwrap();
+    }
+    // The fetcher connects and sends right after that line, and the paused leader's kernel
+    // queues both: wait until the controller's LeaderAndIsr and the two fetches are all
+    // waiting to be read there, so the leader meets them together when it runs again.
+    let port = c.broker(leader).port;
+    wait_until(
+        "the LeaderAndIsr and both fetches queued at the leader",
+        WAIT,
+        || (connections_with_unread_bytes(port) >= 3).then_some(()),
+    )
+    .unwrap();
+    c.broker(leader).signal(Signal::Cont);
+    assert_eq!(create.join().unwrap().unwrap(), 0, "CreateTopics");
+    c.wait_for_leaders("early", 1, WAIT).unwrap();
+    let started = std::time::Instant::now();
+    let st = testcluster::command("kcat")
+        .args(["-b", &c.bootstrap(), "-P", "-t", "early", "-p", "0"])
+        .args(["-X", "acks=all", "-X", "message.timeout.ms=60000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"first\n")?;
+            child.wait()
+        })
+        .unwrap();
+    let took = started.elapsed();
+    assert!(st.success(), "kcat produce failed");
+    assert!(
+        took < Duration::from_secs(10),
+        "the first acks=all record took {took:?}: a follower backed off (replica.fetch.backoff.ms 20 s)"
+    );
+}
+
+/// Established TCP connections to 127.0.0.1:`port` holding bytes not read yet, from
+/// `/proc/net/tcp` (fields: local address, remote address, state, tx_queue:rx_queue).
+fn connections_with_unread_bytes(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let unread = f
+                .get(4)
+                .and_then(|q| q.split(':').nth(1))
+                .and_then(|rx| u64::from_str_radix(rx, 16).ok())
+                .unwrap_or(0);
+            f.len() > 4 && f[1] == local && f[3] == "01" && unread > 0
+        })
+        .count()
+}
+
 /// What a broker that did not come back was doing: its log's tail and its threads' stacks.
 fn diagnose(c: &mut Cluster, id: i32) -> String {
     let log = c.broker(id).log();
