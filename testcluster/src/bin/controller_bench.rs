@@ -27,10 +27,10 @@
 //! `--shutdown-leaders N` adds a run on a fresh cluster where one broker is the preferred
 //! leader of exactly N partitions (explicit assignment), for scenario 3 alone.
 //!
-//! Metadata is polled in a loop (all topics, v12, one broker after the other, a broker that
-//! passed is not asked again); a condition counts as met when the last broker first answered
-//! with it holding, so (c) is an upper bound by at most one Metadata answer (the slowest
-//! answer's duration is printed). (b) comes from the broker's log
+//! Metadata is polled in a loop (all topics, v12, every broker by a thread of its own, a broker
+//! that passed is not asked again); a condition counts as met when the last broker first
+//! answered with it holding, so (c) is an upper bound by at most one Metadata answer (the
+//! slowest answer's duration is printed). (b) comes from the broker's log
 //! timestamp, on the same clock.
 
 use std::collections::BTreeMap;
@@ -185,40 +185,68 @@ impl Bench {
     }
 
     /// Polls the Metadata of `ids` until `ok` holds for every one; returns the time from `t0`
-    /// at which the last of them first answered with `ok` holding. A broker that passed is not
-    /// asked again (in these scenarios what `ok` tests, once true, stays true), so the figure is
-    /// late by at most one Metadata answer of the last broker, not by a whole round.
+    /// at which the last of them first answered with `ok` holding. Each broker is asked by a
+    /// thread of its own, again and again until its answer passes (in these scenarios what
+    /// `ok` tests, once true, stays true), so the figure is late by at most one Metadata answer
+    /// of the last broker.
     fn poll_metadata(
         &mut self,
         what: &str,
         t0: Instant,
         ids: &[i32],
-        mut ok: impl FnMut(&Summary) -> bool,
+        ok: impl Fn(&Summary) -> bool + Sync,
     ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + self.timeout;
+        let addrs: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                self.cluster
+                    .brokers
+                    .iter()
+                    .find(|b| b.id == *id)
+                    .map(|b| b.address())
+                    .ok_or_else(|| anyhow::anyhow!("no broker {id}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let ok = &ok;
+        let results: Vec<Option<(Duration, Duration)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = addrs
+                .iter()
+                .map(|addr| {
+                    s.spawn(move || {
+                        let mut slowest = Duration::ZERO;
+                        while Instant::now() <= deadline {
+                            let asked = Instant::now();
+                            let pass = testcluster::kafka::Client::connect(addr)
+                                .and_then(|mut c| c.metadata(None))
+                                .ok()
+                                .is_some_and(|md| ok(&Summary::of(&md)));
+                            slowest = slowest.max(asked.elapsed());
+                            if pass {
+                                return Some((t0.elapsed(), slowest));
+                            }
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        None
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        let mut last = Duration::ZERO;
         let mut slowest = Duration::ZERO;
-        let mut passed: BTreeMap<i32, Duration> = BTreeMap::new();
-        loop {
-            for id in ids {
-                if passed.contains_key(id) {
-                    continue;
-                }
-                let asked = Instant::now();
-                let pass = self.summary(*id).is_some_and(|s| ok(&s));
-                slowest = slowest.max(asked.elapsed());
-                if pass {
-                    passed.insert(*id, t0.elapsed());
-                }
-            }
-            if passed.len() == ids.len() {
-                self.last_round = slowest;
-                return Ok(passed.values().copied().max().unwrap_or_default());
-            }
-            if Instant::now() > deadline {
+        for r in results {
+            let Some((at, answer)) = r else {
                 anyhow::bail!("timed out after {:?} waiting for {what}", self.timeout);
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            };
+            last = last.max(at);
+            slowest = slowest.max(answer);
         }
+        self.last_round = slowest;
+        Ok(last)
     }
 
     /// Creates the bench topics (RF `rf`) and waits until every broker's Metadata shows every
