@@ -65,6 +65,34 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// A hosted partition before its first LeaderAndIsr: no leader, no ISR, epochs unknown.
+    pub fn new(
+        topic: String,
+        partition: i32,
+        topic_id: Uuid,
+        log: SharedLog,
+        high_watermark: i64,
+    ) -> Self {
+        Partition {
+            topic,
+            partition,
+            topic_id,
+            log,
+            state: Mutex::new(PartitionState {
+                leader: -1,
+                leader_epoch: -1,
+                partition_epoch: -1,
+                isr: Vec::new(),
+                replicas: Vec::new(),
+                controller_epoch: -1,
+                high_watermark,
+                followers: HashMap::new(),
+                min_isr: 1,
+                isr_change_in_flight: false,
+            }),
+        }
+    }
+
     pub fn state(&self) -> std::sync::MutexGuard<'_, PartitionState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -450,24 +478,13 @@ impl ReplicaManager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .log_end_offset();
-        let part = Arc::new(Partition {
-            topic: topic.to_string(),
+        let part = Arc::new(Partition::new(
+            topic.to_string(),
             partition,
             topic_id,
             log,
-            state: Mutex::new(PartitionState {
-                leader: -1,
-                leader_epoch: -1,
-                partition_epoch: -1,
-                isr: Vec::new(),
-                replicas: Vec::new(),
-                controller_epoch: -1,
-                high_watermark: hw.min(leo),
-                followers: HashMap::new(),
-                min_isr: 1,
-                isr_change_in_flight: false,
-            }),
-        });
+            hw.min(leo),
+        ));
         self.partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -738,24 +755,13 @@ mod topic_partitions_tests {
             true,
         )
         .unwrap();
-        Arc::new(Partition {
-            topic: "t".into(),
-            partition: n,
-            topic_id: Uuid::nil(),
-            log: Arc::new(Mutex::new(log)),
-            state: Mutex::new(PartitionState {
-                leader: -1,
-                leader_epoch: -1,
-                partition_epoch: -1,
-                isr: Vec::new(),
-                replicas: Vec::new(),
-                controller_epoch: -1,
-                high_watermark: 0,
-                followers: HashMap::new(),
-                min_isr: 1,
-                isr_change_in_flight: false,
-            }),
-        })
+        Arc::new(Partition::new(
+            "t".into(),
+            n,
+            Uuid::nil(),
+            Arc::new(Mutex::new(log)),
+            0,
+        ))
     }
 
     #[test]

@@ -213,12 +213,7 @@ impl RequestBatch {
     /// UpdateMetadata to `broker_ids` carrying the current state of `partitions` (which may be
     /// empty: then only the live-broker list is sent). Partitions of a topic being deleted carry
     /// leader -2 so brokers drop them.
-    pub fn add_update_metadata(
-        &mut self,
-        _ctx: &ControllerContext,
-        broker_ids: &[i32],
-        partitions: &[TopicPartition],
-    ) {
+    pub fn add_update_metadata(&mut self, broker_ids: &[i32], partitions: &[TopicPartition]) {
         self.update_metadata_brokers
             .extend(broker_ids.iter().filter(|b| **b >= 0));
         self.update_metadata_partitions

@@ -843,8 +843,7 @@ impl KafkaController {
         partitions: &[TopicPartition],
     ) -> Result<()> {
         self.batch.new_batch()?;
-        self.batch
-            .add_update_metadata(&self.ctx, brokers, partitions);
+        self.batch.add_update_metadata(brokers, partitions);
         self.send_batch();
         Ok(())
     }

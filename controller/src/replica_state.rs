@@ -241,7 +241,7 @@ impl KafkaController {
                             .into_iter()
                             .collect();
                         self.batch
-                            .add_update_metadata(&self.ctx, &all, std::slice::from_ref(&tp));
+                            .add_update_metadata(&all, std::slice::from_ref(&tp));
                         let r = PartitionAndReplica { tp, replica };
                         self.set_replica_state(&r, from, ReplicaState::Offline);
                     }
