@@ -51,6 +51,8 @@ pub struct Broker {
     pub groups: Arc<crate::group::GroupCoordinator>,
     /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
     pub fetchers: crate::replication::FetcherManager,
+    /// Fetch sessions this broker keeps as a leader (KIP-227).
+    pub fetch_sessions: crate::fetch_session::FetchSessionCache,
     /// ISR shrink/expand counters for the metrics endpoint.
     pub metrics: crate::metrics::BrokerMetrics,
     /// Producer ids for idempotent producers (InitProducerId).
@@ -214,6 +216,12 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         replicas: replicas.clone(),
         shutting_down: watch::channel(false).0,
         fetchers: crate::replication::FetcherManager::new(),
+        fetch_sessions: crate::fetch_session::FetchSessionCache::new(
+            config.max_incremental_fetch_session_cache_slots,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.subsec_nanos() ^ (id as u32).rotate_left(16)),
+        ),
         groups: crate::group::GroupCoordinator::with_log(
             id,
             crate::group::GroupConfig {

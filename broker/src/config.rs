@@ -128,6 +128,8 @@ pub struct BrokerConfig {
     pub replica_fetch_wait_max_ms: i32,
     /// `replica.fetch.backoff.ms` (1000).
     pub replica_fetch_backoff_ms: u64,
+    /// `max.incremental.fetch.session.cache.slots` (1000): fetch sessions kept (KIP-227).
+    pub max_incremental_fetch_session_cache_slots: usize,
     /// `offsets.topic.num.partitions` (50).
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.replication.factor` (3).
@@ -191,6 +193,7 @@ const KNOWN_KEYS: &[&str] = &[
     "replica.fetch.max.bytes",
     "replica.fetch.wait.max.ms",
     "replica.fetch.backoff.ms",
+    "max.incremental.fetch.session.cache.slots",
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
@@ -487,6 +490,8 @@ impl BrokerConfig {
             replica_fetch_max_bytes: p.parse("replica.fetch.max.bytes", 1_048_576)?,
             replica_fetch_wait_max_ms: p.parse("replica.fetch.wait.max.ms", 500)?,
             replica_fetch_backoff_ms: p.parse("replica.fetch.backoff.ms", 1000)?,
+            max_incremental_fetch_session_cache_slots: p
+                .parse("max.incremental.fetch.session.cache.slots", 1000)?,
             offsets_topic_num_partitions: p.parse("offsets.topic.num.partitions", 50)?,
             offsets_topic_replication_factor: p.parse("offsets.topic.replication.factor", 3)?,
             group_initial_rebalance_delay_ms: p.parse("group.initial.rebalance.delay.ms", 3000)?,

@@ -25,6 +25,7 @@ pub mod api;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod fetch_session;
 pub mod group;
 pub mod group_log;
 pub mod isr;

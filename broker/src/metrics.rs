@@ -16,7 +16,10 @@
 //!   broker leads: `UnderReplicatedPartitions` (ISR smaller than the replica set),
 //!   `UnderMinIsrPartitionCount` (ISR below `min.insync.replicas`), `PartitionCount`,
 //!   `LeaderCount`, and the counters `IsrShrinksPerSec` / `IsrExpandsPerSec` (Kafka's meters;
-//!   a counter here, so `rate()` gives the per-second figure).
+//!   a counter here, so `rate()` gives the per-second figure);
+//! - fetch sessions (`kafka.server:type=FetchSessionCache`): `NumIncrementalFetchSessions` and
+//!   `NumIncrementalFetchPartitionsCached` (KIP-227; each follower fetcher holds one session on
+//!   each leader it fetches from).
 //!
 //! Why a hand-written HTTP responder: the endpoint answers one read-only page to a scraper;
 //! an HTTP stack (hyper and its companions) would add a dozen crates to the broker for that.
@@ -223,7 +226,25 @@ pub fn render_broker(broker: &Broker) -> String {
         })
         .collect();
     let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.metrics);
-    render(&broker.controller.metrics(), &r)
+    let mut out = render(&broker.controller.metrics(), &r);
+    let fs = "kafka_server_FetchSessionCache_";
+    for (name, help, value) in [
+        (
+            "NumIncrementalFetchSessions",
+            "Fetch sessions (KIP-227) this broker keeps for its fetchers.",
+            broker.fetch_sessions.len(),
+        ),
+        (
+            "NumIncrementalFetchPartitionsCached",
+            "Partitions held over all fetch sessions.",
+            broker.fetch_sessions.partitions_cached(),
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {fs}{name} {help}\n# TYPE {fs}{name} gauge\n{fs}{name} {value}\n"
+        ));
+    }
+    out
 }
 
 /// Binds `metrics.port` on the first listener's host, unless it is -1 (done early in start-up,

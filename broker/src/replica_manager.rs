@@ -193,6 +193,15 @@ impl TopicPartitions {
     }
 }
 
+/// A read view of the hosted partitions ([`ReplicaManager::hosted`]).
+pub struct Hosted<'a>(std::sync::RwLockReadGuard<'a, HashMap<String, TopicPartitions>>);
+
+impl Hosted<'_> {
+    pub fn topic(&self, topic: &str) -> Option<&TopicPartitions> {
+        self.0.get(topic)
+    }
+}
+
 /// The broker's hosted partitions.
 pub struct ReplicaManager {
     pub broker_id: i32,
@@ -248,6 +257,12 @@ impl ReplicaManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(topic))
+    }
+
+    /// The hosted partitions under the map's read lock, for reading many topics at once (a
+    /// fetch): while it is held no partition is created or removed.
+    pub fn hosted(&self) -> Hosted<'_> {
+        Hosted(self.partitions.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {

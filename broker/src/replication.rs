@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::client::Connection;
+use crate::fetch_session::{next_epoch, PartitionParams, INITIAL_EPOCH};
 use crate::replica_manager::{LeaderAndIsrOutcome, Partition};
 
 /// Fetch version the followers use (v12: flexible, names not ids, as Kafka 3.x with IBP 3.x
@@ -230,6 +231,7 @@ fn name(s: &str) -> TopicName {
 
 async fn run_fetcher(me: Weak<Fetcher>, broker: Weak<Broker>) {
     let mut conn: Option<Connection> = None;
+    let mut session = SessionHandler::default();
     loop {
         let (Some(f), Some(b)) = (me.upgrade(), broker.upgrade()) else {
             return;
@@ -285,11 +287,12 @@ async fn run_fetcher(me: Weak<Fetcher>, broker: Weak<Broker>) {
         let result = if !truncating.is_empty() {
             truncate(&b, &f, c, &truncating).await
         } else {
-            fetch(&b, &f, c, &parts).await
+            fetch(&b, &f, c, &mut session, &parts).await
         };
         if let Err(e) = result {
             warn!(leader = f.leader, error = %e, "replica fetch failed; reconnecting after backoff");
             conn = None;
+            session.reset(false);
             drop((f, b));
             tokio::time::sleep(backoff).await;
         }
@@ -421,30 +424,103 @@ fn truncate_partition(part: &Partition, offset: i64, why: &str) {
     st.high_watermark = st.high_watermark.min(leo);
 }
 
-/// One fetch round for every partition not truncating or backing off.
+/// The follower's side of a fetch session with its leader (Kafka's `FetchSessionHandler`):
+/// which session the leader gave, the epoch of the next request, and what the leader's
+/// session holds for each partition, so that a request names only what changed.
+#[derive(Default)]
+struct SessionHandler {
+    /// The leader's session id (0: none).
+    id: i32,
+    /// The next request's epoch: 0 (a full fetch, asking for a session), then 1, 2, ...
+    epoch: i32,
+    /// Per topic and partition, the parameters the leader's session holds.
+    sent: HashMap<String, HashMap<i32, PartitionParams>>,
+    sent_count: usize,
+}
+
+impl SessionHandler {
+    /// After an error the next fetch is full and closes the session (Kafka's
+    /// `nextCloseExisting`); FETCH_SESSION_ID_NOT_FOUND means there is none to close.
+    fn reset(&mut self, session_gone: bool) {
+        if session_gone {
+            self.id = 0;
+        }
+        self.epoch = INITIAL_EPOCH;
+        self.sent.clear();
+        self.sent_count = 0;
+    }
+
+    fn sent(&self, topic: &str, partition: i32) -> Option<&PartitionParams> {
+        self.sent.get(topic)?.get(&partition)
+    }
+
+    fn record(&mut self, topic: &str, partition: i32, params: PartitionParams) {
+        let by_partition = match self.sent.get_mut(topic) {
+            Some(m) => m,
+            None => self.sent.entry(topic.to_string()).or_default(),
+        };
+        if by_partition.insert(partition, params).is_none() {
+            self.sent_count += 1;
+        }
+    }
+
+    fn forget(&mut self, topic: &str, partition: i32) {
+        if let Some(m) = self.sent.get_mut(topic) {
+            if m.remove(&partition).is_some() {
+                self.sent_count -= 1;
+            }
+            if m.is_empty() {
+                self.sent.remove(topic);
+            }
+        }
+    }
+}
+
+/// One fetch round for every partition not truncating or backing off. Within a session only
+/// the partitions whose parameters changed are named, and the answer carries only those with
+/// news (see `crate::fetch_session`).
 async fn fetch(
     b: &Broker,
     f: &Fetcher,
     c: &mut Connection,
+    session: &mut SessionHandler,
     parts: &[FetchState],
 ) -> anyhow::Result<()> {
     let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
+    let full = session.epoch == INITIAL_EPOCH;
     let mut topics: Vec<FetchTopic> = Vec::new();
-    // The states in request order (grouped by topic as the request is): the answer comes in
-    // the same order, so it is matched by position, without a lookup per partition.
+    // The states in request order (grouped by topic as the request is): a full answer comes
+    // in the same order, so it is matched by position, without a lookup per partition.
     let mut in_request: Vec<Vec<&FetchState>> = Vec::new();
+    let mut changed: Vec<(&str, i32, PartitionParams)> = Vec::new();
+    let mut still_sent = 0usize;
     for s in parts {
         let part = &s.part;
         let (leo, start) = {
             let log = part.log();
             (log.log_end_offset(), log.log_start_offset())
         };
+        let params = PartitionParams {
+            fetch_offset: leo,
+            log_start_offset: start,
+            max_bytes: b.config.replica_fetch_max_bytes,
+            current_leader_epoch: s.leader_epoch,
+        };
+        if !full {
+            if let Some(was) = session.sent(&part.topic, part.partition) {
+                still_sent += 1;
+                if *was == params {
+                    continue;
+                }
+            }
+        }
+        changed.push((&part.topic, part.partition, params));
         let entry = FetchPartition::default()
             .with_partition(part.partition)
-            .with_current_leader_epoch(s.leader_epoch)
-            .with_fetch_offset(leo)
-            .with_log_start_offset(start)
-            .with_partition_max_bytes(b.config.replica_fetch_max_bytes);
+            .with_current_leader_epoch(params.current_leader_epoch)
+            .with_fetch_offset(params.fetch_offset)
+            .with_log_start_offset(params.log_start_offset)
+            .with_partition_max_bytes(params.max_bytes);
         match topics
             .iter()
             .position(|x| x.topic.0.as_str() == part.topic.as_str())
@@ -463,8 +539,38 @@ async fn fetch(
             }
         }
     }
-    if topics.is_empty() {
-        return Ok(());
+    // Partitions the session holds that this round does not fetch (stopped, backing off,
+    // truncating) are forgotten.
+    let mut forgotten: Vec<(String, i32)> = Vec::new();
+    if !full && still_sent < session.sent_count {
+        let wanted: HashMap<&str, std::collections::HashSet<i32>> =
+            parts.iter().fold(HashMap::new(), |mut m, s| {
+                m.entry(s.part.topic.as_str())
+                    .or_default()
+                    .insert(s.part.partition);
+                m
+            });
+        for (t, ps) in &session.sent {
+            for p in ps.keys() {
+                if !wanted.get(t.as_str()).is_some_and(|w| w.contains(p)) {
+                    forgotten.push((t.clone(), *p));
+                }
+            }
+        }
+    }
+    let mut forgotten_topics: Vec<ForgottenTopic> = Vec::new();
+    for (t, p) in &forgotten {
+        match forgotten_topics
+            .iter_mut()
+            .find(|x| x.topic.0.as_str() == t.as_str())
+        {
+            Some(x) => x.partitions.push(*p),
+            None => forgotten_topics.push(
+                ForgottenTopic::default()
+                    .with_topic(name(t))
+                    .with_partitions(vec![*p]),
+            ),
+        }
     }
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(b.broker_id))
@@ -472,30 +578,69 @@ async fn fetch(
         .with_min_bytes(1)
         .with_max_bytes(10 * 1024 * 1024)
         .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(topics);
+        .with_session_id(session.id)
+        .with_session_epoch(session.epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten_topics);
     let resp: FetchResponse = c.send(ApiKey::Fetch, FETCH_VERSION, &req).await?;
+    if resp.error_code == ResponseError::FetchSessionIdNotFound.code()
+        || resp.error_code == ResponseError::InvalidFetchSessionEpoch.code()
+    {
+        debug!(
+            leader = f.leader,
+            session_id = session.id,
+            error_code = resp.error_code,
+            "fetch session lost; the next fetch is full"
+        );
+        session.reset(resp.error_code == ResponseError::FetchSessionIdNotFound.code());
+        return Ok(());
+    }
     if resp.error_code != 0 {
         anyhow::bail!("fetch answered error code {}", resp.error_code);
     }
-    let by_key = |topic: &str, partition: i32| -> Option<&FetchState> {
-        parts
-            .iter()
-            .find(|s| s.part.partition == partition && s.part.topic == topic)
-    };
+    // What the leader's session now holds.
+    if resp.session_id == 0 {
+        session.reset(true);
+    } else {
+        if full {
+            session.sent.clear();
+            session.sent_count = 0;
+        }
+        for (t, p, params) in &changed {
+            session.record(t, *p, *params);
+        }
+        for (t, p) in &forgotten {
+            session.forget(t, *p);
+        }
+        session.id = resp.session_id;
+        session.epoch = next_epoch(session.epoch);
+    }
+    // Positional matching holds for a full answer; an incremental one is a subset, found
+    // through an index built the first time a partition is not where position says.
+    let mut index: Option<HashMap<(&str, i32), &FetchState>> = None;
     let mut progressed = false;
     for (ti, t) in resp.responses.into_iter().enumerate() {
         let topic = t.topic.to_string();
         for (pi, d) in t.partitions.into_iter().enumerate() {
-            // By position; a leader answering in another order costs a scan, not a mistake.
             let positional = in_request
                 .get(ti)
                 .and_then(|v| v.get(pi))
                 .copied()
                 .filter(|s| s.part.partition == d.partition_index && s.part.topic == topic);
-            let Some(s) = positional.or_else(|| by_key(&topic, d.partition_index)) else {
-                continue;
+            let s = match positional {
+                Some(s) => s,
+                None => {
+                    let index = index.get_or_insert_with(|| {
+                        parts
+                            .iter()
+                            .map(|s| ((s.part.topic.as_str(), s.part.partition), s))
+                            .collect()
+                    });
+                    match index.get(&(topic.as_str(), d.partition_index)) {
+                        Some(s) => s,
+                        None => continue,
+                    }
+                }
             };
             let part = &s.part;
             let epoch = s.leader_epoch;

@@ -18,9 +18,9 @@
 //! yet" in the long poll, and the fetch is read again when our replica state changes, so it is
 //! answered as soon as the LeaderAndIsr lands; at `max_wait_ms` the error is answered as before.
 //!
-//! Fetch sessions (KIP-227): we never create one and answer session id 0, which Kafka's
-//! clients read as "keep sending full fetches" (what Kafka does when its session cache is
-//! full). An incremental fetch for a session id we never gave is FETCH_SESSION_ID_NOT_FOUND.
+//! Fetch sessions (KIP-227, `crate::fetch_session`): from v7 a full fetch may open a session,
+//! and an incremental one reads every partition of its session but answers only those that
+//! changed. The session is settled (what each fetcher was told) only when the answer is made.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,10 +30,15 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tracing::debug;
 
 use crate::broker::Broker;
-use crate::replica_manager::Partition;
+use crate::fetch_session::{
+    params_of, session_lock, Answered, CachedPartition, FetchContext, PartitionParams,
+};
+use crate::replica_manager::{Partition, TopicPartitions};
 
 /// A follower fetching at `requested_epoch` (its `current_leader_epoch`) from this broker,
 /// which hosts the partition at `hosted_epoch` (None: not hosted): true when the follower has
@@ -53,7 +58,8 @@ pub fn leader_state_behind(
 fn read_partition(
     broker: &Broker,
     topic: &str,
-    p: &kafka_protocol::messages::fetch_request::FetchPartition,
+    partition: i32,
+    want: &PartitionParams,
     replica_id: i32,
     isolation_level: i8,
     budget: usize,
@@ -62,7 +68,7 @@ fn read_partition(
     hosted: Option<&Arc<Partition>>,
 ) -> (PartitionData, bool) {
     let mut d = PartitionData::default()
-        .with_partition_index(p.partition)
+        .with_partition_index(partition)
         .with_high_watermark(-1)
         .with_last_stable_offset(-1)
         .with_log_start_offset(-1)
@@ -74,17 +80,18 @@ fn read_partition(
     let part = match hosted {
         Some(part) => part,
         None => {
-            d.error_code = if broker.metadata.partition(topic, p.partition).is_some() {
+            let known = broker.metadata.partition(topic, partition);
+            d.error_code = if known.is_some() {
                 ResponseError::NotLeaderOrFollower.code()
             } else {
                 ResponseError::UnknownTopicOrPartition.code()
             };
-            if let Some(info) = broker.metadata.partition(topic, p.partition) {
+            if let Some(info) = known {
                 d.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(info.leader))
                     .with_leader_epoch(info.leader_epoch);
             }
-            let behind = leader_state_behind(replica_id, p.current_leader_epoch, None);
+            let behind = leader_state_behind(replica_id, want.current_leader_epoch, None);
             return (d, behind);
         }
     };
@@ -92,7 +99,7 @@ fn read_partition(
         let st = part.state();
         (st.leader, st.leader_epoch, st.high_watermark)
     };
-    let behind = leader_state_behind(replica_id, p.current_leader_epoch, Some(leader_epoch));
+    let behind = leader_state_behind(replica_id, want.current_leader_epoch, Some(leader_epoch));
     if leader != broker.broker_id {
         d.error_code = ResponseError::NotLeaderOrFollower.code();
         d.current_leader = LeaderIdAndEpoch::default()
@@ -100,12 +107,12 @@ fn read_partition(
             .with_leader_epoch(leader_epoch);
         return (d, behind);
     }
-    if p.current_leader_epoch >= 0 {
-        if p.current_leader_epoch < leader_epoch {
+    if want.current_leader_epoch >= 0 {
+        if want.current_leader_epoch < leader_epoch {
             d.error_code = ResponseError::FencedLeaderEpoch.code();
             return (d, false);
         }
-        if p.current_leader_epoch > leader_epoch {
+        if want.current_leader_epoch > leader_epoch {
             d.error_code = ResponseError::UnknownLeaderEpoch.code();
             return (d, behind);
         }
@@ -117,7 +124,7 @@ fn read_partition(
         if version >= 5 {
             d.log_start_offset = log.log_start_offset();
         }
-        log.read(p.fetch_offset, budget, max_offset, first)
+        log.read(want.fetch_offset, budget, max_offset, first)
     };
     d.high_watermark = hw;
     d.last_stable_offset = hw;
@@ -126,97 +133,247 @@ fn read_partition(
         Err(e) => d.error_code = e.kafka_error_code(),
     }
     if is_follower && d.error_code == 0 {
-        crate::replication::on_follower_fetch(broker, part, replica_id, p.fetch_offset);
+        crate::replication::on_follower_fetch(broker, part, replica_id, want.fetch_offset);
         d.high_watermark = part.state().high_watermark;
     }
     (d, false)
 }
 
-/// One read of every requested partition.
+/// One read of every partition a fetch covers.
 struct ReadAll {
-    response: FetchResponse,
+    /// Per topic run (consecutive partitions of one topic), in the order read.
+    topics: Vec<FetchableTopicResponse>,
     /// Record bytes in the response.
     total: usize,
     /// A partition failed with an error to answer at once.
     any_error: bool,
 }
 
-/// Reads every requested partition once. A partition whose error only means that our leader
-/// state is behind the follower's (see the module doc) does not count as an error to answer
-/// at once.
-fn read_all(broker: &Broker, req: &FetchRequest, replica_id: i32, version: i16) -> ReadAll {
+/// Reads `wants` (topic, partition, what is asked) in order; consecutive partitions of one
+/// topic become one topic entry. A partition whose error only means that our leader state is
+/// behind the follower's (see the module doc) does not count as an error to answer at once.
+fn read_all<'a>(
+    broker: &Broker,
+    wants: impl Iterator<Item = (&'a str, i32, PartitionParams)>,
+    replica_id: i32,
+    isolation_level: i8,
+    max_bytes: i32,
+    version: i16,
+) -> ReadAll {
     let mut total = 0usize;
     let mut any_error = false;
-    let max_bytes = if req.max_bytes > 0 {
-        req.max_bytes as usize
+    let max_bytes = if max_bytes > 0 {
+        max_bytes as usize
     } else {
         usize::MAX
     };
-    let mut responses = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let topic = t.topic.to_string();
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        broker.replicas.with_topic(&topic, |hosted| {
-            for p in &t.partitions {
-                let left = max_bytes.saturating_sub(total);
-                let budget = (p.partition_max_bytes.max(0) as usize).min(left);
-                let (d, behind) = read_partition(
-                    broker,
-                    &topic,
-                    p,
-                    replica_id,
-                    req.isolation_level,
-                    budget,
-                    total == 0,
-                    version,
-                    hosted.and_then(|h| h.get(p.partition)),
-                );
-                any_error |= d.error_code != 0 && !behind;
-                total += d.records.as_ref().map_or(0, |r| r.len());
-                parts.push(d);
-            }
-        });
-        responses.push(
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(t.topic_id)
-                .with_partitions(parts),
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let hosted = broker.replicas.hosted();
+    let mut current: Option<(&str, Option<&TopicPartitions>)> = None;
+    for (topic, partition, want) in wants {
+        let same = current.is_some_and(|(t, _)| t == topic);
+        if !same {
+            current = Some((topic, hosted.topic(topic)));
+            topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string()))),
+            );
+        }
+        let in_topic = current.and_then(|(_, t)| t);
+        let left = max_bytes.saturating_sub(total);
+        let budget = (want.max_bytes.max(0) as usize).min(left);
+        let (d, behind) = read_partition(
+            broker,
+            topic,
+            partition,
+            &want,
+            replica_id,
+            isolation_level,
+            budget,
+            total == 0,
+            version,
+            in_topic.and_then(|h| h.get(partition)),
         );
+        any_error |= d.error_code != 0 && !behind;
+        total += d.records.as_ref().map_or(0, |r| r.len());
+        if let Some(t) = topics.last_mut() {
+            t.partitions.push(d);
+        }
     }
     ReadAll {
-        response: FetchResponse::default().with_responses(responses),
+        topics,
         total,
         any_error,
     }
 }
 
-pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
-    if req.session_id != 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
+/// What an answer said of one partition, for the session's bookkeeping.
+fn answered(d: &PartitionData) -> Answered {
+    Answered {
+        records_len: d.records.as_ref().map_or(0, |r| r.len()),
+        high_watermark: d.high_watermark,
+        log_start_offset: d.log_start_offset,
+        error_code: d.error_code,
     }
+}
+
+/// Reads what the fetch covers: the request's partitions, or the session's.
+fn read_once(
+    broker: &Broker,
+    req: &FetchRequest,
+    ctx: &FetchContext,
+    replica_id: i32,
+    version: i16,
+) -> ReadAll {
+    match ctx {
+        FetchContext::Incremental { session, .. } => {
+            let s = session_lock(session);
+            read_all(
+                broker,
+                s.partitions().map(|c| (&*c.topic, c.partition, c.params)),
+                replica_id,
+                req.isolation_level,
+                req.max_bytes,
+                version,
+            )
+        }
+        _ => read_all(
+            broker,
+            req.topics.iter().flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.topic.0.as_str(), p.partition, params_of(p)))
+            }),
+            replica_id,
+            req.isolation_level,
+            req.max_bytes,
+            version,
+        ),
+    }
+}
+
+/// Turns the last read into the answer, settling the session: a full fetch may open one; an
+/// incremental answer keeps only the partitions that changed, if the session is still at the
+/// epoch this fetch was served at.
+fn answer(
+    broker: &Broker,
+    req: &FetchRequest,
+    read: ReadAll,
+    ctx: &FetchContext,
+    replica_id: i32,
+) -> FetchResponse {
+    match ctx {
+        FetchContext::Sessionless | FetchContext::Error(_) => {
+            FetchResponse::default().with_responses(read.topics)
+        }
+        FetchContext::Full => {
+            // The read follows the request's order, so request and answer pair up.
+            let asked = req
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.as_str(), p)));
+            let answers = read.topics.iter().flat_map(|t| t.partitions.iter());
+            let mut topic_name: Option<Arc<str>> = None;
+            let mut parts =
+                Vec::with_capacity(read.topics.iter().map(|t| t.partitions.len()).sum());
+            for ((topic, p), d) in asked.zip(answers) {
+                let topic = match &topic_name {
+                    Some(a) if &**a == topic => a.clone(),
+                    _ => {
+                        let a: Arc<str> = Arc::from(topic);
+                        topic_name = Some(a.clone());
+                        a
+                    }
+                };
+                parts.push(CachedPartition {
+                    topic,
+                    partition: p.partition,
+                    params: params_of(p),
+                    high_watermark: d.high_watermark,
+                    local_log_start_offset: d.log_start_offset,
+                });
+            }
+            let id = broker.fetch_sessions.maybe_create(
+                replica_id >= 0,
+                parts,
+                std::time::Instant::now(),
+            );
+            FetchResponse::default()
+                .with_session_id(id)
+                .with_responses(read.topics)
+        }
+        FetchContext::Incremental { session, epoch } => {
+            let mut s = session_lock(session);
+            if s.epoch != *epoch {
+                // Another fetch on this session came in meanwhile (Kafka: "possible duplicate
+                // request"); this answer no longer matches the session.
+                return FetchResponse::default()
+                    .with_error_code(ResponseError::InvalidFetchSessionEpoch.code())
+                    .with_session_id(s.id);
+            }
+            let all: Vec<Answered> = read
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(answered))
+                .collect();
+            let keep = s.settle(&all);
+            let id = s.id;
+            drop(s);
+            let mut keep = keep.into_iter();
+            let mut topics = Vec::new();
+            for mut t in read.topics {
+                t.partitions.retain(|_| keep.next().unwrap_or(true));
+                if !t.partitions.is_empty() {
+                    topics.push(t);
+                }
+            }
+            FetchResponse::default()
+                .with_session_id(id)
+                .with_responses(topics)
+        }
+    }
+}
+
+pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
     let replica_id = if version >= 15 {
         req.replica_state.replica_id.0
     } else {
         req.replica_id.0
     };
+    let ctx = if version >= 7 {
+        broker
+            .fetch_sessions
+            .new_context(&req, std::time::Instant::now())
+    } else {
+        FetchContext::Sessionless
+    };
+    if let FetchContext::Error(code) = ctx {
+        debug!(
+            session_id = req.session_id,
+            session_epoch = req.session_epoch,
+            error_code = code,
+            "fetch session error"
+        );
+        return FetchResponse::default()
+            .with_error_code(code)
+            .with_session_id(0);
+    }
     let mut rx = broker.replicas.subscribe();
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     loop {
-        let read = read_all(broker, &req, replica_id, version);
+        let read = read_once(broker, &req, &ctx, replica_id, version);
         if read.total >= req.min_bytes.max(0) as usize
             || read.any_error
             || tokio::time::Instant::now() >= deadline
         {
-            return read.response;
+            return answer(broker, &req, read, &ctx, replica_id);
         }
         // Nothing moved (no append, no high watermark change) until the deadline: the answer
         // just read is still the answer, so it is not read a second time.
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => continue,
-            Ok(Err(_)) | Err(_) => return read.response,
+            Ok(Err(_)) | Err(_) => return answer(broker, &req, read, &ctx, replica_id),
         }
     }
 }
