@@ -32,31 +32,42 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use crate::replica_manager::Partition;
+use crate::replica_manager::{Partition, PartitionState};
 
 /// Version we send (names, not topic ids).
 const ALTER_PARTITION_VERSION: i16 = 1;
 
-/// Leader side, on each follower fetch: re-admit `replica` once it reached the high watermark.
-pub fn maybe_expand(broker: &Broker, part: &Arc<Partition>, replica: i32) {
-    let proposal = {
-        let st = part.state();
-        if st.leader != broker.broker_id || st.isr.contains(&replica) || st.isr_change_in_flight {
-            return;
-        }
-        let Some(f) = st.followers.get(&replica) else {
-            return;
-        };
-        if f.log_end_offset < st.high_watermark || f.log_end_offset < 0 {
-            return;
-        }
-        let mut isr = st.isr.clone();
-        isr.push(replica);
-        (isr, st.leader_epoch, st.partition_epoch)
-    };
+/// Leader side, on each follower fetch, with the partition's state locked: the ISR with
+/// `replica` re-admitted, once it reached the high watermark and no other change is in
+/// flight. The change is then marked in flight; send it with [`submit_expansion`].
+pub fn take_expansion(
+    st: &mut PartitionState,
+    broker_id: i32,
+    replica: i32,
+) -> Option<(Vec<i32>, i32, i32)> {
+    if st.leader != broker_id || st.isr.contains(&replica) || st.isr_change_in_flight {
+        return None;
+    }
+    let f = st.followers.get(&replica)?;
+    if f.log_end_offset < st.high_watermark || f.log_end_offset < 0 {
+        return None;
+    }
+    let mut isr = st.isr.clone();
+    isr.push(replica);
+    st.isr_change_in_flight = true;
+    Some((isr, st.leader_epoch, st.partition_epoch))
+}
+
+/// Sends an expansion [`take_expansion`] decided to the controller.
+pub fn submit_expansion(
+    broker: &Broker,
+    part: &Arc<Partition>,
+    replica: i32,
+    proposal: (Vec<i32>, i32, i32),
+) {
     info!(topic = %part.topic, partition = part.partition, replica, isr = ?proposal.0,
         "follower caught up: expanding the ISR");
-    propose(broker, part, proposal);
+    submit(broker, part, proposal);
 }
 
 /// Leader side, every `replica.lag.time.max.ms / 2`: drop followers that did not catch up for
@@ -100,12 +111,16 @@ pub fn maybe_shrink_all(broker: &Broker) {
     }
 }
 
-fn propose(
+fn propose(broker: &Broker, part: &Arc<Partition>, proposal: (Vec<i32>, i32, i32)) {
+    part.state().isr_change_in_flight = true;
+    submit(broker, part, proposal);
+}
+
+fn submit(
     broker: &Broker,
     part: &Arc<Partition>,
     (isr, leader_epoch, partition_epoch): (Vec<i32>, i32, i32),
 ) {
-    part.state().isr_change_in_flight = true;
     let part = part.clone();
     broker.alter_partitions.submit(
         broker,

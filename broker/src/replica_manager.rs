@@ -107,20 +107,27 @@ impl Partition {
     /// (the leader's own included). Returns true if it moved.
     pub fn maybe_advance_high_watermark(&self, broker_id: i32) -> bool {
         let leo = self.log_end_offset();
-        let mut st = self.state();
-        if st.leader != broker_id {
+        self.state().advance_high_watermark(broker_id, leo)
+    }
+}
+
+impl PartitionState {
+    /// On the leader whose log ends at `leo`: moves the high watermark up to the lowest log end
+    /// offset in the ISR (the leader's own included). Returns true if it moved.
+    pub fn advance_high_watermark(&mut self, broker_id: i32, leo: i64) -> bool {
+        if self.leader != broker_id {
             return false;
         }
         let mut hw = leo;
-        for r in &st.isr {
+        for r in &self.isr {
             if *r == broker_id {
                 continue;
             }
-            let f = st.followers.get(r).map_or(0, |f| f.log_end_offset);
+            let f = self.followers.get(r).map_or(0, |f| f.log_end_offset);
             hw = hw.min(f);
         }
-        if hw > st.high_watermark {
-            st.high_watermark = hw;
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
             true
         } else {
             false

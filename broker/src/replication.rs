@@ -35,40 +35,33 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::client::Connection;
 use crate::fetch_session::{next_epoch, PartitionParams, INITIAL_EPOCH};
-use crate::replica_manager::{LeaderAndIsrOutcome, Partition};
+use crate::replica_manager::{LeaderAndIsrOutcome, Partition, PartitionState};
 
 /// Fetch version the followers use (v12: flexible, names not ids, as Kafka 3.x with IBP 3.x
 /// below topic-id fetches).
 const FETCH_VERSION: i16 = 12;
 
-/// A follower fetched at `fetch_offset` (its log end offset). Kafka's rule for the caught-up
+/// A follower fetched at `fetch_offset` (its log end offset) from a leader whose log ends at
+/// `leo`, at `now`; called with the partition's state locked. Kafka's rule for the caught-up
 /// clock: caught up now if it reached the leader's log end offset, or caught up as of its
 /// previous fetch if it reached the log end offset the leader had then.
-pub fn on_follower_fetch(
-    broker: &Broker,
-    part: &Arc<Partition>,
+pub fn record_follower_fetch(
+    st: &mut PartitionState,
     replica_id: i32,
     fetch_offset: i64,
+    leo: i64,
+    now: Instant,
 ) {
-    let leo = part.log_end_offset();
-    let now = Instant::now();
-    {
-        let mut st = part.state();
-        if let Some(f) = st.followers.get_mut(&replica_id) {
-            if fetch_offset >= leo {
-                f.last_caught_up = now;
-            } else if fetch_offset >= f.last_fetch_leader_log_end_offset {
-                f.last_caught_up = f.last_caught_up.max(f.last_fetch_time);
-            }
-            f.log_end_offset = fetch_offset;
-            f.last_fetch_leader_log_end_offset = leo;
-            f.last_fetch_time = now;
+    if let Some(f) = st.followers.get_mut(&replica_id) {
+        if fetch_offset >= leo {
+            f.last_caught_up = now;
+        } else if fetch_offset >= f.last_fetch_leader_log_end_offset {
+            f.last_caught_up = f.last_caught_up.max(f.last_fetch_time);
         }
+        f.log_end_offset = fetch_offset;
+        f.last_fetch_leader_log_end_offset = leo;
+        f.last_fetch_time = now;
     }
-    if part.maybe_advance_high_watermark(broker.broker_id) {
-        broker.replicas.notify_progress();
-    }
-    crate::isr::maybe_expand(broker, part, replica_id);
 }
 
 /// What a fetcher knows about one of its partitions.

@@ -95,36 +95,23 @@ fn read_partition(
             return (d, behind);
         }
     };
+    if replica_id >= 0 {
+        return read_for_follower(broker, part, want, replica_id, budget, first, version, d);
+    }
     let (leader, leader_epoch, hw) = {
         let st = part.state();
         (st.leader, st.leader_epoch, st.high_watermark)
     };
-    let behind = leader_state_behind(replica_id, want.current_leader_epoch, Some(leader_epoch));
-    if leader != broker.broker_id {
-        d.error_code = ResponseError::NotLeaderOrFollower.code();
-        d.current_leader = LeaderIdAndEpoch::default()
-            .with_leader_id(BrokerId(leader))
-            .with_leader_epoch(leader_epoch);
-        return (d, behind);
+    if let Some(code) = leader_error(broker, want, leader, leader_epoch, &mut d) {
+        d.error_code = code;
+        return (d, false);
     }
-    if want.current_leader_epoch >= 0 {
-        if want.current_leader_epoch < leader_epoch {
-            d.error_code = ResponseError::FencedLeaderEpoch.code();
-            return (d, false);
-        }
-        if want.current_leader_epoch > leader_epoch {
-            d.error_code = ResponseError::UnknownLeaderEpoch.code();
-            return (d, behind);
-        }
-    }
-    let is_follower = replica_id >= 0;
-    let max_offset = if is_follower { None } else { Some(hw) };
     let read = {
         let log = part.log();
         if version >= 5 {
             d.log_start_offset = log.log_start_offset();
         }
-        log.read(want.fetch_offset, budget, max_offset, first)
+        log.read(want.fetch_offset, budget, Some(hw), first)
     };
     d.high_watermark = hw;
     d.last_stable_offset = hw;
@@ -132,9 +119,94 @@ fn read_partition(
         Ok(info) => d.records = Some(info.records),
         Err(e) => d.error_code = e.kafka_error_code(),
     }
-    if is_follower && d.error_code == 0 {
-        crate::replication::on_follower_fetch(broker, part, replica_id, want.fetch_offset);
-        d.high_watermark = part.state().high_watermark;
+    (d, false)
+}
+
+/// The error for a fetch at `want.current_leader_epoch` from a partition this broker hosts
+/// with `leader` at `leader_epoch`: not the leader, or a leader epoch that does not match.
+fn leader_error(
+    broker: &Broker,
+    want: &PartitionParams,
+    leader: i32,
+    leader_epoch: i32,
+    d: &mut PartitionData,
+) -> Option<i16> {
+    if leader != broker.broker_id {
+        d.current_leader = LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(leader))
+            .with_leader_epoch(leader_epoch);
+        return Some(ResponseError::NotLeaderOrFollower.code());
+    }
+    if want.current_leader_epoch >= 0 && want.current_leader_epoch < leader_epoch {
+        return Some(ResponseError::FencedLeaderEpoch.code());
+    }
+    if want.current_leader_epoch > leader_epoch {
+        return Some(ResponseError::UnknownLeaderEpoch.code());
+    }
+    None
+}
+
+/// A follower's read: up to the log end, and the fetch offset is the follower's log end,
+/// which moves the caught-up clock, the high watermark and maybe the ISR. One lock of the
+/// log, then one of the state, per partition (a follower's session reads every partition it
+/// follows on every fetch, most of them idle).
+#[allow(clippy::too_many_arguments)]
+fn read_for_follower(
+    broker: &Broker,
+    part: &Arc<Partition>,
+    want: &PartitionParams,
+    replica_id: i32,
+    budget: usize,
+    first: bool,
+    version: i16,
+    mut d: PartitionData,
+) -> (PartitionData, bool) {
+    let (log_start, leo, read) = {
+        let log = part.log();
+        let read = log.read(want.fetch_offset, budget, None, first);
+        (log.log_start_offset(), log.log_end_offset(), read)
+    };
+    let now = std::time::Instant::now();
+    let me = broker.broker_id;
+    let (moved, expansion) = {
+        let mut st = part.state();
+        let behind =
+            leader_state_behind(replica_id, want.current_leader_epoch, Some(st.leader_epoch));
+        if let Some(code) = leader_error(broker, want, st.leader, st.leader_epoch, &mut d) {
+            d.error_code = code;
+            // Only an epoch we have not seen yet means our LeaderAndIsr is still coming.
+            let behind = behind && code != ResponseError::FencedLeaderEpoch.code();
+            return (d, behind);
+        }
+        if version >= 5 {
+            d.log_start_offset = log_start;
+        }
+        match read {
+            Ok(info) => d.records = Some(info.records),
+            Err(e) => d.error_code = e.kafka_error_code(),
+        }
+        let mut moved = false;
+        let mut expansion = None;
+        if d.error_code == 0 {
+            crate::replication::record_follower_fetch(
+                &mut st,
+                replica_id,
+                want.fetch_offset,
+                leo,
+                now,
+            );
+            moved = st.advance_high_watermark(me, leo);
+            expansion = crate::isr::take_expansion(&mut st, me, replica_id);
+        }
+        d.high_watermark = st.high_watermark;
+        d.last_stable_offset = st.high_watermark;
+        (moved, expansion)
+    };
+    if moved {
+        broker.replicas.notify_progress();
+    }
+    if let Some(proposal) = expansion {
+        crate::isr::submit_expansion(broker, part, replica_id, proposal);
     }
     (d, false)
 }
