@@ -59,6 +59,20 @@ struct Inner {
     topics: BTreeMap<String, TopicEntry>,
 }
 
+/// The cache as one read lock sees it (see [`MetadataCache::with_view`]).
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub controller_id: Option<i32>,
+    pub brokers: &'a BTreeMap<i32, BrokerEntry>,
+    pub topics: &'a BTreeMap<String, TopicEntry>,
+}
+
+impl View<'_> {
+    pub fn is_alive(&self, id: i32) -> bool {
+        self.brokers.contains_key(&id)
+    }
+}
+
 /// Shared, read-mostly: a std `RwLock` because every access is short and never awaits.
 #[derive(Debug, Default)]
 pub struct MetadataCache {
@@ -187,6 +201,31 @@ impl MetadataCache {
         let t = g.topics.get(name)?;
         let alive = |id: i32| g.brokers.contains_key(&id);
         Some(f(t, &alive))
+    }
+
+    /// Runs `f` on the whole cache under one read lock (a Metadata answer for all topics sees
+    /// one consistent state and takes the lock once). `f` must not block.
+    pub fn with_view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> R {
+        let g = self.read();
+        f(View {
+            controller_id: g.controller_id,
+            brokers: &g.brokers,
+            topics: &g.topics,
+        })
+    }
+
+    /// True when the cache has `name`.
+    pub fn has_topic(&self, name: &str) -> bool {
+        self.read().topics.contains_key(name)
+    }
+
+    /// The name of the topic with id `id` (nothing else is copied).
+    pub fn topic_name_by_id(&self, id: Uuid) -> Option<String> {
+        self.read()
+            .topics
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(n, _)| n.clone())
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<(String, TopicEntry)> {

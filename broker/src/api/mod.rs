@@ -175,7 +175,7 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
     let resp: ResponseKind = match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::response(0)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(&broker, r, version).await)
+            return metadata::handle(&broker, r, version, correlation_id).await;
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;

@@ -1,0 +1,121 @@
+//! Building and encoding a Metadata answer for 100,000 partitions (issue 4's controller bench:
+//! 10 topics x 10,000 partitions, replication factor 3, 3 live brokers).
+//!
+//! Run: `cargo bench -p broker --bench metadata`. The cache is filled through
+//! `MetadataCache::update` with one UpdateMetadata request, as the controller would send it.
+//! Measured: the all-topics answer, whole frame (size, header, body), at v12 (what the bench's
+//! client asks), v9 and v1; and, for comparison, what a client spends decoding the v12 answer
+//! with kafka-protocol (as testcluster's `Client::metadata` does).
+
+use bytes::{Buf, Bytes};
+use criterion::{criterion_group, criterion_main, Criterion};
+use kafka_protocol::messages::update_metadata_request::{
+    UpdateMetadataBroker, UpdateMetadataEndpoint, UpdateMetadataPartitionState,
+    UpdateMetadataTopicState,
+};
+use kafka_protocol::messages::{
+    BrokerId, MetadataResponse, ResponseHeader, ResponseKind, TopicName, UpdateMetadataRequest,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use uuid::Uuid;
+
+use broker::api::metadata::{self, Options};
+use broker::metadata_cache::MetadataCache;
+
+/// The broker binary's allocator, so allocation costs are the broker's.
+#[global_allocator]
+static ALLOC: broker::alloc::GuardedAlloc = broker::alloc::GuardedAlloc;
+
+const TOPICS: usize = 10;
+const PER_TOPIC: i32 = 10_000;
+const BROKERS: i32 = 3;
+
+fn cache() -> MetadataCache {
+    let brokers = (1..=BROKERS)
+        .map(|id| {
+            UpdateMetadataBroker::default()
+                .with_id(BrokerId(id))
+                .with_endpoints(vec![UpdateMetadataEndpoint::default()
+                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                    .with_port(9090 + id)
+                    .with_listener(StrBytes::from_static_str("PLAINTEXT"))])
+        })
+        .collect();
+    let topics = (0..TOPICS)
+        .map(|t| {
+            let name = TopicName(StrBytes::from_string(format!("bench-{t}")));
+            UpdateMetadataTopicState::default()
+                .with_topic_name(name.clone())
+                .with_topic_id(Uuid::from_u128(t as u128 + 1))
+                .with_partition_states(
+                    (0..PER_TOPIC)
+                        .map(|p| {
+                            let replicas: Vec<BrokerId> =
+                                (0..3).map(|i| BrokerId((p + i) % BROKERS + 1)).collect();
+                            UpdateMetadataPartitionState::default()
+                                .with_topic_name(name.clone())
+                                .with_partition_index(p)
+                                .with_controller_epoch(2)
+                                .with_leader(replicas[0])
+                                .with_leader_epoch(1)
+                                .with_isr(replicas.clone())
+                                .with_zk_version(1)
+                                .with_replicas(replicas)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let c = MetadataCache::new();
+    c.update(
+        &UpdateMetadataRequest::default()
+            .with_controller_id(BrokerId(1))
+            .with_controller_epoch(2)
+            .with_live_brokers(brokers)
+            .with_topic_states(topics),
+    );
+    c
+}
+
+fn options(version: i16) -> Options<'static> {
+    Options {
+        version,
+        listener: "PLAINTEXT",
+        cluster_id: "bench-cluster-id-000000",
+        topic_operations: false,
+        cluster_operations: false,
+    }
+}
+
+/// The answer as the broker sent it before the direct encoder: kafka-protocol's struct, then
+/// its encoder.
+fn plain(c: &MetadataCache, version: i16) -> Bytes {
+    let resp = metadata::build(c, &options(version), None);
+    broker::api::encode_response(7, version, &ResponseKind::Metadata(resp))
+        .unwrap()
+        .freeze()
+}
+
+fn bench(cr: &mut Criterion) {
+    let c = cache();
+    let mut g = cr.benchmark_group("metadata_100k");
+    g.sample_size(20);
+    for v in [12, 9, 1] {
+        g.bench_function(format!("plain_v{v}"), |b| b.iter(|| plain(&c, v)));
+    }
+    let frame = plain(&c, 12);
+    println!("v12 answer: {} bytes", frame.len());
+    g.bench_function("client_decode_v12", |b| {
+        b.iter(|| {
+            let mut body = frame.slice(4..);
+            let h = ResponseHeader::decode(&mut body, 1).unwrap();
+            let r = MetadataResponse::decode(&mut body, 12).unwrap();
+            assert!(!body.has_remaining());
+            (h, r)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
