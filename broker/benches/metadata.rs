@@ -4,11 +4,15 @@
 //! Run: `cargo bench -p broker --bench metadata`. The cache is filled through
 //! `MetadataCache::update` with one UpdateMetadata request, as the controller would send it.
 //! Measured: the all-topics answer, whole frame (size, header, body), at v12 (what the bench's
-//! client asks), v9 and v1; and, for comparison, what a client spends decoding the v12 answer
-//! with kafka-protocol (as testcluster's `Client::metadata` does).
+//! client asks), v9 and v1, both ways: `plain` (kafka-protocol's structs, then its encoder: the
+//! fallback path) and `direct` (the broker's encoder straight from the cache); and, for
+//! comparison, what a client spends decoding the v12 answer with kafka-protocol (as
+//! testcluster's `Client::metadata` does) and what applying the UpdateMetadata request costs
+//! (the cache's write lock is held that long). Before criterion's figures, a quick interleaved run
+//! prints the plain/direct ratio (alternating the two, so machine noise hits both alike).
 
 use bytes::{Buf, Bytes};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use kafka_protocol::messages::update_metadata_request::{
     UpdateMetadataBroker, UpdateMetadataEndpoint, UpdateMetadataPartitionState,
     UpdateMetadataTopicState,
@@ -17,9 +21,11 @@ use kafka_protocol::messages::{
     BrokerId, MetadataResponse, ResponseHeader, ResponseKind, TopicName, UpdateMetadataRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use std::time::Instant;
 use uuid::Uuid;
 
 use broker::api::metadata::{self, Options};
+use broker::api::metadata_encode;
 use broker::metadata_cache::MetadataCache;
 
 /// The broker binary's allocator, so allocation costs are the broker's.
@@ -30,7 +36,8 @@ const TOPICS: usize = 10;
 const PER_TOPIC: i32 = 10_000;
 const BROKERS: i32 = 3;
 
-fn cache() -> MetadataCache {
+/// The UpdateMetadata request a controller sends for the bench's 100,000 partitions.
+fn update_request() -> UpdateMetadataRequest {
     let brokers = (1..=BROKERS)
         .map(|id| {
             UpdateMetadataBroker::default()
@@ -66,14 +73,16 @@ fn cache() -> MetadataCache {
                 )
         })
         .collect();
+    UpdateMetadataRequest::default()
+        .with_controller_id(BrokerId(1))
+        .with_controller_epoch(2)
+        .with_live_brokers(brokers)
+        .with_topic_states(topics)
+}
+
+fn cache() -> MetadataCache {
     let c = MetadataCache::new();
-    c.update(
-        &UpdateMetadataRequest::default()
-            .with_controller_id(BrokerId(1))
-            .with_controller_epoch(2)
-            .with_live_brokers(brokers)
-            .with_topic_states(topics),
-    );
+    c.update(&update_request());
     c
 }
 
@@ -96,14 +105,49 @@ fn plain(c: &MetadataCache, version: i16) -> Bytes {
         .freeze()
 }
 
+fn direct(c: &MetadataCache, version: i16) -> Bytes {
+    metadata_encode::encode(c, &options(version), None, 7).unwrap()
+}
+
+/// Median over `rounds` alternating runs of plain and direct, and their ratio.
+fn interleaved(c: &MetadataCache, version: i16, rounds: usize) {
+    let (mut p, mut d) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        black_box(plain(c, version));
+        p.push(t.elapsed());
+        let t = Instant::now();
+        black_box(direct(c, version));
+        d.push(t.elapsed());
+    }
+    p.sort();
+    d.sort();
+    let (p, d) = (p[rounds / 2], d[rounds / 2]);
+    println!(
+        "v{version} interleaved x{rounds}: plain {p:.2?}, direct {d:.2?}, ratio {:.1}",
+        p.as_secs_f64() / d.as_secs_f64()
+    );
+}
+
 fn bench(cr: &mut Criterion) {
     let c = cache();
+    for v in [12, 9, 1, 0] {
+        assert_eq!(
+            plain(&c, v),
+            direct(&c, v),
+            "v{v}: direct differs from plain"
+        );
+    }
+    for v in [12, 9, 1] {
+        interleaved(&c, v, 41);
+    }
     let mut g = cr.benchmark_group("metadata_100k");
     g.sample_size(20);
     for v in [12, 9, 1] {
         g.bench_function(format!("plain_v{v}"), |b| b.iter(|| plain(&c, v)));
+        g.bench_function(format!("direct_v{v}"), |b| b.iter(|| direct(&c, v)));
     }
-    let frame = plain(&c, 12);
+    let frame = direct(&c, 12);
     println!("v12 answer: {} bytes", frame.len());
     g.bench_function("client_decode_v12", |b| {
         b.iter(|| {
@@ -114,6 +158,10 @@ fn bench(cr: &mut Criterion) {
             (h, r)
         })
     });
+    // For comparison: applying the controller's UpdateMetadata for all 100,000 partitions to a
+    // filled cache (a failover's), which holds the cache's write lock, so answers wait for it.
+    let req = update_request();
+    g.bench_function("apply_update_metadata", |b| b.iter(|| c.update(&req)));
     g.finish();
 }
 

@@ -232,7 +232,8 @@ async fn resolve(broker: &Broker, req: &MetadataRequest, version: i16) -> Option
     Some(wanted)
 }
 
-/// Answers a Metadata request: the whole response frame.
+/// Answers a Metadata request: the whole response frame, encoded straight from the cache
+/// ([`super::metadata_encode`]), or through kafka-protocol's structs if that cannot be done.
 pub async fn handle(
     broker: &Broker,
     req: MetadataRequest,
@@ -247,6 +248,11 @@ pub async fn handle(
         topic_operations: req.include_topic_authorized_operations,
         cluster_operations: req.include_cluster_authorized_operations,
     };
+    if let Some(frame) =
+        super::metadata_encode::encode(&broker.metadata, &o, wanted.as_deref(), correlation_id)
+    {
+        return Some(vec![frame]);
+    }
     let resp = build(&broker.metadata, &o, wanted.as_deref());
     encode_response(correlation_id, version, &ResponseKind::Metadata(resp))
         .map(|b| vec![b.freeze()])

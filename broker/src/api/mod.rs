@@ -15,6 +15,7 @@ pub mod fetch_encode;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod metadata_encode;
 pub mod produce;
 pub mod producer_id;
 pub mod reassign;
