@@ -129,6 +129,32 @@ fn interleaved(c: &MetadataCache, version: i16, rounds: usize) {
     );
 }
 
+/// As issue 4's bench does it: three brokers asked at once on this machine (three threads,
+/// each building one answer; the time until all three are done), plain and direct alternating.
+fn three_at_once(c: &MetadataCache, rounds: usize) {
+    let once = |f: fn(&MetadataCache, i16) -> Bytes| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| black_box(f(c, 12)));
+            }
+        });
+        t.elapsed()
+    };
+    let (mut p, mut d) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        p.push(once(plain));
+        d.push(once(direct));
+    }
+    p.sort();
+    d.sort();
+    let (p, d) = (p[rounds / 2], d[rounds / 2]);
+    println!(
+        "v12 three at once x{rounds}: plain {p:.2?}, direct {d:.2?}, ratio {:.1}",
+        p.as_secs_f64() / d.as_secs_f64()
+    );
+}
+
 fn bench(cr: &mut Criterion) {
     let c = cache();
     for v in [12, 9, 1, 0] {
@@ -141,6 +167,7 @@ fn bench(cr: &mut Criterion) {
     for v in [12, 9, 1] {
         interleaved(&c, v, 41);
     }
+    three_at_once(&c, 21);
     let mut g = cr.benchmark_group("metadata_100k");
     g.sample_size(20);
     for v in [12, 9, 1] {

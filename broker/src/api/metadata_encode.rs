@@ -8,8 +8,9 @@
 //!
 //! How: one pass over the cache, under one read lock, writes the whole frame (size, response
 //! header, body) into one buffer reserved for the expected size (about 42 bytes a partition
-//! at replication factor 3); nothing is allocated per partition or per topic. The fields, their order and which
-//! version carries them follow kafka-protocol 0.15's `MetadataResponse` encoder for v0 to v12;
+//! at replication factor 3); each partition is first gathered in a stack buffer and appended
+//! in one copy. Nothing is allocated per partition or per topic. The fields, their order and
+//! which version carries them follow kafka-protocol 0.15's `MetadataResponse` encoder (v0-v12);
 //! the answer's content follows [`super::metadata::build`] (the plain path). The unit test
 //! checks the bytes are exactly the plain path's kafka-protocol encoding at every version we
 //! serve, with error topics, dead leaders, offline replicas, racks, version-0 filtering and
@@ -28,25 +29,72 @@ struct Unusual;
 
 type Res = Result<(), Unusual>;
 
-struct Enc<'s> {
-    out: &'s mut Vec<u8>,
+/// Where the encoder's bytes go: the answer's buffer, or a partition's [`Scratch`].
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn byte(&mut self, b: u8);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+/// One partition's bytes, gathered on the stack and appended to the answer at once: a local
+/// length stays in a register, where each write to the `Vec` would store its length again.
+struct Scratch {
+    b: [u8; Scratch::SIZE],
+    n: usize,
+}
+
+impl Scratch {
+    const SIZE: usize = 256;
+    /// A partition listing at most this many broker ids (replicas, ISR and offline replicas
+    /// together) fits: 14 fixed bytes, 3 length prefixes of at most 5, 4 a broker id, and
+    /// the tagged-field count.
+    const MAX_IDS: usize = (Self::SIZE - 14 - 15 - 1) / 4;
+}
+
+impl Sink for Scratch {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.b[self.n..self.n + bytes.len()].copy_from_slice(bytes);
+        self.n += bytes.len();
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.b[self.n] = b;
+        self.n += 1;
+    }
+}
+
+struct Enc<'s, S> {
+    out: &'s mut S,
     flexible: bool,
 }
 
-impl Enc<'_> {
+impl<S: Sink> Enc<'_, S> {
     #[inline]
     fn i16(&mut self, v: i16) {
-        self.out.extend_from_slice(&v.to_be_bytes());
+        self.out.put(&v.to_be_bytes());
     }
 
     #[inline]
     fn i32(&mut self, v: i32) {
-        self.out.extend_from_slice(&v.to_be_bytes());
+        self.out.put(&v.to_be_bytes());
     }
 
     #[inline]
     fn bool(&mut self, v: bool) {
-        self.out.push(v as u8);
+        self.out.byte(v as u8);
     }
 
     #[inline]
@@ -54,10 +102,10 @@ impl Enc<'_> {
         // Byte by byte: almost every value here is one byte, and a slice of variable length
         // would cost a `memcpy` call.
         while v >= 0x80 {
-            self.out.push((v as u8) | 0x80);
+            self.out.byte((v as u8) | 0x80);
             v >>= 7;
         }
-        self.out.push(v as u8);
+        self.out.byte(v as u8);
     }
 
     /// A non-null array's length prefix.
@@ -86,14 +134,14 @@ impl Enc<'_> {
                     return Err(Unusual);
                 }
                 self.uvarint(s.len() as u32 + 1);
-                self.out.extend_from_slice(s.as_bytes());
+                self.out.put(s.as_bytes());
             }
             (Some(s), false) => {
                 if s.len() > i16::MAX as usize {
                     return Err(Unusual);
                 }
                 self.i16(s.len() as i16);
-                self.out.extend_from_slice(s.as_bytes());
+                self.out.put(s.as_bytes());
             }
         }
         Ok(())
@@ -103,7 +151,7 @@ impl Enc<'_> {
     #[inline]
     fn tags(&mut self) {
         if self.flexible {
-            self.out.push(0);
+            self.out.byte(0);
         }
     }
 
@@ -133,7 +181,7 @@ struct Answer<'a> {
 impl Answer<'_> {
     fn encode(&self, out: &mut Vec<u8>) -> Res {
         let v = self.o.version;
-        let mut e = Enc {
+        let mut e: Enc<'_, Vec<u8>> = Enc {
             out,
             flexible: v >= 9,
         };
@@ -198,7 +246,7 @@ impl Answer<'_> {
     }
 
     /// The end of every topic: authorized operations from v8, tagged fields.
-    fn topic_tail(&self, e: &mut Enc<'_>) {
+    fn topic_tail(&self, e: &mut Enc<'_, Vec<u8>>) {
         if self.o.version >= 8 {
             e.i32(if self.o.topic_operations {
                 TOPIC_OPERATIONS
@@ -211,57 +259,79 @@ impl Answer<'_> {
 
     fn topic<'p>(
         &self,
-        e: &mut Enc<'_>,
+        e: &mut Enc<'_, Vec<u8>>,
         name: &str,
         id: Uuid,
         partitions: impl ExactSizeIterator<Item = (&'p i32, &'p PartitionInfo)>,
     ) -> Res {
         let v = self.o.version;
-        let view = self.view;
         e.i16(0);
         e.string(Some(name))?;
         if v >= 10 {
-            e.out.extend_from_slice(id.as_bytes());
+            e.out.put(id.as_bytes());
         }
         if v >= 1 {
             e.bool(is_internal(name));
         }
         e.array_len(partitions.len())?;
         for (idx, p) in partitions {
-            let leader_alive = p.leader >= 0 && view.is_alive(p.leader);
-            e.i16(if leader_alive {
-                0
+            if p.replicas.len() + p.isr.len() + p.offline_replicas.len() <= Scratch::MAX_IDS {
+                let mut s = Scratch {
+                    b: [0; Scratch::SIZE],
+                    n: 0,
+                };
+                self.partition(
+                    &mut Enc {
+                        out: &mut s,
+                        flexible: e.flexible,
+                    },
+                    *idx,
+                    p,
+                )?;
+                e.out.put(&s.b[..s.n]);
             } else {
-                ResponseError::LeaderNotAvailable.code()
-            });
-            e.i32(*idx);
-            e.i32(if leader_alive { p.leader } else { -1 });
-            if v >= 7 {
-                e.i32(p.leader_epoch);
+                self.partition(e, *idx, p)?;
             }
-            if v == 0 {
-                // Version 0 lists only live brokers among replicas and ISR.
-                e.ids(&p.replicas, |r| view.is_alive(r))?;
-                e.ids(&p.isr, |r| view.is_alive(r))?;
-            } else {
-                e.ids(&p.replicas, |_| true)?;
-                e.ids(&p.isr, |_| true)?;
-            }
-            if v >= 5 {
-                e.ids(&p.offline_replicas, |_| true)?;
-            }
-            e.tags();
         }
         self.topic_tail(e);
         Ok(())
     }
 
-    fn failed(&self, e: &mut Enc<'_>, error: i16, name: Option<&str>, id: Uuid) -> Res {
+    fn partition<S: Sink>(&self, e: &mut Enc<'_, S>, idx: i32, p: &PartitionInfo) -> Res {
+        let v = self.o.version;
+        let view = self.view;
+        let leader_alive = p.leader >= 0 && view.is_alive(p.leader);
+        e.i16(if leader_alive {
+            0
+        } else {
+            ResponseError::LeaderNotAvailable.code()
+        });
+        e.i32(idx);
+        e.i32(if leader_alive { p.leader } else { -1 });
+        if v >= 7 {
+            e.i32(p.leader_epoch);
+        }
+        if v == 0 {
+            // Version 0 lists only live brokers among replicas and ISR.
+            e.ids(&p.replicas, |r| view.is_alive(r))?;
+            e.ids(&p.isr, |r| view.is_alive(r))?;
+        } else {
+            e.ids(&p.replicas, |_| true)?;
+            e.ids(&p.isr, |_| true)?;
+        }
+        if v >= 5 {
+            e.ids(&p.offline_replicas, |_| true)?;
+        }
+        e.tags();
+        Ok(())
+    }
+
+    fn failed(&self, e: &mut Enc<'_, Vec<u8>>, error: i16, name: Option<&str>, id: Uuid) -> Res {
         let v = self.o.version;
         e.i16(error);
         e.string(name)?;
         if v >= 10 {
-            e.out.extend_from_slice(id.as_bytes());
+            e.out.put(id.as_bytes());
         }
         if v >= 1 {
             e.bool(false);
@@ -366,9 +436,14 @@ mod tests {
             .with_offline_replicas(ids(offline))
     }
 
+    fn wide(ids: std::ops::RangeInclusive<i32>) -> Vec<i32> {
+        ids.collect()
+    }
+
     /// Live brokers 1 (rack), 2 (no rack), 3 (no PLAINTEXT endpoint); 4 and 5 are dead.
     /// Topics: "orders" (healthy, a dead leader, leader -1, an offline replica, a dead
-    /// follower), "__consumer_offsets" (internal), "legacy" (no topic id).
+    /// follower), "__consumer_offsets" (internal), "legacy" (no topic id), "wide" (a partition
+    /// with 60 broker ids, written without the scratch buffer).
     fn cache(controller: Option<i32>) -> MetadataCache {
         let c = MetadataCache::new();
         let mut req = UpdateMetadataRequest::default()
@@ -401,7 +476,12 @@ mod tests {
                         &[],
                     )]),
             ])
-            .with_ungrouped_partition_states(vec![partition("legacy", 0, 1, &[1], &[1], &[])]);
+            .with_ungrouped_partition_states(vec![
+                partition("legacy", 0, 1, &[1], &[1], &[]),
+                // More broker ids than a partition's scratch buffer takes.
+                partition("wide", 0, 2, &wide(1..=30), &wide(1..=20), &wide(21..=30)),
+                partition("wide", 1, 1, &[1, 2], &[1], &[2]),
+            ]);
         if let Some(id) = controller {
             req.controller_id = BrokerId(id);
         }
@@ -498,9 +578,10 @@ mod tests {
             assert!(b.is_empty(), "v{v}: trailing bytes");
             r
         };
+        let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
         let r = decode(12, None, false);
-        let ids: Vec<i32> = r.brokers.iter().map(|b| b.node_id.0).collect();
-        assert_eq!(ids, [1, 2], "broker 3 has no PLAINTEXT endpoint");
+        let brokers: Vec<i32> = r.brokers.iter().map(|b| b.node_id.0).collect();
+        assert_eq!(brokers, [1, 2], "broker 3 has no PLAINTEXT endpoint");
         assert_eq!(r.brokers[0].rack.as_deref(), Some("rack-a"));
         assert_eq!(r.brokers[1].rack, None);
         assert_eq!(r.controller_id.0, 2);
@@ -510,7 +591,15 @@ mod tests {
             .iter()
             .map(|t| t.name.as_ref().unwrap().0.as_str())
             .collect();
-        assert_eq!(names, ["__consumer_offsets", "legacy", "orders"]);
+        assert_eq!(names, ["__consumer_offsets", "legacy", "orders", "wide"]);
+        let wide = &r.topics[3].partitions;
+        const { assert!(30 + 20 + 10 > Scratch::MAX_IDS) };
+        assert_eq!(wide[0].replica_nodes.len(), 30);
+        assert_eq!(
+            ids(&wide[0].offline_replicas),
+            (21..=30).collect::<Vec<_>>()
+        );
+        assert_eq!(ids(&wide[1].isr_nodes), [1]);
         assert!(r.topics[0].is_internal && !r.topics[2].is_internal);
         assert_eq!(r.topics[1].topic_id, Uuid::nil());
         assert_eq!(r.topics[0].topic_authorized_operations, i32::MIN);
@@ -541,7 +630,6 @@ mod tests {
                 (300, 0, 2, 304)
             ]
         );
-        let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
         assert_eq!(ids(&orders.partitions[3].replica_nodes), [2, 5, 1]);
         assert_eq!(ids(&orders.partitions[3].offline_replicas), [5]);
 
