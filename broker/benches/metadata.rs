@@ -8,10 +8,10 @@
 //! fallback path) and `direct` (the broker's encoder straight from the cache); and, for
 //! comparison, what a client spends decoding the v12 answer with kafka-protocol (as
 //! testcluster's `Client::metadata` does) and what applying the UpdateMetadata request costs
-//! (the cache's write lock is held that long). Before criterion's figures, a quick interleaved run
+//! (the cache's write lock is held that long) and decoding it. Before criterion's figures, a quick interleaved run
 //! prints the plain/direct ratio (alternating the two, so machine noise hits both alike).
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use kafka_protocol::messages::update_metadata_request::{
     UpdateMetadataBroker, UpdateMetadataEndpoint, UpdateMetadataPartitionState,
@@ -20,7 +20,7 @@ use kafka_protocol::messages::update_metadata_request::{
 use kafka_protocol::messages::{
     BrokerId, MetadataResponse, ResponseHeader, ResponseKind, TopicName, UpdateMetadataRequest,
 };
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -189,6 +189,14 @@ fn bench(cr: &mut Criterion) {
     // filled cache (a failover's), which holds the cache's write lock, so answers wait for it.
     let req = update_request();
     g.bench_function("apply_update_metadata", |b| b.iter(|| c.update(&req)));
+    // And decoding that request (v8, as the controller sends it) before it can be applied.
+    let mut wire = BytesMut::new();
+    req.encode(&mut wire, 8).unwrap();
+    let wire = wire.freeze();
+    println!("UpdateMetadata v8 request: {} bytes", wire.len());
+    g.bench_function("decode_update_metadata", |b| {
+        b.iter(|| UpdateMetadataRequest::decode(&mut wire.clone(), 8).unwrap())
+    });
     g.finish();
 }
 
