@@ -224,19 +224,6 @@ impl MetadataCache {
         self.read().topics.get(name).cloned()
     }
 
-    /// Runs `f` on `name`'s entry under one read lock, with a liveness test for broker ids
-    /// (a Metadata answer for 10,000 partitions neither copies the topic nor locks per partition).
-    pub fn with_topic<R>(
-        &self,
-        name: &str,
-        f: impl FnOnce(&TopicEntry, &dyn Fn(i32) -> bool) -> R,
-    ) -> Option<R> {
-        let g = self.read();
-        let t = g.topics.get(name)?;
-        let alive = |id: i32| g.brokers.contains_key(&id);
-        Some(f(t, &alive))
-    }
-
     /// Runs `f` on the whole cache under one read lock (a Metadata answer for all topics sees
     /// one consistent state and takes the lock once). `f` must not block.
     pub fn with_view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> R {
