@@ -10,10 +10,11 @@
 //! removed from the cache, as Kafka does; an UpdateMetadata from an older controller epoch is
 //! rejected by the caller before it gets here.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::sync::RwLock;
 
-use kafka_protocol::messages::UpdateMetadataRequest;
+use kafka_protocol::messages::update_metadata_request::UpdateMetadataPartitionState;
+use kafka_protocol::messages::{BrokerId, UpdateMetadataRequest};
 use uuid::Uuid;
 
 /// The leader id the controller sends for a partition of a topic being deleted.
@@ -57,6 +58,76 @@ struct Inner {
     controller_epoch: i32,
     brokers: BTreeMap<i32, BrokerEntry>,
     topics: BTreeMap<String, TopicEntry>,
+}
+
+/// The cache as one read lock sees it (see [`MetadataCache::with_view`]).
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub controller_id: Option<i32>,
+    pub brokers: &'a BTreeMap<i32, BrokerEntry>,
+    pub topics: &'a BTreeMap<String, TopicEntry>,
+}
+
+impl View<'_> {
+    pub fn is_alive(&self, id: i32) -> bool {
+        self.brokers.contains_key(&id)
+    }
+}
+
+/// Applies one topic's partition states: the topic is looked up once, and a partition already
+/// cached is updated in place (its id lists keep their allocations), so a failover's
+/// UpdateMetadata for every partition holds the write lock briefly.
+fn apply_topic(
+    topics: &mut BTreeMap<String, TopicEntry>,
+    name: &str,
+    topic_id: Uuid,
+    states: &[UpdateMetadataPartitionState],
+    deleted: &mut Vec<(String, i32)>,
+) {
+    fn set(ids: &mut Vec<i32>, from: &[BrokerId]) {
+        ids.clear();
+        ids.extend(from.iter().map(|b| b.0));
+    }
+    let (key, mut entry) = topics
+        .remove_entry(name)
+        .unwrap_or_else(|| (name.to_string(), TopicEntry::default()));
+    for p in states {
+        if p.leader.0 == LEADER_DURING_DELETE {
+            entry.partitions.remove(&p.partition_index);
+            deleted.push((name.to_string(), p.partition_index));
+            continue;
+        }
+        if !topic_id.is_nil() {
+            entry.id = topic_id;
+        }
+        match entry.partitions.entry(p.partition_index) {
+            btree_map::Entry::Occupied(mut o) => {
+                let info = o.get_mut();
+                info.leader = p.leader.0;
+                info.leader_epoch = p.leader_epoch;
+                set(&mut info.isr, &p.isr);
+                set(&mut info.replicas, &p.replicas);
+                set(&mut info.offline_replicas, &p.offline_replicas);
+                info.zk_version = p.zk_version;
+                info.controller_epoch = p.controller_epoch;
+            }
+            btree_map::Entry::Vacant(v) => {
+                v.insert(PartitionInfo {
+                    leader: p.leader.0,
+                    leader_epoch: p.leader_epoch,
+                    isr: p.isr.iter().map(|b| b.0).collect(),
+                    replicas: p.replicas.iter().map(|b| b.0).collect(),
+                    offline_replicas: p.offline_replicas.iter().map(|b| b.0).collect(),
+                    zk_version: p.zk_version,
+                    controller_epoch: p.controller_epoch,
+                });
+            }
+        }
+    }
+    // A topic whose last partition was deleted (or that only saw deletions) is not kept.
+    if !entry.partitions.is_empty() {
+        topics.insert(key, entry);
+    }
 }
 
 /// Shared, read-mostly: a std `RwLock` because every access is short and never awaits.
@@ -104,45 +175,22 @@ impl MetadataCache {
             })
             .collect();
         let mut deleted = Vec::new();
-        let states = req
-            .topic_states
-            .iter()
-            .flat_map(|t| {
-                t.partition_states
-                    .iter()
-                    .map(move |p| (t.topic_name.to_string(), t.topic_id, p))
-            })
-            .chain(
-                req.ungrouped_partition_states
-                    .iter()
-                    .map(|p| (p.topic_name.to_string(), Uuid::nil(), p)),
+        for t in &req.topic_states {
+            apply_topic(
+                &mut g.topics,
+                t.topic_name.as_str(),
+                t.topic_id,
+                &t.partition_states,
+                &mut deleted,
             );
-        for (topic, topic_id, p) in states {
-            if p.leader.0 == LEADER_DURING_DELETE {
-                if let Some(t) = g.topics.get_mut(&topic) {
-                    t.partitions.remove(&p.partition_index);
-                    if t.partitions.is_empty() {
-                        g.topics.remove(&topic);
-                    }
-                }
-                deleted.push((topic, p.partition_index));
-                continue;
-            }
-            let entry = g.topics.entry(topic).or_default();
-            if !topic_id.is_nil() {
-                entry.id = topic_id;
-            }
-            entry.partitions.insert(
-                p.partition_index,
-                PartitionInfo {
-                    leader: p.leader.0,
-                    leader_epoch: p.leader_epoch,
-                    isr: p.isr.iter().map(|b| b.0).collect(),
-                    replicas: p.replicas.iter().map(|b| b.0).collect(),
-                    offline_replicas: p.offline_replicas.iter().map(|b| b.0).collect(),
-                    zk_version: p.zk_version,
-                    controller_epoch: p.controller_epoch,
-                },
+        }
+        for p in &req.ungrouped_partition_states {
+            apply_topic(
+                &mut g.topics,
+                p.topic_name.as_str(),
+                Uuid::nil(),
+                std::slice::from_ref(p),
+                &mut deleted,
             );
         }
         deleted
@@ -176,17 +224,29 @@ impl MetadataCache {
         self.read().topics.get(name).cloned()
     }
 
-    /// Runs `f` on `name`'s entry under one read lock, with a liveness test for broker ids
-    /// (a Metadata answer for 10,000 partitions neither copies the topic nor locks per partition).
-    pub fn with_topic<R>(
-        &self,
-        name: &str,
-        f: impl FnOnce(&TopicEntry, &dyn Fn(i32) -> bool) -> R,
-    ) -> Option<R> {
+    /// Runs `f` on the whole cache under one read lock (a Metadata answer for all topics sees
+    /// one consistent state and takes the lock once). `f` must not block.
+    pub fn with_view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> R {
         let g = self.read();
-        let t = g.topics.get(name)?;
-        let alive = |id: i32| g.brokers.contains_key(&id);
-        Some(f(t, &alive))
+        f(View {
+            controller_id: g.controller_id,
+            brokers: &g.brokers,
+            topics: &g.topics,
+        })
+    }
+
+    /// True when the cache has `name`.
+    pub fn has_topic(&self, name: &str) -> bool {
+        self.read().topics.contains_key(name)
+    }
+
+    /// The name of the topic with id `id` (nothing else is copied).
+    pub fn topic_name_by_id(&self, id: Uuid) -> Option<String> {
+        self.read()
+            .topics
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(n, _)| n.clone())
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<(String, TopicEntry)> {
@@ -228,10 +288,9 @@ impl MetadataCache {
 mod tests {
     use super::*;
     use kafka_protocol::messages::update_metadata_request::{
-        UpdateMetadataBroker, UpdateMetadataEndpoint, UpdateMetadataPartitionState,
-        UpdateMetadataTopicState,
+        UpdateMetadataBroker, UpdateMetadataEndpoint, UpdateMetadataTopicState,
     };
-    use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::messages::TopicName;
     use kafka_protocol::protocol::StrBytes;
 
     fn req(leader: i32) -> UpdateMetadataRequest {
@@ -266,5 +325,92 @@ mod tests {
         assert_eq!(c.topic("t").unwrap().id, Uuid::from_u128(7));
         assert_eq!(c.update(&req(LEADER_DURING_DELETE)), vec![("t".into(), 0)]);
         assert!(c.topic("t").is_none());
+    }
+
+    fn state(
+        topic: &str,
+        index: i32,
+        leader: i32,
+        isr: &[i32],
+        offline: &[i32],
+    ) -> UpdateMetadataPartitionState {
+        let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+        UpdateMetadataPartitionState::default()
+            .with_topic_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_index(index)
+            .with_controller_epoch(6)
+            .with_leader(BrokerId(leader))
+            .with_leader_epoch(leader + 10)
+            .with_isr(ids(isr))
+            .with_zk_version(leader + 20)
+            .with_replicas(ids(&[1, 2, 3]))
+            .with_offline_replicas(ids(offline))
+    }
+
+    /// A second UpdateMetadata replaces what the first said, partition by partition (cached
+    /// partitions are updated in place), adds new ones, deletes others; a topic that loses its
+    /// last partition is gone, one that only hears of deletions is never created.
+    #[test]
+    fn later_updates_replace_in_place() {
+        let c = MetadataCache::new();
+        let topic = |name: &str, id: u128, states: Vec<UpdateMetadataPartitionState>| {
+            UpdateMetadataTopicState::default()
+                .with_topic_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_topic_id(Uuid::from_u128(id))
+                .with_partition_states(states)
+        };
+        c.update(&req(1).with_topic_states(vec![
+            topic(
+                "a",
+                1,
+                vec![
+                    state("a", 0, 1, &[1, 2, 3], &[]),
+                    state("a", 1, 2, &[2, 3, 1], &[]),
+                ],
+            ),
+            topic("b", 2, vec![state("b", 0, 3, &[3], &[])]),
+        ]));
+        let deleted = c.update(
+            &req(1)
+                .with_topic_states(vec![
+                    topic(
+                        "a",
+                        1,
+                        vec![state("a", 1, 3, &[3], &[2]), state("a", 2, 1, &[1], &[])],
+                    ),
+                    topic("b", 2, vec![state("b", 0, LEADER_DURING_DELETE, &[], &[])]),
+                    topic(
+                        "ghost",
+                        3,
+                        vec![state("ghost", 0, LEADER_DURING_DELETE, &[], &[])],
+                    ),
+                ])
+                .with_ungrouped_partition_states(vec![state("c", 0, 2, &[2, 1], &[3])]),
+        );
+        assert_eq!(deleted, vec![("b".into(), 0), ("ghost".into(), 0)]);
+        assert_eq!(c.topic_names(), ["a", "c"]);
+        let a = c.topic("a").unwrap();
+        assert_eq!(a.id, Uuid::from_u128(1));
+        assert_eq!(a.partitions.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(a.partitions[&0].isr, [1, 2, 3], "untouched partition kept");
+        let p1 = &a.partitions[&1];
+        assert_eq!(
+            (
+                p1.leader,
+                p1.leader_epoch,
+                p1.zk_version,
+                p1.controller_epoch
+            ),
+            (3, 13, 23, 6)
+        );
+        assert_eq!(
+            (p1.isr.as_slice(), p1.offline_replicas.as_slice()),
+            (&[3][..], &[2][..])
+        );
+        assert_eq!(a.partitions[&2].leader, 1);
+        let cc = c.topic("c").unwrap();
+        assert_eq!(cc.id, Uuid::nil());
+        assert_eq!(cc.partitions[&0].offline_replicas, [3]);
+        assert!(c.topic("b").is_none() && c.topic("ghost").is_none());
     }
 }

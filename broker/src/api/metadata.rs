@@ -11,11 +11,15 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::{encode_response, Frame};
 use crate::broker::Broker;
+use crate::metadata_cache::{MetadataCache, TopicEntry, View};
 
 /// Bits of Kafka's `AclOperation` codes allowed on a topic without an authorizer:
 /// READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8) DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11).
@@ -36,128 +40,222 @@ pub fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let listener = &broker.config.listeners[0].name;
     broker
         .metadata
-        .brokers()
-        .into_iter()
+        .with_view(|view| response_brokers(view, listener))
+}
+
+/// The live brokers of `view` that have an endpoint for `listener`, by id.
+fn response_brokers(view: View<'_>, listener: &str) -> Vec<MetadataResponseBroker> {
+    view.brokers
+        .values()
         .filter_map(|b| {
-            let ep = b.endpoints.iter().find(|e| &e.listener == listener)?;
+            let ep = b.endpoints.iter().find(|e| e.listener == listener)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(b.id))
                     .with_host(StrBytes::from_string(ep.host.clone()))
                     .with_port(ep.port)
-                    .with_rack(b.rack.map(StrBytes::from_string)),
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
             )
         })
         .collect()
 }
 
-/// One topic's metadata from the cache (`None` if the topic is unknown).
-pub fn topic_metadata(broker: &Broker, name: &str, version: i16) -> Option<MetadataResponseTopic> {
-    broker.metadata.with_topic(name, |t, is_alive| {
-        let partitions = t
-            .partitions
-            .iter()
-            .map(|(idx, p)| {
-                let leader_alive = p.leader >= 0 && is_alive(p.leader);
-                let error = if leader_alive {
-                    0
-                } else {
-                    ResponseError::LeaderNotAvailable.code()
-                };
-                let mut replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
-                let mut isr: Vec<BrokerId> = p.isr.iter().map(|r| BrokerId(*r)).collect();
-                if version == 0 {
-                    replicas.retain(|r| is_alive(r.0));
-                    isr.retain(|r| is_alive(r.0));
-                }
-                MetadataResponsePartition::default()
-                    .with_error_code(error)
-                    .with_partition_index(*idx)
-                    .with_leader_id(BrokerId(if leader_alive { p.leader } else { -1 }))
-                    .with_leader_epoch(p.leader_epoch)
-                    .with_replica_nodes(replicas)
-                    .with_isr_nodes(isr)
-                    .with_offline_replicas(
-                        p.offline_replicas.iter().map(|r| BrokerId(*r)).collect(),
-                    )
-            })
-            .collect();
-        MetadataResponseTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
-            .with_topic_id(t.id)
-            .with_is_internal(is_internal(name))
-            .with_partitions(partitions)
-    })
+/// One topic of a Metadata answer, as the request resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// A topic the cache had when the request was resolved (answered from the cache; if it
+    /// is gone by then, UNKNOWN_TOPIC_OR_PARTITION).
+    Topic(String),
+    /// A topic answered with an error and no partitions.
+    Failed {
+        error: i16,
+        name: Option<String>,
+        id: Uuid,
+    },
 }
 
-pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let all = match &req.topics {
-        None => true,
-        Some(t) => version == 0 && t.is_empty(),
-    };
-    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
-    let mut topics = Vec::new();
-    if all {
-        for name in broker.metadata.topic_names() {
-            if let Some(t) = topic_metadata(broker, &name, version) {
-                topics.push(t);
-            }
-        }
-    } else {
-        for rt in req.topics.as_deref().unwrap_or_default() {
-            let name = match &rt.name {
-                Some(n) => n.to_string(),
-                None => match broker.metadata.topic_by_id(rt.topic_id) {
-                    Some((n, _)) => n,
-                    None => {
-                        topics.push(
-                            MetadataResponseTopic::default()
-                                .with_error_code(ResponseError::UnknownTopicId.code())
-                                .with_name(None)
-                                .with_topic_id(rt.topic_id),
-                        );
-                        continue;
-                    }
-                },
-            };
-            if let Some(t) = topic_metadata(broker, &name, version) {
-                topics.push(t);
-                continue;
-            }
-            let error = if controller::admin::validate_topic_name(&name).is_err() {
-                ResponseError::InvalidTopicException.code()
-            } else if allow_auto_create && broker.config.auto_create_topics_enable {
-                match super::admin::auto_create_topic(broker, &name).await {
-                    Ok(()) => ResponseError::LeaderNotAvailable.code(),
-                    Err(code) => code,
-                }
+/// What the answer depends on besides the cache and the topics.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    pub version: i16,
+    /// The listener whose endpoints clients are given.
+    pub listener: &'a str,
+    pub cluster_id: &'a str,
+    /// `include_topic_authorized_operations` (used from v8).
+    pub topic_operations: bool,
+    /// `include_cluster_authorized_operations` (used in v8 to v10).
+    pub cluster_operations: bool,
+}
+
+/// One cached topic's metadata.
+fn topic_metadata(
+    view: View<'_>,
+    name: &str,
+    t: &TopicEntry,
+    version: i16,
+) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|(idx, p)| {
+            let leader_alive = p.leader >= 0 && view.is_alive(p.leader);
+            let error = if leader_alive {
+                0
             } else {
-                ResponseError::UnknownTopicOrPartition.code()
+                ResponseError::LeaderNotAvailable.code()
             };
-            topics.push(
-                MetadataResponseTopic::default()
-                    .with_error_code(error)
-                    .with_name(Some(TopicName(StrBytes::from_string(name))))
-                    .with_topic_id(Uuid::nil())
-                    .with_is_internal(false),
-            );
-        }
-    }
-    if version >= 8 && req.include_topic_authorized_operations {
-        for t in &mut topics {
+            let mut replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+            let mut isr: Vec<BrokerId> = p.isr.iter().map(|r| BrokerId(*r)).collect();
+            if version == 0 {
+                replicas.retain(|r| view.is_alive(r.0));
+                isr.retain(|r| view.is_alive(r.0));
+            }
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(*idx)
+                .with_leader_id(BrokerId(if leader_alive { p.leader } else { -1 }))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(replicas)
+                .with_isr_nodes(isr)
+                .with_offline_replicas(p.offline_replicas.iter().map(|r| BrokerId(*r)).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_topic_id(t.id)
+        .with_is_internal(is_internal(name))
+        .with_partitions(partitions)
+}
+
+fn failed_topic(error: i16, name: Option<&str>, id: Uuid) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error)
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n.to_string()))))
+        .with_topic_id(id)
+        .with_is_internal(false)
+}
+
+/// The answer as kafka-protocol's struct, under one read lock of the cache: every topic when
+/// `wanted` is `None`, else the topics of `wanted` in order.
+pub fn build(
+    cache: &MetadataCache,
+    o: &Options<'_>,
+    wanted: Option<&[Wanted]>,
+) -> MetadataResponse {
+    let version = o.version;
+    let mut resp = cache.with_view(|view| {
+        let topics = match wanted {
+            None => view
+                .topics
+                .iter()
+                .map(|(name, t)| topic_metadata(view, name, t, version))
+                .collect(),
+            Some(wanted) => wanted
+                .iter()
+                .map(|w| match w {
+                    Wanted::Topic(name) => match view.topics.get(name) {
+                        Some(t) => topic_metadata(view, name, t, version),
+                        None => failed_topic(
+                            ResponseError::UnknownTopicOrPartition.code(),
+                            Some(name),
+                            Uuid::nil(),
+                        ),
+                    },
+                    Wanted::Failed { error, name, id } => {
+                        failed_topic(*error, name.as_deref(), *id)
+                    }
+                })
+                .collect(),
+        };
+        MetadataResponse::default()
+            .with_brokers(response_brokers(view, o.listener))
+            .with_cluster_id(Some(StrBytes::from_string(o.cluster_id.to_string())))
+            .with_controller_id(BrokerId(view.controller_id.unwrap_or(-1)))
+            .with_topics(topics)
+    });
+    if version >= 8 && o.topic_operations {
+        for t in &mut resp.topics {
             t.topic_authorized_operations = TOPIC_OPERATIONS;
         }
     }
-    let mut resp = MetadataResponse::default()
-        .with_brokers(brokers(broker))
-        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.metadata.controller_id().unwrap_or(-1)))
-        .with_topics(topics);
-    if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+    if (8..=10).contains(&version) && o.cluster_operations {
         resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
     }
     fit_to_version(&mut resp, version);
     resp
+}
+
+/// Resolves the request's topics (`None`: all topics), creating unknown ones when allowed.
+async fn resolve(broker: &Broker, req: &MetadataRequest, version: i16) -> Option<Vec<Wanted>> {
+    let requested = match &req.topics {
+        None => return None,
+        Some(t) if version == 0 && t.is_empty() => return None,
+        Some(t) => t,
+    };
+    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    let mut wanted = Vec::with_capacity(requested.len());
+    for rt in requested {
+        let name = match &rt.name {
+            Some(n) => n.to_string(),
+            None => match broker.metadata.topic_name_by_id(rt.topic_id) {
+                Some(n) => n,
+                None => {
+                    wanted.push(Wanted::Failed {
+                        error: ResponseError::UnknownTopicId.code(),
+                        name: None,
+                        id: rt.topic_id,
+                    });
+                    continue;
+                }
+            },
+        };
+        if broker.metadata.has_topic(&name) {
+            wanted.push(Wanted::Topic(name));
+            continue;
+        }
+        let error = if controller::admin::validate_topic_name(&name).is_err() {
+            ResponseError::InvalidTopicException.code()
+        } else if allow_auto_create && broker.config.auto_create_topics_enable {
+            match super::admin::auto_create_topic(broker, &name).await {
+                Ok(()) => ResponseError::LeaderNotAvailable.code(),
+                Err(code) => code,
+            }
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        };
+        wanted.push(Wanted::Failed {
+            error,
+            name: Some(name),
+            id: Uuid::nil(),
+        });
+    }
+    Some(wanted)
+}
+
+/// Answers a Metadata request: the whole response frame, encoded straight from the cache
+/// ([`super::metadata_encode`]), or through kafka-protocol's structs if that cannot be done.
+pub async fn handle(
+    broker: &Broker,
+    req: MetadataRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Option<Frame> {
+    let wanted = resolve(broker, &req, version).await;
+    let o = Options {
+        version,
+        listener: &broker.config.listeners[0].name,
+        cluster_id: &broker.cluster_id,
+        topic_operations: req.include_topic_authorized_operations,
+        cluster_operations: req.include_cluster_authorized_operations,
+    };
+    if let Some(frame) =
+        super::metadata_encode::encode(&broker.metadata, &o, wanted.as_deref(), correlation_id)
+    {
+        return Some(vec![frame]);
+    }
+    let resp = build(&broker.metadata, &o, wanted.as_deref());
+    encode_response(correlation_id, version, &ResponseKind::Metadata(resp))
+        .map(|b| vec![b.freeze()])
 }
 
 /// Resets the fields `version` does not carry to their defaults (kafka-protocol refuses to

@@ -15,6 +15,7 @@ pub mod fetch_encode;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod metadata_encode;
 pub mod produce;
 pub mod producer_id;
 pub mod reassign;
@@ -175,7 +176,7 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
     let resp: ResponseKind = match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::response(0)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(&broker, r, version).await)
+            return metadata::handle(&broker, r, version, correlation_id).await;
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
