@@ -19,7 +19,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{LeaderAndIsrRequest, StopReplicaRequest};
 use storage::{LogAppendInfo, LogManager, SharedLog};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -338,6 +338,7 @@ impl ReplicaManager {
         // Leader epoch start offsets to record (each an fsynced checkpoint), done side by side
         // after the pass below, before answering.
         let mut new_epochs: Vec<(Arc<Partition>, i32)> = Vec::new();
+        let mut same_epoch = 0usize;
         for t in &req.topic_states {
             let topic = t.topic_name.to_string();
             let overrides = topic_configs.get(&topic).unwrap_or(&empty);
@@ -360,6 +361,19 @@ impl ReplicaManager {
                         warn!(topic = %topic, partition = p.partition_index,
                             leader_epoch = p.leader_epoch, current_leader_epoch = st.leader_epoch,
                             "ignoring LeaderAndIsr with an older leader epoch");
+                        outcome.error = code(ResponseError::StaleControllerEpoch);
+                        out.push(outcome);
+                        continue;
+                    }
+                    if p.leader_epoch == st.leader_epoch {
+                        // Kafka: "ignoring LeaderAndIsr ... since its associated leader epoch
+                        // matches the current leader epoch". Every change the controller makes
+                        // with LeaderAndIsr bumps the leader epoch; a new controller re-sends
+                        // every partition's current state, which we already have.
+                        debug!(topic = %topic, partition = p.partition_index,
+                            leader_epoch = p.leader_epoch,
+                            "ignoring LeaderAndIsr at the leader epoch we already have");
+                        same_epoch += 1;
                         outcome.error = code(ResponseError::StaleControllerEpoch);
                         out.push(outcome);
                         continue;
@@ -447,6 +461,15 @@ impl ReplicaManager {
         // What keeps a crash safe meanwhile: `epoch_sync` holds back the recovery-point
         // checkpoint (see `storage::EpochSyncGuard`), so records written in the new epoch are
         // either covered by a durable entry or re-read by recovery, which assigns their epoch.
+        if same_epoch > 0 {
+            info!(
+                broker_id = self.broker_id,
+                controller_epoch = req.controller_epoch,
+                partitions = same_epoch,
+                "LeaderAndIsr named partitions at the leader epoch they already have here \
+                 (a new controller re-sends every partition's state); left them as they are"
+            );
+        }
         let mut pending: Vec<(Arc<Partition>, u64)> = Vec::new();
         for (part, epoch) in &new_epochs {
             let mut log = part.log();
@@ -808,5 +831,90 @@ mod topic_partitions_tests {
         assert!(!t.is_empty());
         t.remove(0);
         assert!(t.is_empty() && t.iter().next().is_none());
+    }
+}
+
+#[cfg(test)]
+mod leader_and_isr_tests {
+    use super::*;
+    use kafka_protocol::messages::leader_and_isr_request::{
+        LeaderAndIsrPartitionState, LeaderAndIsrTopicState,
+    };
+    use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn manager(dir: &std::path::Path) -> ReplicaManager {
+        let pairs = [
+            ("broker.id", "1"),
+            ("zookeeper.connect", "127.0.0.1:1"),
+            ("log.dirs", dir.to_str().unwrap()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Arc::new(BrokerConfig::from_pairs(pairs).unwrap());
+        let meta = storage::MetaProperties {
+            broker_id: 1,
+            cluster_id: "c".into(),
+        };
+        let logs =
+            LogManager::open(&[dir.to_path_buf()], &meta, config.default_log_config()).unwrap();
+        ReplicaManager::new(1, config, Arc::new(logs))
+    }
+
+    fn request(leader: i32, leader_epoch: i32, isr: &[i32]) -> LeaderAndIsrRequest {
+        let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+        LeaderAndIsrRequest::default()
+            .with_controller_id(BrokerId(2))
+            .with_controller_epoch(3)
+            .with_topic_states(vec![LeaderAndIsrTopicState::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_states(vec![LeaderAndIsrPartitionState::default()
+                    .with_partition_index(0)
+                    .with_controller_epoch(3)
+                    .with_leader(BrokerId(leader))
+                    .with_leader_epoch(leader_epoch)
+                    .with_isr(ids(isr))
+                    .with_partition_epoch(leader_epoch)
+                    .with_replicas(ids(&[1, 2]))])])
+    }
+
+    /// Kafka's rule: a LeaderAndIsr at the leader epoch the broker already has (what a new
+    /// controller sends for every partition) is ignored with STALE_CONTROLLER_EPOCH and changes
+    /// nothing; a newer epoch is applied; an older one is refused.
+    #[test]
+    fn only_a_newer_leader_epoch_changes_the_replica() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        let none = HashMap::new();
+        let first = rm.become_leader_or_follower(&request(1, 4, &[1, 2]), &none);
+        assert_eq!(first[0].error, 0);
+        let part = rm.get("t", 0).unwrap();
+        {
+            let mut st = part.state();
+            assert_eq!((st.leader, st.leader_epoch), (1, 4));
+            st.followers.get_mut(&2).unwrap().log_end_offset = 0;
+        }
+        // Same epoch, even with another ISR: ignored, follower state kept.
+        let again = rm.become_leader_or_follower(&request(1, 4, &[1]), &none);
+        assert_eq!(again[0].error, 11);
+        {
+            let st = part.state();
+            assert_eq!(st.isr, vec![1, 2]);
+            assert_eq!(st.followers[&2].log_end_offset, 0);
+        }
+        // Older: refused.
+        let older = rm.become_leader_or_follower(&request(2, 3, &[2]), &none);
+        assert_eq!(older[0].error, 11);
+        assert_eq!(part.state().leader, 1);
+        // Newer: applied (now a follower of 2).
+        let newer = rm.become_leader_or_follower(&request(2, 5, &[2, 1]), &none);
+        assert_eq!(newer[0].error, 0);
+        let st = part.state();
+        assert_eq!(
+            (st.leader, st.leader_epoch, st.isr.clone()),
+            (2, 5, vec![2, 1])
+        );
+        assert!(st.followers.is_empty());
     }
 }

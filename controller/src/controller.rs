@@ -583,6 +583,7 @@ impl KafkaController {
             )
             .await?;
         // 4.
+        let registrations_read = started.elapsed();
         let brokers = self.zk.get_all_brokers().await?;
         debug!(
             registered = broker_ids.len(),
@@ -607,13 +608,19 @@ impl KafkaController {
         for (t, read) in topics.iter().zip(reads) {
             self.apply_topic_assignment(t, read?).await?;
         }
+        let assignments_read = started.elapsed();
         let partitions = self.ctx.all_partitions();
         let states = self.zk.get_partition_states(&partitions).await?;
+        let states_read = started.elapsed();
         self.ctx.leadership.extend(states);
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
         info!(
             controller_epoch = self.ctx.epoch,
             partitions = partitions.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = ms(started.elapsed()),
+            watches_and_cleanup_ms = ms(registrations_read),
+            brokers_and_assignments_ms = ms(assignments_read - registrations_read),
+            partition_states_ms = ms(states_read - assignments_read),
             "controller context loaded"
         );
         // 5.
@@ -1199,17 +1206,30 @@ impl KafkaController {
             );
             return;
         }
+        // Kafka acts only on KAFKA_STORAGE_ERROR here (a replica on a failed log directory);
+        // STALE_CONTROLLER_EPOCH for a partition is a broker that already has its leader
+        // epoch (every partition after a failover), which is expected.
+        let mut stale = 0usize;
         for t in &response.topics {
             for p in &t.partition_errors {
-                if p.error_code != 0 {
-                    warn!(
+                match p.error_code {
+                    0 => {}
+                    11 => stale += 1,
+                    code => warn!(
                         target_broker_id = broker_id,
                         partition = p.partition_index,
-                        error_code = p.error_code,
+                        error_code = code,
                         "LeaderAndIsr partition error"
-                    );
+                    ),
                 }
             }
+        }
+        if stale > 0 {
+            debug!(
+                target_broker_id = broker_id,
+                partitions = stale,
+                "LeaderAndIsr: partitions already at their leader epoch on the broker"
+            );
         }
     }
 

@@ -76,6 +76,7 @@ pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> Leader
     crate::replication::on_leader_and_isr(broker, &outcomes);
     let changed: Vec<(String, i32)> = outcomes
         .iter()
+        .filter(|o| o.error == 0)
         .map(|o| (o.topic.clone(), o.partition))
         .collect();
     super::groups::on_partitions_changed(broker, &changed);
