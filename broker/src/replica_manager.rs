@@ -490,7 +490,11 @@ impl ReplicaManager {
                 warn!(error = %e, "cannot start the leader epoch checkpoint thread");
             }
         }
-        self.notify_progress();
+        // Long-polling fetches re-read their partitions when woken: only when a replica's
+        // state changed (a new controller's LeaderAndIsr at known epochs changes none).
+        if out.iter().any(|o| o.error == 0) {
+            self.notify_progress();
+        }
         out
     }
 
