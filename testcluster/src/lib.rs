@@ -15,6 +15,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod kafka;
+pub mod probe;
 pub mod zk;
 
 pub use broker::{BrokerProcess, Signal};

@@ -2,11 +2,11 @@
 //! and on demand), partition reassignment (also across a controller failover), and the
 //! metrics endpoint an operator reads.
 
-use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use testcluster::cluster::WAIT;
+use testcluster::probe::{http_get, metric, metrics_address};
 use testcluster::{wait_until, Cluster, ClusterOptions, Signal};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -194,26 +194,6 @@ fn reassignment_survives_controller_failover() {
     assert!(topic.contains("\"adding_replicas\":{}"), "{topic}");
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// The metrics endpoint: exactly one broker says it is the active controller, partition
 /// counts add up, and a dead broker shows as under-replicated partitions.
 #[test]
@@ -222,17 +202,10 @@ fn metrics_endpoint() {
     let mut c = Cluster::start(ClusterOptions::default().config("metrics.port", "0")).unwrap();
     c.create_topic("m", 3, 3, &[]).unwrap();
     let addr_of = |c: &mut Cluster, id: i32| -> String {
-        let log = c.broker(id).log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("serving metrics on http://"))
-            .unwrap()
-            .to_string();
-        let start = line.find("http://").unwrap() + 7;
-        line[start..].split('/').next().unwrap().to_string()
+        metrics_address(&c.broker(id).log()).expect("metrics address in the log")
     };
     let pages: Vec<String> = (1..=3)
-        .map(|id| http_get(&addr_of(&mut c, id), "/metrics"))
+        .map(|id| http_get(&addr_of(&mut c, id), "/metrics").unwrap())
         .collect();
     let active: f64 = pages
         .iter()
@@ -268,7 +241,7 @@ fn metrics_endpoint() {
                     addr_of(&mut c, b)
                 };
                 metric(
-                    &http_get(&a, "/metrics"),
+                    &http_get(&a, "/metrics").unwrap_or_default(),
                     "kafka_server_ReplicaManager_UnderReplicatedPartitions",
                 )
                 .unwrap_or(0.0)

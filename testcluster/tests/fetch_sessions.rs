@@ -4,50 +4,21 @@
 //! an incremental one answers only what changed, a wrong epoch or an unknown id is refused,
 //! and epoch -1 closes it.
 
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use testcluster::cluster::WAIT;
+use testcluster::probe::{self, http_get, metric, metrics_address};
 use testcluster::{wait_until, Cluster, ClusterOptions};
 
 const TOPIC: &str = "fs";
 const PARTITIONS: i32 = 12;
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn metrics_addr(c: &mut Cluster, id: i32) -> String {
-    let log = c.broker(id).log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("serving metrics on http://"))
-        .expect("metrics address in the log")
-        .to_string();
-    let start = line.find("http://").unwrap() + 7;
-    line[start..].split('/').next().unwrap().to_string()
+    metrics_address(&c.broker(id).log()).expect("metrics address in the log")
 }
 
 /// Concatenated `.log` segment bytes of a partition replica.
@@ -64,22 +35,7 @@ fn log_bytes(dir: &Path) -> Vec<u8> {
 }
 
 fn kcat_produce(c: &Cluster, partition: i32, lines: &str) {
-    let mut child = testcluster::command("kcat")
-        .args(["-b", &c.bootstrap(), "-P", "-t", TOPIC, "-p"])
-        .arg(partition.to_string())
-        .args(["-X", "acks=all", "-X", "message.timeout.ms=20000"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "kcat produce failed");
+    probe::kcat_produce(&c.bootstrap(), TOPIC, partition, "all", lines).unwrap();
 }
 
 fn name(t: &str) -> TopicName {
@@ -157,7 +113,7 @@ fn followers_and_consumers_fetch_through_sessions() {
     let per_leader = |b: i32| leaders.iter().filter(|l| **l == b).count() as f64;
     wait_until("a fetch session per follower on every leader", WAIT, || {
         let ok = (1..=3).all(|b| {
-            let page = http_get(&addrs[(b - 1) as usize], "/metrics");
+            let page = http_get(&addrs[(b - 1) as usize], "/metrics").unwrap_or_default();
             let sessions = metric(
                 &page,
                 "kafka_server_FetchSessionCache_NumIncrementalFetchSessions",

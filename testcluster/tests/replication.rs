@@ -17,24 +17,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn kcat_produce(c: &Cluster, topic: &str, acks: &str, lines: &str) {
-    let mut child = testcluster::command("kcat")
-        .args(["-b", &c.bootstrap(), "-P", "-t", topic, "-p", "0", "-X"])
-        .arg(format!("acks={acks}"))
-        .args(["-X", "message.timeout.ms=20000"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let st = child.wait().unwrap();
-    assert!(st.success(), "kcat produce failed");
+    testcluster::probe::kcat_produce(&c.bootstrap(), topic, 0, acks, lines).unwrap();
 }
 
 /// Concatenated `.log` segment bytes of a partition replica.
