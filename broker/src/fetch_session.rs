@@ -161,15 +161,6 @@ impl FetchSession {
         self.order.insert(seq, cp);
     }
 
-    fn take(&mut self, topic: &str, partition: i32) -> Option<CachedPartition> {
-        let by_partition = self.index.get_mut(topic)?;
-        let seq = by_partition.remove(&partition)?;
-        if by_partition.is_empty() {
-            self.index.remove(topic);
-        }
-        self.order.remove(&seq)
-    }
-
     /// Adds or updates `params` for a partition (Kafka's `FetchSession.update`, one entry).
     pub fn upsert(&mut self, topic: &str, partition: i32, params: PartitionParams) {
         match self
@@ -193,9 +184,18 @@ impl FetchSession {
         }
     }
 
-    /// Drops a partition the fetcher forgot.
+    /// Drops a partition (one the fetcher forgot, or one about to be replaced).
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.take(topic, partition);
+        let Some(by_partition) = self.index.get_mut(topic) else {
+            return;
+        };
+        let Some(seq) = by_partition.remove(&partition) else {
+            return;
+        };
+        if by_partition.is_empty() {
+            self.index.remove(topic);
+        }
+        self.order.remove(&seq);
     }
 
     /// Applies an incremental fetch's partitions and forgotten partitions.
@@ -213,13 +213,13 @@ impl FetchSession {
     }
 
     /// Decides, partition by partition in session order, what an answer carries: `answered`
-    /// must list every session partition in session order. Remembers what the fetcher is told,
+    /// must give every session partition in session order. Remembers what the fetcher is told,
     /// moves the partitions that got records to the end, and returns one flag per partition.
-    pub fn settle(&mut self, answered: &[Answered]) -> Vec<bool> {
-        let mut keep = Vec::with_capacity(answered.len());
+    pub fn settle(&mut self, answered: impl IntoIterator<Item = Answered>) -> Vec<bool> {
+        let mut keep = Vec::with_capacity(self.order.len());
         let mut to_end = Vec::new();
         for ((seq, cp), a) in self.order.iter_mut().zip(answered) {
-            let must = cp.must_respond(a, true);
+            let must = cp.must_respond(&a, true);
             if must && a.records_len > 0 {
                 to_end.push(*seq);
             }
@@ -282,7 +282,8 @@ pub struct FetchSessionCache {
     inner: Mutex<CacheInner>,
 }
 
-fn lock(s: &SharedSession) -> MutexGuard<'_, FetchSession> {
+/// Locks a session.
+pub fn session_lock(s: &SharedSession) -> MutexGuard<'_, FetchSession> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -337,7 +338,7 @@ impl FetchSessionCache {
         let Some(session) = inner.sessions.get(&id).cloned() else {
             return FetchContext::Error(ResponseError::FetchSessionIdNotFound.code());
         };
-        let mut s = lock(&session);
+        let mut s = session_lock(&session);
         if s.epoch != epoch {
             return FetchContext::Error(ResponseError::InvalidFetchSessionEpoch.code());
         }
@@ -364,7 +365,7 @@ impl FetchSessionCache {
     pub fn remove(&self, id: i32) {
         let mut inner = self.inner();
         if let Some(s) = inner.sessions.remove(&id) {
-            let n = lock(&s).len();
+            let n = session_lock(&s).len();
             inner.partitions_cached -= n;
         }
     }
@@ -384,7 +385,7 @@ impl FetchSessionCache {
         let mut s = FetchSession::new(0, privileged, now);
         for cp in partitions {
             // A request naming a partition twice keeps its last entry (Kafka reads it into a map).
-            s.take(&cp.topic.clone(), cp.partition);
+            s.forget(&cp.topic, cp.partition);
             s.push(cp);
         }
         if inner.sessions.len() >= self.slots
@@ -415,7 +416,7 @@ impl FetchSessionCache {
         let mut stalest: Option<(Instant, i32)> = None;
         let mut cheapest: Option<((bool, usize, i32), i32)> = None;
         for (id, s) in &inner.sessions {
-            let s = lock(s);
+            let s = session_lock(s);
             if stalest.is_none_or(|(t, _)| s.last_used < t) {
                 stalest = Some((s.last_used, *id));
             }
@@ -437,17 +438,12 @@ impl FetchSessionCache {
         };
         match victim.and_then(|id| inner.sessions.remove(&id)) {
             Some(s) => {
-                inner.partitions_cached -= lock(&s).len();
+                inner.partitions_cached -= session_lock(&s).len();
                 true
             }
             None => false,
         }
     }
-}
-
-/// Locks a session.
-pub fn session_lock(s: &SharedSession) -> MutexGuard<'_, FetchSession> {
-    lock(s)
 }
 
 #[cfg(test)]
@@ -618,7 +614,7 @@ mod tests {
         for p in 0..3 {
             s.push(cached("t", p, 0, 0));
         }
-        let keep = s.settle(&[answered(50, 0), answered(0, 0), answered(0, 4)]);
+        let keep = s.settle([answered(50, 0), answered(0, 0), answered(0, 4)]);
         assert_eq!(keep, vec![true, false, true]);
         let order: Vec<i32> = s.partitions().map(|c| c.partition).collect();
         assert_eq!(order, vec![1, 2, 0]);

@@ -439,6 +439,10 @@ impl SessionHandler {
             self.id = 0;
         }
         self.epoch = INITIAL_EPOCH;
+        self.forget_all();
+    }
+
+    fn forget_all(&mut self) {
         self.sent.clear();
         self.sent_count = 0;
     }
@@ -596,8 +600,7 @@ async fn fetch(
         session.reset(true);
     } else {
         if full {
-            session.sent.clear();
-            session.sent_count = 0;
+            session.forget_all();
         }
         for (t, p, params) in &changed {
             session.record(t, *p, *params);

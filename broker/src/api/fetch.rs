@@ -383,12 +383,11 @@ fn answer(
                     .with_error_code(ResponseError::InvalidFetchSessionEpoch.code())
                     .with_session_id(s.id);
             }
-            let all: Vec<Answered> = read
-                .topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(answered))
-                .collect();
-            let keep = s.settle(&all);
+            let keep = s.settle(
+                read.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(answered)),
+            );
             let id = s.id;
             drop(s);
             let mut keep = keep.into_iter();
