@@ -912,7 +912,25 @@ fn pseudo_uuid() -> String {
 impl Log {
     /// Trims the active segment's preallocated index files to their entries (clean shutdown).
     pub fn trim_indexes(&mut self) -> Result<()> {
-        self.active_mut().on_become_inactive()?;
+        self.trim_indexes_unsynced()?;
         self.active().flush()
+    }
+
+    /// Trims the active segment's index files without syncing them; the caller makes the
+    /// trim durable (the log manager's shutdown syncs each log dir's filesystem once).
+    pub fn trim_indexes_unsynced(&mut self) -> Result<()> {
+        self.active_mut().on_become_inactive()
+    }
+
+    /// Records that everything below `offset` is durable: a sync of the whole filesystem
+    /// (`syncfs`) covered this log's files and its folder after its end was `offset`.
+    pub fn mark_synced_to(&mut self, offset: i64) {
+        if offset > self.recovery_point {
+            self.recovery_point = offset.min(self.log_end_offset);
+        }
+        if offset >= self.log_end_offset {
+            self.dir_dirty = false;
+            self.last_flush_ms = now_ms();
+        }
     }
 }

@@ -34,8 +34,6 @@ pub const META_PROPERTIES: &str = "meta.properties";
 pub const LOCK_FILE: &str = ".lock";
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 pub const PARTITION_METADATA: &str = "partition.metadata";
-/// Threads flushing logs at shutdown.
-const SHUTDOWN_THREADS: usize = 16;
 
 /// Contents of `meta.properties` (ZooKeeper mode: version=0, broker.id, cluster.id).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,31 +407,27 @@ impl LogManager {
     }
 
     /// Flush, close every log, write checkpoints and `.kafka_cleanshutdown`.
+    ///
+    /// Kafka flushes and closes each log in turn (with `num.recovery.threads.per.data.dir`
+    /// threads). Here each log's index files are trimmed, then one `syncfs` per log dir makes
+    /// every log's data, indexes and folder durable at once, and each recovery point moves up
+    /// to the end the log had before that sync. At 10,000 partitions that is one sync instead of
+    /// tens of thousands of fsyncs (each a journal commit and a disk cache flush), which kept a
+    /// broker stopping in a controlled shutdown busy for seconds, on the machine its peers share.
     pub fn shutdown(&self) -> Result<()> {
         {
-            // Flushed side by side (Kafka uses `num.recovery.threads.per.data.dir` threads for
-            // this): each log costs a few fsyncs, and concurrent fsyncs share journal commits.
             let all: Vec<SharedLog> = self.logs().values().map(|(_, l)| l.clone()).collect();
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let failed: Mutex<Option<Error>> = Mutex::new(None);
-            std::thread::scope(|s| {
-                for _ in 0..SHUTDOWN_THREADS.min(all.len()) {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(log) = all.get(i) else { return };
-                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Err(e) = log.flush().and_then(|()| log.trim_indexes()) {
-                            failed
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
-                            return;
-                        }
-                    });
-                }
-            });
-            if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                return Err(e);
+            let mut ends = Vec::with_capacity(all.len());
+            for log in &all {
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                log.trim_indexes_unsynced()?;
+                ends.push(log.log_end_offset());
+            }
+            self.sync_dirs()?;
+            for (log, end) in all.iter().zip(ends) {
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .mark_synced_to(end);
             }
         }
         self.checkpoint()?;
