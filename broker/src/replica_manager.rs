@@ -484,6 +484,10 @@ impl ReplicaManager {
                 .name("epoch-checkpoints".into())
                 .spawn(move || {
                     let _guard = epoch_sync;
+                    // Nothing waits for these files (see above), and writing 10,000 of them is
+                    // a second of CPU: it yields to request handling, on a shared machine to
+                    // the peers' too. Its helper threads inherit the lower priority.
+                    lower_this_threads_priority();
                     write_epoch_checkpoints(&logs, &pending);
                 });
             if let Err(e) = spawned {
@@ -772,6 +776,16 @@ const FSYNC_PARALLELISM: usize = 16;
 
 /// Runs `f` on every item, on up to [`FSYNC_PARALLELISM`] scoped threads; returns when all
 /// are done. A handful of items run on the calling thread.
+/// Background work at nice 10 (Linux keeps a nice value per thread; threads this one starts
+/// inherit it). Best effort: a failure leaves the priority as it was.
+fn lower_this_threads_priority() {
+    // SAFETY: gettid and setpriority on the calling thread, no pointers involved.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 fn for_each_in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) + Sync) {
     if items.len() <= 2 {
         items.iter().for_each(&f);
