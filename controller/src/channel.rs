@@ -419,7 +419,7 @@ impl RequestBatch {
                     .with_broker_epoch(broker_epoch(*broker))
                     .with_topic_states(topic_states.clone())
                     .with_live_brokers(live_brokers.clone());
-                debug!(
+                info!(
                     target_broker_id = broker,
                     controller_epoch = ctx.epoch,
                     partitions = batch.update_metadata_partitions.len(),

@@ -268,7 +268,9 @@ impl KafkaController {
             if remaining.is_empty() {
                 break;
             }
+            let read_started = std::time::Instant::now();
             let stored = self.zk.get_partition_states(&remaining).await?;
+            let read_ms = read_started.elapsed().as_millis() as u64;
             let mut updates = Vec::new();
             let mut recipients_of = BTreeMap::new();
             for tp in &remaining {
@@ -313,10 +315,19 @@ impl KafkaController {
                     }
                 }
             }
+            let write_started = std::time::Instant::now();
             let written = self
                 .zk
                 .update_leader_and_isr(&updates, self.ctx.epoch_zk_version)
                 .await?;
+            info!(
+                controller_epoch = self.ctx.epoch,
+                strategy = ?strategy,
+                partitions = updates.len(),
+                zk_read_ms = read_ms,
+                zk_write_ms = write_started.elapsed().as_millis() as u64,
+                "leaders elected: partition states read from ZooKeeper, new ones written"
+            );
             remaining.clear();
             for (tp, mut state) in updates {
                 match written.get(&tp) {
