@@ -59,6 +59,13 @@ struct Args {
     /// fresh cluster (0 = skip).
     #[arg(long, default_value_t = 10_000)]
     shutdown_leaders: usize,
+    /// Rounds of the `--shutdown-leaders` run. After each round the broker is restarted and a
+    /// preferred election (ElectLeaders) gives it every leadership back. The first round is
+    /// also the first time the fresh ZooKeeper's JVM runs its write path at this rate
+    /// (its JIT compiler then takes a sixth of the machine); later rounds see a warm
+    /// ZooKeeper, as a running cluster has.
+    #[arg(long, default_value_t = 2)]
+    shutdown_rounds: usize,
     /// Scenarios to run per partition count (failover, broker, shutdown).
     #[arg(
         long,
@@ -283,6 +290,19 @@ impl Bench {
         self.poll_metadata("every partition led, full ISRs", t0, &live, |s| {
             s.partitions == n && s.led_by_live(&l2) == n && s.full_isr == n
         })?;
+        // A scenario starts on a settled cluster: the brokers' background work after the
+        // last change (leader-epoch checkpoints of thousands of partitions, written and
+        // synced off the request path) is done when the machine has gone quiet.
+        let quiet = Instant::now();
+        match wait_until("a quiet machine", Duration::from_secs(120), || {
+            machine_quiet(Duration::from_millis(500))
+        }) {
+            Ok(()) => eprintln!(
+                "[controller_bench] machine quiet (disks idle, CPUs 90 % idle) after {:.1} s",
+                quiet.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("[controller_bench] going on without a quiet machine: {e}"),
+        }
         Ok(())
     }
 
@@ -434,6 +454,52 @@ impl Bench {
                 restart.elapsed().as_secs_f64()
             ),
         })
+    }
+
+    /// After a controlled shutdown and restart of `target`, the preferred replica of all `n`
+    /// partitions (in `topics` topics of `per_topic`): a preferred election (ElectLeaders)
+    /// gives it every leadership back; waits for full ISRs, that, and quiet disks.
+    fn lead_again(
+        &mut self,
+        target: i32,
+        topics: usize,
+        n: usize,
+        per_topic: usize,
+    ) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        self.cluster.wait_for_all_brokers(self.timeout)?;
+        let live = self.cluster.running();
+        let l2 = live.clone();
+        self.poll_metadata("full ISRs after the restart", t0, &live, |s| {
+            s.partitions == n && s.led_by_live(&l2) == n && s.full_isr == n
+        })?;
+        let mut client = self.cluster.controller_client()?;
+        client.set_read_timeout(Duration::from_secs(120))?;
+        let mut left = n;
+        for t in 0..topics {
+            let k = left.min(per_topic);
+            let partitions: Vec<i32> = (0..k as i32).collect();
+            for (p, code) in client.elect_leaders(0, &format!("{TOPIC_PREFIX}{t}"), &partitions)? {
+                // 84: ELECTION_NOT_NEEDED (already led by its preferred replica).
+                anyhow::ensure!(
+                    code == 0 || code == 84,
+                    "preferred election of partition {p} answered {code}"
+                );
+            }
+            left -= k;
+        }
+        self.poll_metadata(
+            "every leadership back on the preferred replica",
+            t0,
+            &live,
+            |s| s.partitions == n && s.led_by.get(&target).copied() == Some(n) && s.full_isr == n,
+        )?;
+        self.wait_settled(n, t0)?;
+        eprintln!(
+            "[controller_bench] broker {target} leads all {n} again after {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// Scenario 3: SIGTERM (controlled shutdown) of the busiest non-controller broker.
@@ -717,12 +783,70 @@ fn main() -> anyhow::Result<()> {
             t += 1;
         }
         bench.wait_settled(n, t0)?;
-        let row = bench.controlled_shutdown(n, ", one broker leads all")?;
-        eprintln!("[controller_bench] {row:?}");
-        rows.push(row);
-        print_table(&rows);
+        for round in 1..=args.shutdown_rounds.max(1) {
+            if round > 1 {
+                bench.lead_again(target, t, n, args.per_topic)?;
+            }
+            let label = format!(", one broker leads all, round {round}");
+            let row = bench.controlled_shutdown(n, &label)?;
+            eprintln!("[controller_bench] {row:?}");
+            rows.push(row);
+            print_table(&rows);
+        }
     }
     Ok(())
+}
+
+/// Sectors written and I/Os in flight, summed over the machine's block devices.
+fn disk_activity() -> Option<(u64, u64)> {
+    let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+    let mut written = 0u64;
+    let mut in_flight = 0u64;
+    for line in stats.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 12 || f[2].starts_with("loop") || f[2].starts_with("ram") {
+            continue;
+        }
+        written += f[9].parse::<u64>().ok()?;
+        in_flight += f[11].parse::<u64>().ok()?;
+    }
+    Some((written, in_flight))
+}
+
+/// (busy, total) CPU time of the whole machine so far, in clock ticks (`/proc/stat`).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = cpu.iter().sum();
+    // idle and iowait
+    Some((total - cpu[3] - cpu[4], total))
+}
+
+/// `Some(())` when the machine was quiet for `window` (sampled every 10 ms): no block device
+/// wrote a sector or had an I/O in flight, and the CPUs were at least 90 % idle. Both count:
+/// a background thread writing thousands of small files fills the page cache (CPU) long
+/// before anything reaches the disk.
+fn machine_quiet(window: Duration) -> Option<()> {
+    let (first, _) = disk_activity()?;
+    let (busy0, total0) = cpu_times()?;
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let (written, in_flight) = disk_activity()?;
+        if written != first || in_flight != 0 {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (busy1, total1) = cpu_times()?;
+    let busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+    (busy < 0.1).then_some(())
 }
 
 #[cfg(test)]
