@@ -483,6 +483,35 @@ async fn controlled_shutdown_moves_leadership_and_replies_with_nothing_left() {
     assert_eq!(s1.leader_and_isr.isr, vec![2]);
 }
 
+/// The requests of a controlled shutdown go to the brokers that stay before the one stopping
+/// (it still gets its LeaderAndIsr, as a follower, and its UpdateMetadata).
+#[tokio::test]
+async fn controlled_shutdown_sends_to_the_staying_brokers_first() {
+    let h = Harness::new(&[1, 2, 3]).await;
+    h.create_topic("t", &[(0, vec![1, 2, 3]), (1, vec![1, 3, 2])])
+        .await;
+    let mut node = h.start_controller(3).await;
+    node.sent.take();
+    let (reply, rx) = oneshot::channel();
+    node.controller
+        .process(ControllerEvent::ControlledShutdown {
+            broker_id: 1,
+            broker_epoch: -1,
+            reply,
+        })
+        .await;
+    assert_eq!(rx.await.unwrap(), Ok(vec![]));
+    let sent = node.sent.take();
+    let order = |api: &str| -> Vec<i32> {
+        sent.iter()
+            .filter(|(_, r)| r.api_name() == api)
+            .map(|(b, _)| *b)
+            .collect()
+    };
+    assert_eq!(order("LeaderAndIsr"), vec![2, 3, 1]);
+    assert_eq!(order("UpdateMetadata"), vec![2, 3, 1]);
+}
+
 /// A broker that is not the controller answers ControlledShutdown with NotController.
 #[tokio::test]
 async fn inactive_controller_rejects_controlled_shutdown() {

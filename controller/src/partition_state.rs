@@ -161,11 +161,7 @@ impl KafkaController {
         from: PartitionState,
         to: PartitionState,
     ) {
-        let l = self
-            .ctx
-            .leadership
-            .get(tp)
-            .map(|l| l.leader_and_isr.clone());
+        let l = self.ctx.leadership.get(tp).map(|l| &l.leader_and_isr);
         info!(
             target: "state_change",
             controller_epoch = self.ctx.epoch,
@@ -173,9 +169,9 @@ impl KafkaController {
             partition = tp.partition,
             from_state = %from,
             to_state = %to,
-            leader = l.as_ref().map(|l| l.leader),
-            isr = ?l.as_ref().map(|l| l.isr.clone()),
-            leader_epoch = l.as_ref().map(|l| l.leader_epoch),
+            leader = l.map(|l| l.leader),
+            isr = ?l.map(|l| &l.isr),
+            leader_epoch = l.map(|l| l.leader_epoch),
             "partition state change"
         );
         self.ctx.partition_states.insert(tp.clone(), to);
