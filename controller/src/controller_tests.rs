@@ -458,6 +458,22 @@ fn stop_replica_ok(broker_id: i32, topic: &'static str, partition: i32) -> Contr
     }
 }
 
+/// `broker_id` asks `node`'s controller for a controlled shutdown (any broker epoch); the answer.
+async fn controlled_shutdown(
+    node: &mut Node,
+    broker_id: i32,
+) -> crate::event::ControlledShutdownReply {
+    let (reply, rx) = oneshot::channel();
+    node.controller
+        .process(ControllerEvent::ControlledShutdown {
+            broker_id,
+            broker_epoch: -1,
+            reply,
+        })
+        .await;
+    rx.await.unwrap()
+}
+
 /// Kafka: KafkaController.doControlledShutdown moves leadership to another ISR member and drops
 /// the broker from the ISR.
 #[tokio::test]
@@ -466,15 +482,7 @@ async fn controlled_shutdown_moves_leadership_and_replies_with_nothing_left() {
     h.create_topic("t", &[(0, vec![1, 2]), (1, vec![2, 1])])
         .await;
     let mut node = h.start_controller(2).await;
-    let (reply, rx) = oneshot::channel();
-    node.controller
-        .process(ControllerEvent::ControlledShutdown {
-            broker_id: 1,
-            broker_epoch: -1,
-            reply,
-        })
-        .await;
-    assert_eq!(rx.await.unwrap(), Ok(vec![]));
+    assert_eq!(controlled_shutdown(&mut node, 1).await, Ok(vec![]));
     let s0 = h.state("t", 0).await;
     assert_eq!(s0.leader_and_isr.leader, 2);
     assert_eq!(s0.leader_and_isr.isr, vec![2]);
@@ -492,15 +500,7 @@ async fn controlled_shutdown_sends_to_the_staying_brokers_first() {
         .await;
     let mut node = h.start_controller(3).await;
     node.sent.take();
-    let (reply, rx) = oneshot::channel();
-    node.controller
-        .process(ControllerEvent::ControlledShutdown {
-            broker_id: 1,
-            broker_epoch: -1,
-            reply,
-        })
-        .await;
-    assert_eq!(rx.await.unwrap(), Ok(vec![]));
+    assert_eq!(controlled_shutdown(&mut node, 1).await, Ok(vec![]));
     let sent = node.sent.take();
     let order = |api: &str| -> Vec<i32> {
         sent.iter()
@@ -519,17 +519,8 @@ async fn inactive_controller_rejects_controlled_shutdown() {
     let _active = h.start_controller(1).await;
     let mut passive = h.start_controller(2).await;
     assert!(!passive.controller.is_active());
-    let (reply, rx) = oneshot::channel();
-    passive
-        .controller
-        .process(ControllerEvent::ControlledShutdown {
-            broker_id: 1,
-            broker_epoch: -1,
-            reply,
-        })
-        .await;
     assert_eq!(
-        rx.await.unwrap(),
+        controlled_shutdown(&mut passive, 1).await,
         Err(crate::event::ControlledShutdownError::NotController)
     );
 }
