@@ -774,8 +774,6 @@ fn write_epoch_checkpoints(logs: &LogManager, pending: &[(Arc<Partition>, u64)])
 /// for the filesystem journal to batch many concurrent fsyncs in one commit.
 const FSYNC_PARALLELISM: usize = 16;
 
-/// Runs `f` on every item, on up to [`FSYNC_PARALLELISM`] scoped threads; returns when all
-/// are done. A handful of items run on the calling thread.
 /// Background work at nice 10 (Linux keeps a nice value per thread; threads this one starts
 /// inherit it). Best effort: a failure leaves the priority as it was.
 fn lower_this_threads_priority() {
@@ -786,6 +784,8 @@ fn lower_this_threads_priority() {
     }
 }
 
+/// Runs `f` on every item, on up to [`FSYNC_PARALLELISM`] scoped threads; returns when all
+/// are done. A handful of items run on the calling thread.
 fn for_each_in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) + Sync) {
     if items.len() <= 2 {
         items.iter().for_each(&f);
