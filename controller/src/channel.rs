@@ -279,7 +279,6 @@ impl RequestBatch {
             if !registered.contains(&broker) {
                 continue;
             }
-            // Entries are in topic order: one name (a shared buffer) and one list per topic.
             let mut topics: Vec<(TopicName, Vec<LeaderAndIsrPartitionState>)> = Vec::new();
             let mut leaders = BTreeSet::new();
             for (tp, e) in &entries {
@@ -287,12 +286,7 @@ impl RequestBatch {
                 if l.leader >= 0 {
                     leaders.insert(l.leader);
                 }
-                if topics.last().is_none_or(|(n, _)| n.0.as_str() != tp.topic) {
-                    topics.push((topic_name(&tp.topic), Vec::new()));
-                }
-                let Some((name, states)) = topics.last_mut() else {
-                    continue;
-                };
+                let (name, states) = topic_group(&mut topics, &tp.topic);
                 let ps = LeaderAndIsrPartitionState::default()
                     .with_topic_name(name.clone())
                     .with_partition_index(tp.partition)
@@ -400,16 +394,11 @@ impl RequestBatch {
                         .with_rack(b.registration.rack.clone().map(StrBytes::from_string))
                 })
                 .collect();
-            // Partitions are in topic order: one name (a shared buffer) and one list per topic.
             let mut topics: Vec<(TopicName, Vec<UpdateMetadataPartitionState>)> = Vec::new();
             for tp in &batch.update_metadata_partitions {
-                if topics.last().is_none_or(|(n, _)| n.0.as_str() != tp.topic) {
-                    topics.push((topic_name(&tp.topic), Vec::new()));
-                }
-                if let Some((name, states)) = topics.last_mut() {
-                    if let Some(s) = Self::update_metadata_state(ctx, tp, name) {
-                        states.push(s);
-                    }
+                let (name, states) = topic_group(&mut topics, &tp.topic);
+                if let Some(s) = Self::update_metadata_state(ctx, tp, name) {
+                    states.push(s);
                 }
             }
             let topic_states: Vec<UpdateMetadataTopicState> = topics
@@ -483,6 +472,20 @@ impl RequestBatch {
             channel.send(broker, ControlRequest::StopReplica(request));
         }
     }
+}
+
+/// The group of `topic` in `topics`, built from partitions in topic order (the batch's maps
+/// are sorted): one name (a shared buffer) and one list per topic, a new group when the topic
+/// changes.
+fn topic_group<'a, T>(
+    topics: &'a mut Vec<(TopicName, Vec<T>)>,
+    topic: &str,
+) -> &'a mut (TopicName, Vec<T>) {
+    if topics.last().is_none_or(|(n, _)| n.0.as_str() != topic) {
+        topics.push((topic_name(topic), Vec::new()));
+    }
+    let last = topics.len() - 1;
+    &mut topics[last]
 }
 
 fn topic_name(t: &str) -> TopicName {

@@ -300,14 +300,14 @@ impl Bench {
         // last change (leader-epoch checkpoints of thousands of partitions, written and
         // synced off the request path) is done when its thread is gone and the disks are idle.
         let quiet = Instant::now();
-        match wait_until("a quiet machine", Duration::from_secs(120), || {
-            machine_quiet(Duration::from_millis(500))
+        match wait_until("a settled cluster", Duration::from_secs(120), || {
+            cluster_settled(Duration::from_millis(500))
         }) {
             Ok(()) => eprintln!(
                 "[controller_bench] cluster settled (no epoch-checkpoint thread, disks idle) after {:.1} s",
                 quiet.elapsed().as_secs_f64()
             ),
-            Err(e) => eprintln!("[controller_bench] going on without a quiet machine: {e}"),
+            Err(e) => eprintln!("[controller_bench] going on without a settled cluster: {e}"),
         }
         Ok(())
     }
@@ -464,7 +464,7 @@ impl Bench {
 
     /// After a controlled shutdown and restart of `target`, the preferred replica of all `n`
     /// partitions (in `topics` topics of `per_topic`): a preferred election (ElectLeaders)
-    /// gives it every leadership back; waits for full ISRs, that, and quiet disks.
+    /// gives it every leadership back; waits for a settled cluster before and after.
     fn lead_again(
         &mut self,
         target: i32,
@@ -474,11 +474,8 @@ impl Bench {
     ) -> anyhow::Result<()> {
         let t0 = Instant::now();
         self.cluster.wait_for_all_brokers(self.timeout)?;
+        self.wait_settled(n, t0)?;
         let live = self.cluster.running();
-        let l2 = live.clone();
-        self.poll_metadata("full ISRs after the restart", t0, &live, |s| {
-            s.partitions == n && s.led_by_live(&l2) == n && s.full_isr == n
-        })?;
         let mut client = self.cluster.controller_client()?;
         client.set_read_timeout(Duration::from_secs(120))?;
         let mut left = n;
@@ -839,7 +836,7 @@ fn thread_running(name: &str) -> bool {
 /// had an I/O in flight for `window` (sampled every 10 ms). The thread counts on its own:
 /// it writes thousands of small files into the page cache long before anything reaches the
 /// disk.
-fn machine_quiet(window: Duration) -> Option<()> {
+fn cluster_settled(window: Duration) -> Option<()> {
     let (first, _) = disk_activity()?;
     let start = Instant::now();
     while start.elapsed() < window {
