@@ -578,28 +578,35 @@ impl TopicPartitionStateZNode {
         .expect("serialising a plain struct cannot fail")
     }
 
-    /// Decodes; `zk_version` (the znode's dataVersion) becomes the partition epoch.
+    /// Decodes; `zk_version` (the znode's dataVersion) becomes the partition epoch. A new
+    /// controller decodes every partition's state, so this goes straight to a typed struct
+    /// (no `Value` tree, no path string unless the znode is bad).
     pub fn decode(
         tp: &TopicPartition,
         bytes: &[u8],
         zk_version: i32,
     ) -> Result<LeaderIsrAndControllerEpoch> {
-        let path = Self::path(tp);
-        let v = parse(&path, bytes)?;
-        let isr = get_int_list(
-            &path,
-            v.get("isr").ok_or_else(|| bad(&path, "missing isr"))?,
-        )?;
+        #[derive(serde::Deserialize)]
+        struct Json {
+            controller_epoch: i32,
+            leader: i32,
+            leader_epoch: i32,
+            isr: Vec<i32>,
+            /// Absent means RECOVERED (0).
+            #[serde(default)]
+            leader_recovery_state: i8,
+        }
+        let j: Json =
+            serde_json::from_slice(bytes).map_err(|e| bad(&Self::path(tp), e.to_string()))?;
         Ok(LeaderIsrAndControllerEpoch {
             leader_and_isr: LeaderAndIsr {
-                leader: get_i32(&path, &v, "leader")?,
-                leader_epoch: get_i32(&path, &v, "leader_epoch")?,
-                isr,
-                leader_recovery_state: get_i32(&path, &v, "leader_recovery_state").unwrap_or(0)
-                    as i8,
+                leader: j.leader,
+                leader_epoch: j.leader_epoch,
+                isr: j.isr,
+                leader_recovery_state: j.leader_recovery_state,
                 partition_epoch: zk_version,
             },
-            controller_epoch: get_i32(&path, &v, "controller_epoch")?,
+            controller_epoch: j.controller_epoch,
         })
     }
 }
@@ -1037,6 +1044,24 @@ mod tests {
                 sample
             );
         }
+    }
+
+    #[test]
+    fn a_bad_partition_state_names_its_path_and_key() {
+        let tp = TopicPartition::new("t", 3);
+        let missing = r#"{"controller_epoch":1,"leader":2,"version":1,"leader_epoch":0}"#;
+        let e = TopicPartitionStateZNode::decode(&tp, missing.as_bytes(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/brokers/topics/t/partitions/3/state") && e.contains("isr"),
+            "{e}"
+        );
+        let wide = r#"{"controller_epoch":1,"leader":3000000000,"leader_epoch":0,"isr":[2]}"#;
+        assert!(TopicPartitionStateZNode::decode(&tp, wide.as_bytes(), 0).is_err());
+        // Unknown keys are ignored, as Kafka's reader does.
+        let extra = r#"{"controller_epoch":1,"leader":2,"leader_epoch":0,"isr":[2],"x":{"y":[1]}}"#;
+        assert!(TopicPartitionStateZNode::decode(&tp, extra.as_bytes(), 0).is_ok());
     }
 
     #[test]
