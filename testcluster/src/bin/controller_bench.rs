@@ -158,6 +158,11 @@ struct Bench {
     timeout: Duration,
     /// Duration of the slowest Metadata answer seen in the last poll.
     last_round: Duration,
+    /// Per broker: the `wall0` of the last log scan and the byte offset of its first line
+    /// stamped at or after it, so a wait re-reads only the log's new part (at 100,000
+    /// partitions a broker's log is 100 MB, and reading it all every 50 ms took half a core
+    /// while the controller was still at work).
+    scan_from: std::cell::RefCell<BTreeMap<i32, (SystemTime, u64)>>,
 }
 
 impl Bench {
@@ -188,6 +193,7 @@ impl Bench {
             zk,
             timeout: Duration::from_secs(args.timeout),
             last_round: Duration::ZERO,
+            scan_from: Default::default(),
         })
     }
 
@@ -636,22 +642,53 @@ impl Bench {
     }
 
     /// One pass over broker `id`'s log: lines stamped at or after `wall0` go to `want` in
-    /// order until it accepts one; returns that line's seconds from `wall0`.
+    /// order until it accepts one; returns that line's seconds from `wall0`. Complete lines
+    /// only (the writer may be in the middle of one).
     fn scan_log(
         &self,
         id: i32,
         wall0: SystemTime,
         mut want: impl FnMut(&str) -> bool,
     ) -> Option<f64> {
+        use std::io::{Read, Seek, SeekFrom};
         let file = &self.cluster.brokers.iter().find(|b| b.id == id)?.log_file;
         let since = wall0.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
-        let text = std::fs::read(file).ok()?;
-        let text = String::from_utf8_lossy(&text);
-        text.lines().find_map(|l| {
-            let l = strip_ansi(l);
-            let ts = log_timestamp(&l)?;
-            (ts >= since - 0.000_5 && want(&l)).then(|| (ts - since).max(0.0))
-        })
+        let start = match self.scan_from.borrow().get(&id) {
+            Some((w, offset)) if *w == wall0 => *offset,
+            _ => 0,
+        };
+        let mut bytes = Vec::new();
+        let mut f = std::fs::File::open(file).ok()?;
+        f.seek(SeekFrom::Start(start)).ok()?;
+        f.read_to_end(&mut bytes).ok()?;
+        // Where the next pass starts: the first line at or after `wall0`, or, while there is
+        // none yet, the end of the complete lines read (all of them earlier).
+        let mut first: Option<usize> = None;
+        let mut pos = 0;
+        let mut found = None;
+        for raw in bytes.split_inclusive(|b| *b == b'\n') {
+            let at = pos;
+            if !raw.ends_with(b"\n") {
+                break;
+            }
+            pos += raw.len();
+            let text = String::from_utf8_lossy(&raw[..raw.len() - 1]);
+            let l = strip_ansi(&text);
+            let Some(ts) = log_timestamp(&l) else {
+                continue;
+            };
+            if ts < since - 0.000_5 {
+                continue;
+            }
+            first.get_or_insert(at);
+            if want(&l) {
+                found = Some((ts - since).max(0.0));
+                break;
+            }
+        }
+        let next = start + first.unwrap_or(pos) as u64;
+        self.scan_from.borrow_mut().insert(id, (wall0, next));
+        found
     }
 }
 
@@ -667,8 +704,11 @@ fn field(line: &str, name: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
-/// Removes ANSI colour sequences (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
+/// Removes ANSI colour sequences (`ESC [ ... m`); a line without any is borrowed as it is.
+fn strip_ansi(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains('\u{1b}') {
+        return std::borrow::Cow::Borrowed(line);
+    }
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -682,7 +722,7 @@ fn strip_ansi(line: &str) -> String {
             out.push(c);
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// Seconds since the Unix epoch of a tracing line's leading `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
