@@ -33,8 +33,9 @@ p = Producer({
     "retry.backoff.ms": 100,
     "message.timeout.ms": 60000,
     "request.timeout.ms": 5000,
-    # Without idempotence one request in flight keeps retries in order; with it librdkafka
-    # allows up to 5 and the broker's sequence checks keep the order.
+    # Without idempotence one request in flight per connection keeps retries in order while
+    # the partition's leader stays where it is (not across a leader move: librdkafka#1969);
+    # with it librdkafka allows up to 5 and the broker's sequence checks keep the order.
     "max.in.flight.requests.per.connection": 5 if idempotent else 1,
     "linger.ms": 5,
     "topic.metadata.refresh.interval.ms": 1000,
