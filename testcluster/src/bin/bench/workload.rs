@@ -340,6 +340,9 @@ pub fn consume(
 pub struct E2e {
     pub target_rate: f64,
     pub achieved_rate: f64,
+    /// Records the consumer had read when sending stopped, per second of sending: what
+    /// producer, brokers and consumer sustained together.
+    pub consumed_while_sending_rate: f64,
     pub sent: u64,
     pub measured: u64,
     pub latencies: Latencies,
@@ -350,6 +353,7 @@ impl E2e {
         json!({
             "target_rate": self.target_rate,
             "achieved_rate": self.achieved_rate,
+            "consumed_while_sending_rate": self.consumed_while_sending_rate,
             "sent": self.sent,
             "measured": self.measured,
             "latency": self.latencies.summary(),
@@ -359,7 +363,8 @@ impl E2e {
 
 /// Sends `rate` records/s for `seconds` seconds (each payload starts with its send time in
 /// nanoseconds since a shared start), while a consumer thread reads them back. Records sent in
-/// the first `warmup` are read but not measured.
+/// the first `warmup` are read but not measured. An infinite `rate` sends as fast as the
+/// producer's queue takes records, to find what the whole pipeline sustains.
 pub fn e2e(
     bootstrap: &str,
     topic: &str,
@@ -373,12 +378,15 @@ pub fn e2e(
     let size = size.max(8);
     let start = Instant::now();
     let total = Arc::new(AtomicU64::new(u64::MAX));
+    // Records the consumer has read so far.
+    let consumed = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicBool::new(false));
     // Send times (ns since `start`) from which records are measured; set when sending starts.
     let measure_from = Arc::new(AtomicU64::new(u64::MAX));
     let reader = {
         let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
         let (total, ready, measure_from) = (total.clone(), ready.clone(), measure_from.clone());
+        let consumed = consumed.clone();
         let settings = settings.clone();
         std::thread::spawn(move || -> anyhow::Result<(u64, Latencies)> {
             let c = consumer(&bootstrap, &settings)?;
@@ -387,7 +395,7 @@ pub fn e2e(
             // measured window.
             warm_up_group(&c, &topic);
             assign_from_zero(&c, &topic)?;
-            let mut lat = Latencies::with_capacity((rate * seconds) as usize);
+            let mut lat = Latencies::with_capacity(((rate * seconds) as usize).min(1 << 24));
             let mut seen = 0u64;
             let mut last_progress = Instant::now();
             loop {
@@ -405,6 +413,7 @@ pub fn e2e(
                             lat.record(now.saturating_sub(sent));
                         }
                         seen += 1;
+                        consumed.store(seen, Ordering::Relaxed);
                         last_progress = Instant::now();
                     }
                     Some(Err(e)) => return Err(e).context("consuming"),
@@ -444,7 +453,9 @@ pub fn e2e(
         if elapsed >= seconds {
             break;
         }
-        let due = (elapsed * rate) as u64;
+        // At most 1,000 records between two looks at the clock (an unreachable rate would
+        // otherwise never leave this loop).
+        let due = ((elapsed * rate) as u64).min(sent + 1_000);
         while sent < due {
             let now = start.elapsed();
             value[..8].copy_from_slice(&(now.as_nanos() as u64).to_be_bytes());
@@ -458,6 +469,7 @@ pub fn e2e(
         producer.poll(Duration::from_micros(200));
     }
     let send_seconds = (start.elapsed() - t0).as_secs_f64();
+    let consumed_while_sending = consumed.load(Ordering::Relaxed);
     producer.flush(Duration::from_secs(60))?;
     let failed = producer.context().failed.load(Ordering::Relaxed);
     anyhow::ensure!(failed == 0, "{failed} records failed");
@@ -469,6 +481,7 @@ pub fn e2e(
     Ok(E2e {
         target_rate: rate,
         achieved_rate: sent as f64 / send_seconds,
+        consumed_while_sending_rate: consumed_while_sending as f64 / send_seconds,
         sent,
         measured: latencies.len() as u64,
         latencies,
