@@ -100,9 +100,9 @@ enum Cmd {
     ///
     /// Runs produce-consume on each (each on its own fresh cluster), prints the throughput
     /// ratio (goal: acks=all at >= 60% of acks=1), then end-to-end latency on each at half of
-    /// its maximal e2e rate (goal: p99 < 20 ms): what the consumer kept up with while a
-    /// producer sent flat out, both running at once; and, for comparison, at half the lower of
-    /// produce alone and consume alone.
+    /// its maximal e2e rate (goal: p99 < 20 ms), the highest paced rate a consumer kept up
+    /// with, producer and consumer running at once (searched from a flat-out send); and, for
+    /// comparison, at half the lower of produce alone and consume alone.
     ///
     /// Examples:
     ///   bench compare
@@ -391,9 +391,13 @@ fn run_e2e(
 struct CompareRun {
     run: RunResult,
     json: Value,
-    /// e2e with nothing holding the producer back: what the pipeline sustains.
+    /// e2e with nothing holding the producer back.
     flat_out: E2e,
-    /// e2e at half of `flat_out`'s consumed-while-sending rate (issue 5's goal).
+    /// The paced rates tried after it, each with whether the consumer kept up.
+    probes: Vec<(f64, bool)>,
+    /// The maximal e2e rate: the highest rate tried that the consumer kept up with.
+    max_rate: f64,
+    /// e2e at half of `max_rate` (issue 5's goal).
     half: E2e,
     /// e2e at half the lower of produce alone and consume alone (the rate used until
     /// 2026-12-06), for comparison with earlier figures.
@@ -437,21 +441,64 @@ fn compare_one(
     // than the pipeline sustains once the consume phase ran fast.
     //
     // The maximal rate of an e2e run is what producer, brokers and consumer sustain at once
-    // (on this machine they share two cores): the records the consumer had read when a
-    // flat-out send stopped, per second. Produce alone and consume alone each go faster, and
-    // half the lower of the two was, when the consume phase ran fast, more than the three
+    // (on this machine they share two cores). Produce alone and consume alone each go faster,
+    // and half the lower of the two was, when the consume phase ran fast, more than the three
     // sustain together: the consumer fell behind and the latency measured its backlog.
+    //
+    // The search: a flat-out send gives a first rate, what the consumer had read when it
+    // stopped, per second. A flat-out producer also takes CPU from the consumer, so that
+    // rate can be low: paced runs of PROBE_SECONDS then go up by STEP while the consumer
+    // keeps up (has read 95 % of what was sent when sending stops, and the producer sent
+    // 97 % of the rate), or down until it does. The maximal e2e rate is the highest rate
+    // it kept up with.
+    const PROBE_SECONDS: f64 = 3.0;
+    const STEP: f64 = 1.2;
+    let kept_up = |e: &E2e| {
+        e.achieved_rate >= 0.97 * e.target_rate
+            && e.consumed_while_sending_rate >= 0.95 * e.achieved_rate
+    };
     let flat_out = run_e2e(
         &mut t,
         layout,
         f64::INFINITY,
+        PROBE_SECONDS,
+        1.0,
+        load.size,
+        &settings,
+    )?;
+    let mut probes = Vec::new();
+    let mut probe = |t: &mut Target, rate: f64| -> anyhow::Result<bool> {
+        let e = run_e2e(t, layout, rate, PROBE_SECONDS, 1.0, load.size, &settings)?;
+        let ok = kept_up(&e);
+        probes.push((rate, ok));
+        Ok(ok)
+    };
+    let mut max_rate = flat_out.consumed_while_sending_rate.floor();
+    if probe(&mut t, max_rate)? {
+        for _ in 0..8 {
+            let up = (max_rate * STEP).floor();
+            if !probe(&mut t, up)? {
+                break;
+            }
+            max_rate = up;
+        }
+    } else {
+        for _ in 0..8 {
+            max_rate = (max_rate / STEP).floor();
+            if probe(&mut t, max_rate)? {
+                break;
+            }
+        }
+    }
+    let half = run_e2e(
+        &mut t,
+        layout,
+        (max_rate / 2.0).floor(),
         e2e_seconds,
         1.0,
         load.size,
         &settings,
     )?;
-    let rate = (flat_out.consumed_while_sending_rate / 2.0).floor();
-    let half = run_e2e(&mut t, layout, rate, e2e_seconds, 1.0, load.size, &settings)?;
     let alone = run
         .produce
         .records_per_second()
@@ -469,6 +516,8 @@ fn compare_one(
         run,
         json,
         flat_out,
+        probes,
+        max_rate,
         half,
         half_alone,
     })
@@ -510,6 +559,8 @@ fn compare(load: &LoadArgs, e2e_seconds: f64, compression: &str, json: bool) -> 
         let e2e = |c: &mut CompareRun| {
             json!({
                 "flat_out": c.flat_out.json(),
+                "probes": c.probes.iter().map(|(r, ok)| json!({"rate": r, "kept_up": ok})).collect::<Vec<_>>(),
+                "max_e2e_rate": c.max_rate,
                 "at_half_max": c.half.json(),
                 "at_half_of_lower_alone_rate": c.half_alone.json(),
             })
@@ -533,9 +584,19 @@ fn compare(load: &LoadArgs, e2e_seconds: f64, compression: &str, json: bool) -> 
         ("acks=all, 3 brokers, rf=3", &mut b),
     ] {
         print_run(&mut c.run);
+        let probes: Vec<String> = c
+            .probes
+            .iter()
+            .map(|(r, ok)| format!("{r:.0} {}", if *ok { "kept up" } else { "fell behind" }))
+            .collect();
         println!(
-            "== {label}: flat out, sent {:.0} records/s, the consumer kept up with {:.0} records/s (the maximal e2e rate)",
-            c.flat_out.achieved_rate, c.flat_out.consumed_while_sending_rate
+            "== {label}: flat out sent {:.0} records/s, the consumer read {:.0}/s; paced: {}; maximal e2e rate {}{:.0} records/s",
+            c.flat_out.achieved_rate,
+            c.flat_out.consumed_while_sending_rate,
+            probes.join(", "),
+            // The search stops after 8 steps: then the consumer never fell behind.
+            if c.probes.iter().all(|(_, ok)| *ok) { "at least " } else { "" },
+            c.max_rate
         );
         print_e2e(&format!("{label}, half the maximal e2e rate"), &mut c.half);
         print_e2e(
