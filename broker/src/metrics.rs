@@ -227,6 +227,19 @@ pub fn render_broker(broker: &Broker) -> String {
         .collect();
     let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.metrics);
     let mut out = render(&broker.controller.metrics(), &r);
+    let mut lags: Vec<(String, i32, i64)> = broker
+        .replicas
+        .all()
+        .iter()
+        .filter_map(|p| {
+            let st = p.state();
+            let following = st.leader >= 0 && st.leader != broker.broker_id;
+            let lag = st.fetcher_lag.filter(|_| following)?;
+            Some((p.topic.clone(), p.partition, lag))
+        })
+        .collect();
+    lags.sort();
+    render_fetcher_lag(&mut out, &lags);
     let fs = "kafka_server_FetchSessionCache_";
     for (name, help, value) in [
         (
@@ -245,6 +258,21 @@ pub fn render_broker(broker: &Broker) -> String {
         ));
     }
     out
+}
+
+/// Kafka's `kafka.server:type=FetcherLagMetrics,name=ConsumerLag,topic=..,partition=..`: per
+/// partition this broker follows, how many records it was behind its leader's high watermark
+/// at the last fetch answer.
+fn render_fetcher_lag(out: &mut String, lags: &[(String, i32, i64)]) {
+    let name = "kafka_server_FetcherLagMetrics_ConsumerLag";
+    out.push_str(&format!(
+        "# HELP {name} Records this follower was behind its leader's high watermark at the last fetch, per partition.\n# TYPE {name} gauge\n"
+    ));
+    for (topic, partition, lag) in lags {
+        out.push_str(&format!(
+            "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}\n"
+        ));
+    }
 }
 
 /// Binds `metrics.port` on the first listener's host, unless it is -1 (done early in start-up,
@@ -414,6 +442,21 @@ mod tests {
                 isr_expands: 2,
             }
         );
+    }
+
+    #[test]
+    fn fetcher_lag_is_one_labelled_sample_per_followed_partition() {
+        let mut out = String::new();
+        render_fetcher_lag(&mut out, &[("t".into(), 0, 0), ("t".into(), 2, 17)]);
+        let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                r#"kafka_server_FetcherLagMetrics_ConsumerLag{topic="t",partition="0"} 0"#,
+                r#"kafka_server_FetcherLagMetrics_ConsumerLag{topic="t",partition="2"} 17"#,
+            ]
+        );
+        assert!(out.contains("# TYPE kafka_server_FetcherLagMetrics_ConsumerLag gauge\n"));
     }
 
     #[test]

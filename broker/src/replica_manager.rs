@@ -53,6 +53,10 @@ pub struct PartitionState {
     pub min_isr: i32,
     /// An AlterPartition for this partition is waiting for the controller's answer.
     pub isr_change_in_flight: bool,
+    /// While following: the leader's high watermark in the last fetch answer minus this
+    /// replica's log end offset after appending it, at least 0 (Kafka's FetcherLagMetrics
+    /// ConsumerLag). None until the first answer from the current leader.
+    pub fetcher_lag: Option<i64>,
 }
 
 /// One hosted replica: its log and its replication state.
@@ -89,6 +93,7 @@ impl Partition {
                 followers: HashMap::new(),
                 min_isr: 1,
                 isr_change_in_flight: false,
+                fetcher_lag: None,
             }),
         }
     }
@@ -404,6 +409,9 @@ impl ReplicaManager {
                     let mut st = part.state();
                     let was_leader = st.leader == self.broker_id;
                     let new_epoch = p.leader_epoch > st.leader_epoch;
+                    if st.leader != p.leader.0 {
+                        st.fetcher_lag = None;
+                    }
                     st.leader = p.leader.0;
                     st.leader_epoch = p.leader_epoch;
                     st.partition_epoch = p.partition_epoch;

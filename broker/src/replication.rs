@@ -666,6 +666,7 @@ async fn fetch(
                             if hw > st.high_watermark {
                                 st.high_watermark = hw;
                             }
+                            st.fetcher_lag = Some((d.high_watermark - leo).max(0));
                             progressed = true;
                         }
                         Err(storage::Error::UnexpectedOffset(msg)) => {

@@ -226,6 +226,27 @@ fn metrics_endpoint() {
         Some(0.0)
     );
     assert!(cp.contains(&format!("{}", epoch)));
+    // Every broker follows two of the three partitions and reports its lag on each (Kafka's
+    // FetcherLagMetrics ConsumerLag), 0 once the followers are caught up.
+    wait_until(
+        "a fetcher lag of 0 on two partitions per broker",
+        WAIT,
+        || {
+            (1..=3)
+                .all(|id| {
+                    let page = http_get(&addr_of(&mut c, id), "/metrics").unwrap_or_default();
+                    let lags: Vec<&str> = page
+                        .lines()
+                        .filter(|l| {
+                            l.starts_with("kafka_server_FetcherLagMetrics_ConsumerLag{topic=\"m\"")
+                        })
+                        .collect();
+                    lags.len() == 2 && lags.iter().all(|l| l.ends_with(" 0"))
+                })
+                .then_some(())
+        },
+    )
+    .unwrap();
     // Kill a non-controller: the others report under-replicated partitions.
     let victim = (1..=3).find(|b| *b != controller).unwrap();
     c.broker(victim).signal(Signal::Kill);
