@@ -490,28 +490,23 @@ fn compare_one(
             }
         }
     }
-    let half = run_e2e(
-        &mut t,
-        layout,
-        (max_rate / 2.0).floor(),
-        e2e_seconds,
-        1.0,
-        load.size,
-        &settings,
-    )?;
+    let mut measure_at_half = |rate: f64| {
+        run_e2e(
+            &mut t,
+            layout,
+            (rate / 2.0).floor(),
+            e2e_seconds,
+            1.0,
+            load.size,
+            &settings,
+        )
+    };
+    let half = measure_at_half(max_rate)?;
     let alone = run
         .produce
         .records_per_second()
         .min(run.consume.records_per_second());
-    let half_alone = run_e2e(
-        &mut t,
-        layout,
-        (alone / 2.0).floor(),
-        e2e_seconds,
-        1.0,
-        load.size,
-        &settings,
-    )?;
+    let half_alone = measure_at_half(alone)?;
     Ok(CompareRun {
         run,
         json,
