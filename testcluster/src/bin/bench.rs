@@ -404,9 +404,9 @@ struct CompareRun {
     half_alone: E2e,
 }
 
-/// One configuration of `compare`: produce-consume; e2e flat out, which gives the maximal rate
-/// of producer, brokers and consumer running together; e2e at half of it; and e2e at half the
-/// lower of produce alone and consume alone.
+/// One configuration of `compare`: produce-consume; the search for the maximal e2e rate
+/// (producer, brokers and consumer running together: a flat-out send, then paced probes);
+/// e2e at half of it; and e2e at half the lower of produce alone and consume alone.
 fn compare_one(
     label: &str,
     layout: &Layout,

@@ -33,9 +33,9 @@
 //! printed). In scenarios 1 and 2 a thread first asks for no topic (a few hundred bytes) until
 //! its broker names the new controller, or no longer lists the dead broker: neither (c) can
 //! hold before that, and at 100,000 partitions the full answers, megabytes each, took the CPU
-//! the controller being measured needed. After an answer that fails the condition a thread pauses as long as that answer
-//! took (at least 5 ms), so (c) is late by at most about two answers. (b) comes from the broker's log
-//! timestamp, on the same clock.
+//! the controller being measured needed. After an answer that fails the condition a thread
+//! pauses as long as that answer took (at least 5 ms), so (c) is late by at most about two
+//! answers. (b) comes from the broker's log timestamp, on the same clock.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -258,12 +258,12 @@ impl Bench {
                             })
                             .ok();
                             let took = asked.elapsed();
-                            if gated {
-                                if answer.as_ref().is_some_and(|s| gate.is_some_and(|g| g(s))) {
+                            if let Some(g) = gate.filter(|_| gated) {
+                                if answer.as_ref().is_some_and(g) {
                                     gated = false;
-                                    continue;
+                                } else {
+                                    std::thread::sleep(Duration::from_millis(2));
                                 }
-                                std::thread::sleep(Duration::from_millis(2));
                                 continue;
                             }
                             slowest = slowest.max(took);
