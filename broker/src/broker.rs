@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use controller::admin::AdminZkClient;
-use controller::zk::client::KafkaZkClient;
-use controller::zk::data::{BrokerRegistration, EndPoint};
 use controller::ControllerHandle;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, ControlledShutdownRequest, ControlledShutdownResponse,
@@ -30,6 +28,8 @@ use storage::{LogManager, MetaProperties};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use zk::client::KafkaZkClient;
+use zk::data::{BrokerRegistration, EndPoint};
 
 use crate::config::BrokerConfig;
 use crate::metadata_cache::MetadataCache;
@@ -88,7 +88,7 @@ pub struct Running {
 }
 
 fn proposed_cluster_id() -> String {
-    controller::zk::data::encode_uuid(uuid::Uuid::new_v4())
+    zk::data::encode_uuid(uuid::Uuid::new_v4())
 }
 
 /// Runs start-up steps 1 to 7.
@@ -163,7 +163,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         broker_id: id,
         endpoints,
         rack: config.rack.clone(),
-        timestamp_ms: controller::zk::data::now_ms(),
+        timestamp_ms: zk::data::now_ms(),
     };
     // Kafka fails at once if /brokers/ids/<id> is held by another session. After a crash that
     // session lingers for zookeeper.session.timeout.ms, so we wait that long (logging why)
@@ -176,7 +176,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     let broker_epoch = loop {
         match zk.register_broker(&registration).await {
             Ok(epoch) => break epoch,
-            Err(controller::Error::BrokerIdAlreadyRegistered(_))
+            Err(zk::Error::BrokerIdAlreadyRegistered(_))
                 if tokio::time::Instant::now() < give_up =>
             {
                 warn!(

@@ -21,7 +21,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use controller::alter_partition::AlterPartitionItem;
-use controller::zk::data::TopicPartition;
 use kafka_protocol::messages::alter_partition_request::{PartitionData, TopicData};
 use kafka_protocol::messages::alter_partition_response as resp;
 use kafka_protocol::messages::{
@@ -30,6 +29,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+use zk::data::TopicPartition;
 
 use crate::broker::Broker;
 use crate::replica_manager::{Partition, PartitionState};

@@ -526,7 +526,7 @@ impl ReplicaManager {
             .get_or_create_log(topic, partition, cfg)
             .map_err(|e| e.to_string())?;
         if !topic_id.is_nil() {
-            let id = controller::zk::data::encode_uuid(topic_id);
+            let id = zk::data::encode_uuid(topic_id);
             if let Err(e) = self.logs.write_partition_metadata(topic, partition, &id) {
                 warn!(topic, partition, error = %e, "cannot write partition.metadata");
             }

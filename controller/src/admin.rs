@@ -290,7 +290,7 @@ impl AdminZkClient {
         if !self.topic_exists(topic).await? {
             return Err(Error::UnknownTopic(topic.to_string()));
         }
-        self.zk.create_delete_topic_marker(topic).await
+        Ok(self.zk.create_delete_topic_marker(topic).await?)
     }
 
     pub async fn topic_exists(&self, topic: &str) -> Result<bool> {
@@ -299,7 +299,7 @@ impl AdminZkClient {
 
     /// `/config/topics/<t>` contents.
     pub async fn fetch_topic_config(&self, topic: &str) -> Result<BTreeMap<String, String>> {
-        self.zk.get_topic_config(topic).await
+        Ok(self.zk.get_topic_config(topic).await?)
     }
 }
 

@@ -175,7 +175,7 @@ impl KafkaController {
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e.to_string()));
-                    Err(e)
+                    Err(e.into())
                 }
             },
             ControllerEvent::BrokerChange => self.process_broker_change().await,
@@ -520,7 +520,7 @@ impl KafkaController {
             }
             Err(e) => {
                 error!(error = %e, "error while contesting the controller election");
-                Err(e)
+                Err(e.into())
             }
         }
     }

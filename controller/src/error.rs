@@ -14,9 +14,6 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `/brokers/ids/<id>` is held by another live session.
-    #[error("broker id {0} is already registered in ZooKeeper by another live broker")]
-    BrokerIdAlreadyRegistered(i32),
     #[error("topic '{0}' already exists")]
     TopicExists(String),
     #[error("topic '{0}' does not exist")]
@@ -35,7 +32,9 @@ pub enum Error {
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
     /// A fenced write failed its `check(/controller_epoch, epochZkVersion)`: another broker won a
-    /// later election. Kafka's `ControllerMovedException`; the controller resigns on it.
+    /// later election. Kafka's `ControllerMovedException`; the controller resigns on it. The zk
+    /// crate detects it ([`zk::Error::ControllerMoved`]); `From` lifts it to this variant, so
+    /// this is the one case to match whichever layer saw it.
     #[error("the controller moved: this broker's controller epoch is fenced")]
     ControllerMoved,
     /// The request needs the active controller and this broker is not it.
@@ -45,23 +44,28 @@ pub enum Error {
     /// resigns so that a fresh election rebuilds the state from ZooKeeper.
     #[error("illegal controller state: {0}")]
     IllegalState(String),
-    #[error("ZooKeeper error on {path}: {source}")]
-    Zk {
-        path: String,
-        source: zookeeper_client::Error,
-    },
-    #[error("bad znode data at {path}: {reason}")]
-    BadZnode { path: String, reason: String },
-    #[error("bad zookeeper.connect '{0}'")]
-    BadConnectString(String),
+    /// Any other ZooKeeper-level failure (I/O, a malformed znode, a taken broker id, ...).
+    #[error(transparent)]
+    Zk(zk::Error),
 }
 
 impl Error {
     /// Wraps a ZooKeeper error with the path it happened on.
     pub fn zk(path: impl Into<String>, source: zookeeper_client::Error) -> Error {
-        Error::Zk {
-            path: path.into(),
-            source,
+        Error::Zk(zk::Error::zk(path, source))
+    }
+}
+
+/// The zk cases the controller branches on become its own variants (same message); the rest
+/// stay wrapped.
+impl From<zk::Error> for Error {
+    fn from(e: zk::Error) -> Error {
+        match e {
+            zk::Error::ControllerMoved => Error::ControllerMoved,
+            zk::Error::TopicExists(topic) => Error::TopicExists(topic),
+            zk::Error::UnknownTopic(topic) => Error::UnknownTopic(topic),
+            zk::Error::IllegalState(reason) => Error::IllegalState(reason),
+            other => Error::Zk(other),
         }
     }
 }

@@ -77,7 +77,8 @@ pub mod preferred_election;
 pub mod reassignment;
 pub mod replica_state;
 pub mod topic_deletion;
-pub mod zk;
+/// The ZooKeeper layer moved to the `zk` crate; `crate::zk::...` paths keep working.
+pub use ::zk;
 
 pub use error::{Error, Result};
 pub use event::{

@@ -116,7 +116,7 @@ impl KafkaController {
         }
         match self.zk.get_preferred_replica_election().await {
             Ok(p) => Ok(p),
-            Err(Error::BadZnode { path, reason }) => {
+            Err(zk::Error::BadZnode { path, reason }) => {
                 error!(path = %path, reason = %reason, "malformed preferred replica election request; deleting it");
                 self.zk
                     .delete_preferred_replica_election(self.ctx.epoch_zk_version)
@@ -124,7 +124,7 @@ impl KafkaController {
                 self.requeue_zk_preferred_election();
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -70,7 +70,7 @@ impl KafkaController {
         let requested = match self.zk.get_partition_reassignment().await {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(BTreeSet::new()),
-            Err(Error::BadZnode { path, reason }) => {
+            Err(zk::Error::BadZnode { path, reason }) => {
                 error!(path = %path, reason = %reason, "malformed reassignment request; deleting it");
                 self.zk
                     .delete_partition_reassignment(self.ctx.epoch_zk_version)
@@ -78,7 +78,7 @@ impl KafkaController {
                 let _ = self.events.send(ControllerEvent::ZkPartitionReassignment);
                 return Ok(BTreeSet::new());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let mut results: ReassignmentResults = BTreeMap::new();
         let mut to_reassign = BTreeMap::new();
@@ -635,8 +635,8 @@ impl KafkaController {
     ) -> Result<()> {
         let current = match self.zk.get_partition_reassignment().await {
             Ok(Some(c)) => c,
-            Ok(None) | Err(Error::BadZnode { .. }) => return Ok(()),
-            Err(e) => return Err(e),
+            Ok(None) | Err(zk::Error::BadZnode { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
         };
         let (removing, remaining): (Vec<_>, Vec<_>) = current
             .into_iter()

@@ -50,10 +50,10 @@ impl KafkaController {
         }
         if !self.config.delete_topic_enable {
             info!(topics = ?existing, "delete.topic.enable is false; removing deletion markers");
-            return self
+            return Ok(self
                 .zk
                 .delete_topic_deletion_markers(&existing, self.ctx.epoch_zk_version)
-                .await;
+                .await?);
         }
         let new: Vec<String> = existing
             .into_iter()

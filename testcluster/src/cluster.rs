@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use controller::zk::client::KafkaZkClient;
+use ::zk::client::KafkaZkClient;
 use kafka_protocol::messages::MetadataResponse;
 
 use crate::broker::BrokerProcess;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use controller::zk::client::KafkaZkClient;
 use testcluster::wait_until;
+use zk::client::KafkaZkClient;
 
 mod common;
 use common::alive;

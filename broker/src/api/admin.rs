@@ -70,7 +70,7 @@ async fn live_broker_ids(broker: &Broker) -> Result<Vec<i32>, i16> {
         .get_all_brokers()
         .await
         .map(|v| v.iter().map(|b| b.id()).collect())
-        .map_err(|e| error_code(&e))
+        .map_err(|e| error_code(&e.into()))
 }
 
 /// Creates a topic with the broker's defaults (Metadata auto-creation and internal topics).
@@ -263,7 +263,7 @@ pub async fn create_topics(
                 Ok(id) => {
                     info!(topic = %topic, topic_id = %id, partitions, replication_factor = rf, "created topic (CreateTopics)");
                     if version >= 7 {
-                        r.topic_id = controller::zk::data::decode_uuid(&id).unwrap_or(Uuid::nil());
+                        r.topic_id = zk::data::decode_uuid(&id).unwrap_or(Uuid::nil());
                     }
                     created.push(topic.clone());
                 }

@@ -15,13 +15,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use controller::zk::data::TopicPartition;
 use controller::ElectionType;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tracing::info;
+use zk::data::TopicPartition;
 
 use crate::broker::Broker;
 

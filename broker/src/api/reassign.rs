@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use controller::zk::data::TopicPartition;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -24,6 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::info;
+use zk::data::TopicPartition;
 
 use crate::broker::Broker;
 

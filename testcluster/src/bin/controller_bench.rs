@@ -43,9 +43,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use controller::zk::client::KafkaZkClient;
 use kafka_protocol::messages::MetadataResponse;
 use testcluster::{wait_until, Cluster, ClusterOptions, Signal};
+use zk::client::KafkaZkClient;
 
 #[derive(Parser, Debug)]
 #[command(about = "Controller failover, broker failure and controlled shutdown timings")]
@@ -465,7 +465,7 @@ impl Bench {
         self.cluster.broker(victim).signal(Signal::Kill);
         let (t0, kind) = self.rt.block_on(gone)?;
         anyhow::ensure!(
-            kind == controller::zk::backend::WatchKind::Deleted,
+            kind == zk::backend::WatchKind::Deleted,
             "watch on {path} fired with {kind:?}"
         );
         let wall0 = wall_kill + t0.duration_since(t_kill);

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use controller::zk::client::KafkaZkClient;
-use controller::zk::data::TopicPartition;
+use zk::client::KafkaZkClient;
+use zk::data::TopicPartition;
 
 use crate::tool::state::{proc_state, ClusterState, ProcState};
 

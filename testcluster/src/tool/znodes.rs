@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use controller::zk::client::KafkaZkClient;
+use zk::client::KafkaZkClient;
 
 use crate::tool::snapshot;
 use crate::tool::state::ClusterState;

@@ -131,10 +131,7 @@ fn to_json(snap: &Snapshot, state: &ClusterState, znodes: &[(String, String)]) -
 }
 
 /// The znodes Kafka wrote that the page shows, with their data as text.
-async fn znodes(
-    zk: &controller::zk::client::KafkaZkClient,
-    snap: &Snapshot,
-) -> Vec<(String, String)> {
+async fn znodes(zk: &zk::client::KafkaZkClient, snap: &Snapshot) -> Vec<(String, String)> {
     let mut paths = vec!["/controller".to_string(), "/controller_epoch".to_string()];
     paths.extend(
         snap.registered

@@ -1210,7 +1210,7 @@ impl From<FencedError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zk::backend::MemoryZk;
+    use crate::backend::MemoryZk;
 
     fn reg(id: i32) -> BrokerRegistration {
         BrokerRegistration {

@@ -4,3 +4,6 @@
 pub mod backend;
 pub mod client;
 pub mod data;
+pub mod error;
+
+pub use error::{Error, Result};
