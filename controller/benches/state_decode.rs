@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use controller::zk::data::{TopicPartition, TopicPartitionStateZNode};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use zk::data::{TopicPartition, TopicPartitionStateZNode};
 
 const TOPICS: usize = 10;
 const PER_TOPIC: i32 = 10_000;

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use controller::admin::{assign_replicas_with, AdminZkClient};
-use controller::zk::client::KafkaZkClient;
-use controller::zk::data::{now_ms, BrokerRegistration, EndPoint};
 use controller::ControllerConfig;
 use kafka_protocol::messages::{
     LeaderAndIsrRequest, LeaderAndIsrResponse, RequestHeader, ResponseHeader, StopReplicaResponse,
@@ -26,6 +24,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use zk::client::KafkaZkClient;
+use zk::data::{now_ms, BrokerRegistration, EndPoint};
 
 /// (topic, partition) -> (controller epoch, leader, leader epoch) as last told to one broker.
 type Told = Arc<Mutex<HashMap<(String, i32), (i32, i32, i32)>>>;

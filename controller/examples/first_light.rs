@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use controller::admin::{assign_replicas_to_brokers, AdminZkClient};
-use controller::zk::client::KafkaZkClient;
-use controller::zk::data::{BrokerRegistration, EndPoint};
 use controller::ControllerConfig;
 use kafka_protocol::messages::stop_replica_response::StopReplicaPartitionError;
 use kafka_protocol::messages::{
@@ -22,6 +20,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use zk::client::KafkaZkClient;
+use zk::data::{BrokerRegistration, EndPoint};
 
 /// A fake broker: decodes control requests and answers with an empty success response.
 async fn fake_broker(id: i32, listener: TcpListener) {
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         let zk = KafkaZkClient::connect(&connect, Duration::from_secs(6)).await?;
         zk.ensure_persistent_paths().await?;
         let cluster_id = zk
-            .get_or_create_cluster_id(&controller::zk::data::random_uuid_string())
+            .get_or_create_cluster_id(&zk::data::random_uuid_string())
             .await?;
         let epoch = zk
             .register_broker(&BrokerRegistration {
@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
                     security_protocol: "PLAINTEXT".into(),
                 }],
                 rack: None,
-                timestamp_ms: controller::zk::data::now_ms(),
+                timestamp_ms: zk::data::now_ms(),
             })
             .await?;
         println!("broker {id}: cluster id {cluster_id}, broker epoch {epoch}");
@@ -317,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
                 security_protocol: "PLAINTEXT".into(),
             }],
             rack: None,
-            timestamp_ms: controller::zk::data::now_ms(),
+            timestamp_ms: zk::data::now_ms(),
         })
         .await?;
     println!("broker {dead} re-registered with broker epoch {epoch}");
