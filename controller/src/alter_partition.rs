@@ -22,18 +22,8 @@ use crate::controller::KafkaController;
 use crate::zk::client::UpdateLeaderAndIsrResult;
 use crate::zk::data::{LeaderAndIsr, LeaderIsrAndControllerEpoch, TopicPartition};
 
-/// Kafka error codes this API answers with (`Errors.java`).
-pub mod codes {
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const NOT_CONTROLLER: i16 = 41;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const STALE_BROKER_EPOCH: i16 = 77;
-    pub const INVALID_UPDATE_VERSION: i16 = 95;
-    /// Kafka 3.5+ (KIP-903); not in kafka-protocol's error table.
-    pub const INELIGIBLE_REPLICA: i16 = 107;
-    pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
-}
+/// Kafka error codes this API answers with (names for `common::ErrorCode`s).
+pub use crate::error::codes;
 
 /// One partition of an AlterPartition request.
 #[derive(Debug, Clone)]

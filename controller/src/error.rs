@@ -70,18 +70,67 @@ impl From<zk::Error> for Error {
     }
 }
 
-/// Kafka error codes the controller answers API calls with (`Errors.java`); the broker puts
-/// them on the wire as they are.
+/// The Kafka error codes the controller answers with, as the wire `i16`s its reply types carry
+/// (`event::ApiError`, `alter_partition::AlterPartitionReply`, shared with the broker). Each is
+/// a name for a [`common::ErrorCode`], where every Kafka code is defined once; these names go
+/// when the replies carry `ErrorCode` itself.
 pub mod codes {
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub const NOT_CONTROLLER: i16 = 41;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
-    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
-    pub const ELECTION_NOT_NEEDED: i16 = 84;
-    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    use common::ErrorCode;
+
+    pub const UNKNOWN_SERVER_ERROR: i16 = ErrorCode::UNKNOWN_SERVER_ERROR.code();
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code();
+    pub const REQUEST_TIMED_OUT: i16 = ErrorCode::REQUEST_TIMED_OUT.code();
+    pub const INVALID_TOPIC_EXCEPTION: i16 = ErrorCode::INVALID_TOPIC_EXCEPTION.code();
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = ErrorCode::INVALID_REPLICA_ASSIGNMENT.code();
+    pub const NOT_CONTROLLER: i16 = ErrorCode::NOT_CONTROLLER.code();
+    pub const INVALID_REQUEST: i16 = ErrorCode::INVALID_REQUEST.code();
+    pub const OPERATION_NOT_ATTEMPTED: i16 = ErrorCode::OPERATION_NOT_ATTEMPTED.code();
+    pub const FENCED_LEADER_EPOCH: i16 = ErrorCode::FENCED_LEADER_EPOCH.code();
+    pub const STALE_BROKER_EPOCH: i16 = ErrorCode::STALE_BROKER_EPOCH.code();
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 =
+        ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE.code();
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 =
+        ErrorCode::ELIGIBLE_LEADERS_NOT_AVAILABLE.code();
+    pub const ELECTION_NOT_NEEDED: i16 = ErrorCode::ELECTION_NOT_NEEDED.code();
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = ErrorCode::NO_REASSIGNMENT_IN_PROGRESS.code();
+    pub const INVALID_UPDATE_VERSION: i16 = ErrorCode::INVALID_UPDATE_VERSION.code();
+    /// Kafka 3.5+ (KIP-903); not in kafka-protocol's error table.
+    pub const INELIGIBLE_REPLICA: i16 = ErrorCode::INELIGIBLE_REPLICA.code();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fencing case keeps one name whichever layer detected it (Kafka's
+    /// `ControllerMovedException` is thrown by `KafkaZkClient` and caught by `KafkaController`).
+    #[test]
+    fn zk_controller_moved_becomes_the_controllers_own_variant() {
+        assert!(matches!(
+            Error::from(zk::Error::ControllerMoved),
+            Error::ControllerMoved
+        ));
+        assert!(matches!(
+            Error::from(zk::Error::TopicExists("t".into())),
+            Error::TopicExists(t) if t == "t"
+        ));
+        let taken = Error::from(zk::Error::BrokerIdAlreadyRegistered(1));
+        assert!(matches!(
+            taken,
+            Error::Zk(zk::Error::BrokerIdAlreadyRegistered(1))
+        ));
+        assert_eq!(
+            taken.to_string(),
+            "broker id 1 is already registered in ZooKeeper by another live broker"
+        );
+    }
+
+    /// The names are Kafka's codes (`Errors.java`).
+    #[test]
+    fn reply_codes_are_kafkas() {
+        assert_eq!(codes::NOT_CONTROLLER, 41);
+        assert_eq!(codes::UNKNOWN_SERVER_ERROR, -1);
+        assert_eq!(codes::ELECTION_NOT_NEEDED, 84);
+        assert_eq!(codes::INELIGIBLE_REPLICA, 107);
+    }
 }

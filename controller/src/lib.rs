@@ -1,11 +1,10 @@
-//! The ZooKeeper data model and the classic (ZooKeeper-mode) Kafka controller.
+//! The classic (ZooKeeper-mode) Kafka controller.
 //!
 //! # Layout
 //!
-//! - [`zk::data`]: one type per znode, Kafka's exact paths and JSON (Kafka's `ZkData`).
-//! - [`zk::client`]: typed ZooKeeper operations, controller writes fenced by the controller
-//!   epoch (Kafka's `KafkaZkClient`); [`zk::backend`]: the raw operations behind a trait, with a
-//!   real (`zookeeper-client`) and an in-memory implementation.
+//! - The ZooKeeper layer is the `zk` crate (Kafka's `kafka.zk`: `ZkData`, `KafkaZkClient`, the
+//!   backend trait with its in-memory ZooKeeper); it is re-exported as [`zk`] so that
+//!   `crate::zk::client::KafkaZkClient` reads as before inside this crate.
 //! - [`admin`]: what CreateTopics / CreatePartitions / DeleteTopics write (Kafka's
 //!   `AdminZkClient`, `AdminUtils`).
 //! - [`event`]: the controller's events; [`event_loop`]: the single task that drains them and
@@ -20,7 +19,8 @@
 //! - [`election`]: the leader election rules as pure functions.
 //! - [`channel`]: requests to brokers, batched per broker and sent from one queue per broker
 //!   (Kafka's `ControllerChannelManager`, `ControllerBrokerRequestBatch`).
-//! - [`error`]: the crate's error enum.
+//! - [`error`]: the crate's error enum (wrapping `zk::Error`) and the wire codes its replies
+//!   carry (from `common::ErrorCode`).
 //!
 //! Examples (need a running ZooKeeper, not tests): `examples/first_light.rs` walks through an
 //! election, topic creation, a controller failover and a deletion with a broker down, printing
@@ -39,9 +39,9 @@
 //! A broker typically does:
 //!
 //! ```no_run
-//! # async fn broker(reg: controller::zk::data::BrokerRegistration) -> controller::Result<()> {
+//! # async fn broker(reg: zk::data::BrokerRegistration) -> controller::Result<()> {
 //! use std::time::Duration;
-//! use controller::zk::client::KafkaZkClient;
+//! use zk::client::KafkaZkClient;
 //! let zk = KafkaZkClient::connect("127.0.0.1:2181/kafka", Duration::from_secs(18)).await?;
 //! zk.ensure_persistent_paths().await?;
 //! let cluster_id = zk.get_or_create_cluster_id("fn7-MseRQReG__IBE9axXQ").await?;

@@ -2,14 +2,17 @@
 //!
 //! Kafka concept: a produce or fetch that the log refuses is answered with an error code per
 //! partition (`org.apache.kafka.common.protocol.Errors`). Each variant here is a situation a
-//! caller can act on, and [`Error::kafka_error_code`] is the one place that maps it to a code.
+//! caller can act on, and [`Error::error_code`] is the one place that maps it to a code (a
+//! [`ErrorCode`] from the `common` crate, where every Kafka code is defined once).
 //! Invariant: an `append_*` that returns an error has left the log untouched.
 
 use std::path::PathBuf;
 
+pub use common::ErrorCode;
+
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Errors a caller can branch on. `kafka_error_code` maps each to Kafka's error code.
+/// Errors a caller can branch on. `error_code` maps each to Kafka's error code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("corrupt record batch at offset {offset}: {reason}")]
@@ -43,40 +46,28 @@ pub enum Error {
     },
 }
 
-/// Kafka's error codes used by this crate (`Errors.java`).
-pub mod codes {
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
-    pub const INVALID_TIMESTAMP: i16 = 32;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const INVALID_RECORD: i16 = 87;
-    /// UNKNOWN_SERVER_ERROR: what Kafka answers for an unexpected append offset on a follower.
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-}
-
 impl Error {
-    /// Kafka's error code for this error (CORRUPT_MESSAGE=2, INVALID_RECORD=87,
-    /// MESSAGE_TOO_LARGE=10, RECORD_LIST_TOO_LARGE=18, OFFSET_OUT_OF_RANGE=1,
-    /// KAFKA_STORAGE_ERROR=56, INVALID_TIMESTAMP=32).
-    pub fn kafka_error_code(&self) -> i16 {
+    /// Kafka's error code for this error: the one place a storage error becomes a code.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Error::CorruptBatch { .. } => codes::CORRUPT_MESSAGE,
-            Error::InvalidRecord(_) => codes::INVALID_RECORD,
-            Error::MessageTooLarge { .. } => codes::MESSAGE_TOO_LARGE,
-            Error::RecordListTooLarge(_) => codes::RECORD_LIST_TOO_LARGE,
-            Error::OffsetOutOfRange { .. } => codes::OFFSET_OUT_OF_RANGE,
-            Error::UnexpectedOffset(_) => codes::UNKNOWN_SERVER_ERROR,
-            Error::InvalidTimestamp(_) => codes::INVALID_TIMESTAMP,
-            Error::OutOfOrderSequence(_) => codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
-            Error::InvalidProducerEpoch(_) => codes::INVALID_PRODUCER_EPOCH,
-            Error::Config(_) => codes::INVALID_CONFIG,
-            Error::Io { .. } => codes::KAFKA_STORAGE_ERROR,
+            Error::CorruptBatch { .. } => ErrorCode::CORRUPT_MESSAGE,
+            Error::InvalidRecord(_) => ErrorCode::INVALID_RECORD,
+            Error::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            Error::RecordListTooLarge(_) => ErrorCode::RECORD_LIST_TOO_LARGE,
+            Error::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            // What Kafka answers for an unexpected append offset on a follower.
+            Error::UnexpectedOffset(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
+            Error::InvalidTimestamp(_) => ErrorCode::INVALID_TIMESTAMP,
+            Error::OutOfOrderSequence(_) => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            Error::InvalidProducerEpoch(_) => ErrorCode::INVALID_PRODUCER_EPOCH,
+            Error::Config(_) => ErrorCode::INVALID_CONFIG,
+            Error::Io { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
         }
+    }
+
+    /// [`Error::error_code`] as the wire's `i16`, for the broker's response fields.
+    pub fn kafka_error_code(&self) -> i16 {
+        self.error_code().code()
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {

@@ -1,0 +1,411 @@
+//! Kafka's error codes: one type for every crate (Kafka's `org.apache.kafka.common.protocol.Errors`).
+//!
+//! Kafka concept: every response carries errors as an `int16` code per request, topic or
+//! partition. The code is the protocol; the name (`NOT_LEADER_OR_FOLLOWER`) is what Kafka's logs
+//! and tools print, and clients decide from the code alone whether to retry (the exception's
+//! class extends `RetriableException`).
+//!
+//! Invariant: each code has one definition, here. A crate that answers with a code names it as
+//! `ErrorCode::NOT_CONTROLLER`, never as a bare number; the wire value is [`ErrorCode::code`].
+//!
+//! Simplifications: the table is Kafka 3.6's (codes -1 to 113; the classic ZooKeeper-mode
+//! broker we mirror). A code outside it (from a newer peer) is still carried as it is, and is
+//! named as Kafka's `Errors.forCode` names it: `UNKNOWN_SERVER_ERROR`. There are no exception
+//! types: a message is Kafka's default message for the code.
+
+use std::fmt;
+
+/// A Kafka error code (`Errors`), `ErrorCode::NONE` for success.
+///
+/// A newtype over the wire's `i16`, so a code cannot be confused with an epoch or a count:
+/// build one from a table constant (`ErrorCode::UNKNOWN_TOPIC_OR_PARTITION`) or from a code
+/// read off the wire ([`ErrorCode::from_code`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ErrorCode(i16);
+
+/// One row of Kafka's table: the constant's name (Kafka's enum name), its code, whether a
+/// client may retry, and Kafka's default message.
+macro_rules! error_codes {
+    ($( ($name:ident, $code:literal, $retriable:literal, $message:literal) ),* $(,)?) => {
+        impl ErrorCode {
+            $(
+                #[doc = $message]
+                pub const $name: ErrorCode = ErrorCode($code);
+            )*
+
+            /// Every code of Kafka 3.6's table, in Kafka's order (by code).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name),*];
+
+            /// (name, retriable, message) of a code in the table.
+            const fn entry(self) -> Option<(&'static str, bool, &'static str)> {
+                match self.0 {
+                    $( $code => Some((stringify!($name), $retriable, $message)), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    (UNKNOWN_SERVER_ERROR, -1, false, "The server experienced an unexpected error when processing the request."),
+    (NONE, 0, false, "NONE"),
+    (OFFSET_OUT_OF_RANGE, 1, false, "The requested offset is not within the range of offsets maintained by the server."),
+    (CORRUPT_MESSAGE, 2, true, "This message has failed its CRC checksum, exceeds the valid size, has a null key for a compacted topic, or is otherwise corrupt."),
+    (UNKNOWN_TOPIC_OR_PARTITION, 3, true, "This server does not host this topic-partition."),
+    (INVALID_FETCH_SIZE, 4, false, "The requested fetch size is invalid."),
+    (LEADER_NOT_AVAILABLE, 5, true, "There is no leader for this topic-partition as we are in the middle of a leadership election."),
+    (NOT_LEADER_OR_FOLLOWER, 6, true, "For requests intended only for the leader, this error indicates that the broker is not the current leader. For requests intended for any replica, this error indicates that the broker is not a replica of the topic partition."),
+    (REQUEST_TIMED_OUT, 7, true, "The request timed out."),
+    (BROKER_NOT_AVAILABLE, 8, false, "The broker is not available."),
+    (REPLICA_NOT_AVAILABLE, 9, true, "The replica is not available for the requested topic-partition. Produce/Fetch requests and other requests intended only for the leader or follower return NOT_LEADER_OR_FOLLOWER if the broker is not a replica of the topic-partition."),
+    (MESSAGE_TOO_LARGE, 10, false, "The request included a message larger than the max message size the server will accept."),
+    (STALE_CONTROLLER_EPOCH, 11, false, "The controller moved to another broker."),
+    (OFFSET_METADATA_TOO_LARGE, 12, false, "The metadata field of the offset request was too large."),
+    (NETWORK_EXCEPTION, 13, true, "The server disconnected before a response was received."),
+    (COORDINATOR_LOAD_IN_PROGRESS, 14, true, "The coordinator is loading and hence can't process requests."),
+    (COORDINATOR_NOT_AVAILABLE, 15, true, "The coordinator is not available."),
+    (NOT_COORDINATOR, 16, true, "This is not the correct coordinator."),
+    (INVALID_TOPIC_EXCEPTION, 17, false, "The request attempted to perform an operation on an invalid topic."),
+    (RECORD_LIST_TOO_LARGE, 18, false, "The request included message batch larger than the configured segment size on the server."),
+    (NOT_ENOUGH_REPLICAS, 19, true, "Messages are rejected since there are fewer in-sync replicas than required."),
+    (NOT_ENOUGH_REPLICAS_AFTER_APPEND, 20, true, "Messages are written to the log, but to fewer in-sync replicas than required."),
+    (INVALID_REQUIRED_ACKS, 21, false, "Produce request specified an invalid value for required acks."),
+    (ILLEGAL_GENERATION, 22, false, "Specified group generation id is not valid."),
+    (INCONSISTENT_GROUP_PROTOCOL, 23, false, "The group member's supported protocols are incompatible with those of existing members or first group member tried to join with empty protocol type or empty protocol list."),
+    (INVALID_GROUP_ID, 24, false, "The configured groupId is invalid."),
+    (UNKNOWN_MEMBER_ID, 25, false, "The coordinator is not aware of this member."),
+    (INVALID_SESSION_TIMEOUT, 26, false, "The session timeout is not within the range allowed by the broker (as configured by group.min.session.timeout.ms and group.max.session.timeout.ms)."),
+    (REBALANCE_IN_PROGRESS, 27, false, "The group is rebalancing, so a rejoin is needed."),
+    (INVALID_COMMIT_OFFSET_SIZE, 28, false, "The committing offset data size is not valid."),
+    (TOPIC_AUTHORIZATION_FAILED, 29, false, "Topic authorization failed."),
+    (GROUP_AUTHORIZATION_FAILED, 30, false, "Group authorization failed."),
+    (CLUSTER_AUTHORIZATION_FAILED, 31, false, "Cluster authorization failed."),
+    (INVALID_TIMESTAMP, 32, false, "The timestamp of the message is out of acceptable range."),
+    (UNSUPPORTED_SASL_MECHANISM, 33, false, "The broker does not support the requested SASL mechanism."),
+    (ILLEGAL_SASL_STATE, 34, false, "Request is not valid given the current SASL state."),
+    (UNSUPPORTED_VERSION, 35, false, "The version of API is not supported."),
+    (TOPIC_ALREADY_EXISTS, 36, false, "Topic with this name already exists."),
+    (INVALID_PARTITIONS, 37, false, "Number of partitions is below 1."),
+    (INVALID_REPLICATION_FACTOR, 38, false, "Replication factor is below 1 or larger than the number of available brokers."),
+    (INVALID_REPLICA_ASSIGNMENT, 39, false, "Replica assignment is invalid."),
+    (INVALID_CONFIG, 40, false, "Configuration is invalid."),
+    (NOT_CONTROLLER, 41, true, "This is not the correct controller for this cluster."),
+    (INVALID_REQUEST, 42, false, "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details."),
+    (UNSUPPORTED_FOR_MESSAGE_FORMAT, 43, false, "The message format version on the broker does not support the request."),
+    (POLICY_VIOLATION, 44, false, "Request parameters do not satisfy the configured policy."),
+    (OUT_OF_ORDER_SEQUENCE_NUMBER, 45, false, "The broker received an out of order sequence number."),
+    (DUPLICATE_SEQUENCE_NUMBER, 46, false, "The broker received a duplicate sequence number."),
+    (INVALID_PRODUCER_EPOCH, 47, false, "Producer attempted to produce with an old epoch."),
+    (INVALID_TXN_STATE, 48, false, "The producer attempted a transactional operation in an invalid state."),
+    (INVALID_PRODUCER_ID_MAPPING, 49, false, "The producer attempted to use a producer id which is not currently assigned to its transactional id."),
+    (INVALID_TRANSACTION_TIMEOUT, 50, false, "The transaction timeout is larger than the maximum value allowed by the broker (as configured by transaction.max.timeout.ms)."),
+    (CONCURRENT_TRANSACTIONS, 51, false, "The producer attempted to update a transaction while another concurrent operation on the same transaction was ongoing."),
+    (TRANSACTION_COORDINATOR_FENCED, 52, false, "Indicates that the transaction coordinator sending a WriteTxnMarker is no longer the current coordinator for a given producer."),
+    (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53, false, "Transactional Id authorization failed."),
+    (SECURITY_DISABLED, 54, false, "Security features are disabled."),
+    (OPERATION_NOT_ATTEMPTED, 55, false, "The broker did not attempt to execute this operation. This may happen for batched RPCs where some operations in the batch failed, causing the broker to respond without trying the rest."),
+    (KAFKA_STORAGE_ERROR, 56, true, "Disk error when trying to access log file on the disk."),
+    (LOG_DIR_NOT_FOUND, 57, false, "The user-specified log directory is not found in the broker config."),
+    (SASL_AUTHENTICATION_FAILED, 58, false, "SASL Authentication failed."),
+    (UNKNOWN_PRODUCER_ID, 59, false, "This exception is raised by the broker if it could not locate the producer metadata associated with the producerId in question. This could happen if, for instance, the producer's records were deleted because their retention time had elapsed. Once the last records of the producerId are removed, the producer's metadata is removed from the broker, and future appends by the producer will return this exception."),
+    (REASSIGNMENT_IN_PROGRESS, 60, false, "A partition reassignment is in progress."),
+    (DELEGATION_TOKEN_AUTH_DISABLED, 61, false, "Delegation Token feature is not enabled."),
+    (DELEGATION_TOKEN_NOT_FOUND, 62, false, "Delegation Token is not found on server."),
+    (DELEGATION_TOKEN_OWNER_MISMATCH, 63, false, "Specified Principal is not valid Owner/Renewer."),
+    (DELEGATION_TOKEN_REQUEST_NOT_ALLOWED, 64, false, "Delegation Token requests are not allowed on PLAINTEXT/1-way SSL channels and on delegation token authenticated channels."),
+    (DELEGATION_TOKEN_AUTHORIZATION_FAILED, 65, false, "Delegation Token authorization failed."),
+    (DELEGATION_TOKEN_EXPIRED, 66, false, "Delegation Token is expired."),
+    (INVALID_PRINCIPAL_TYPE, 67, false, "Supplied principalType is not supported."),
+    (NON_EMPTY_GROUP, 68, false, "The group is not empty."),
+    (GROUP_ID_NOT_FOUND, 69, false, "The group id does not exist."),
+    (FETCH_SESSION_ID_NOT_FOUND, 70, true, "The fetch session ID was not found."),
+    (INVALID_FETCH_SESSION_EPOCH, 71, true, "The fetch session epoch is invalid."),
+    (LISTENER_NOT_FOUND, 72, true, "There is no listener on the leader broker that matches the listener on which metadata request was processed."),
+    (TOPIC_DELETION_DISABLED, 73, false, "Topic deletion is disabled."),
+    (FENCED_LEADER_EPOCH, 74, true, "The leader epoch in the request is older than the epoch on the broker."),
+    (UNKNOWN_LEADER_EPOCH, 75, true, "The leader epoch in the request is newer than the epoch on the broker."),
+    (UNSUPPORTED_COMPRESSION_TYPE, 76, false, "The requesting client does not support the compression type of given partition."),
+    (STALE_BROKER_EPOCH, 77, false, "Broker epoch has changed."),
+    (OFFSET_NOT_AVAILABLE, 78, true, "The leader high watermark has not caught up from a recent leader election so the offsets cannot be guaranteed to be monotonically increasing."),
+    (MEMBER_ID_REQUIRED, 79, false, "The group member needs to have a valid member id before actually entering a consumer group."),
+    (PREFERRED_LEADER_NOT_AVAILABLE, 80, true, "The preferred leader was not available."),
+    (GROUP_MAX_SIZE_REACHED, 81, false, "The consumer group has reached its max size."),
+    (FENCED_INSTANCE_ID, 82, false, "The broker rejected this static consumer since another consumer with the same group.instance.id has registered with a different member.id."),
+    (ELIGIBLE_LEADERS_NOT_AVAILABLE, 83, true, "Eligible topic partition leaders are not available."),
+    (ELECTION_NOT_NEEDED, 84, true, "Leader election not needed for topic partition."),
+    (NO_REASSIGNMENT_IN_PROGRESS, 85, false, "No partition reassignment is in progress."),
+    (GROUP_SUBSCRIBED_TO_TOPIC, 86, false, "Deleting offsets of a topic is forbidden while the consumer group is actively subscribed to it."),
+    (INVALID_RECORD, 87, false, "This record has failed the validation on broker and hence will be rejected."),
+    (UNSTABLE_OFFSET_COMMIT, 88, true, "There are unstable offsets that need to be cleared."),
+    (THROTTLING_QUOTA_EXCEEDED, 89, true, "The throttling quota has been exceeded."),
+    (PRODUCER_FENCED, 90, false, "There is a newer producer with the same transactionalId which fences the current one."),
+    (RESOURCE_NOT_FOUND, 91, false, "A request illegally referred to a resource that does not exist."),
+    (DUPLICATE_RESOURCE, 92, false, "A request illegally referred to the same resource twice."),
+    (UNACCEPTABLE_CREDENTIAL, 93, false, "Requested credential would not meet criteria for acceptability."),
+    (INCONSISTENT_VOTER_SET, 94, false, "Indicates that the either the sender or recipient of a voter-only request is not one of the expected voters"),
+    (INVALID_UPDATE_VERSION, 95, false, "The given update version was invalid."),
+    (FEATURE_UPDATE_FAILED, 96, false, "Unable to update finalized features due to an unexpected server error."),
+    (PRINCIPAL_DESERIALIZATION_FAILURE, 97, false, "Request principal deserialization failed during forwarding. This indicates an internal error on the broker cluster security setup."),
+    (SNAPSHOT_NOT_FOUND, 98, false, "Requested snapshot was not found"),
+    (POSITION_OUT_OF_RANGE, 99, false, "Requested position is not greater than or equal to zero, and less than the size of the snapshot."),
+    (UNKNOWN_TOPIC_ID, 100, true, "This server does not host this topic ID."),
+    (DUPLICATE_BROKER_REGISTRATION, 101, false, "This broker ID is already in use."),
+    (BROKER_ID_NOT_REGISTERED, 102, false, "The given broker ID was not registered."),
+    (INCONSISTENT_TOPIC_ID, 103, true, "The log's topic ID did not match the topic ID in the request"),
+    (INCONSISTENT_CLUSTER_ID, 104, false, "The clusterId in the request does not match that found on the server"),
+    (TRANSACTIONAL_ID_NOT_FOUND, 105, false, "The transactionalId could not be found"),
+    (FETCH_SESSION_TOPIC_ID_ERROR, 106, true, "The fetch session encountered inconsistent topic ID usage"),
+    (INELIGIBLE_REPLICA, 107, false, "The new ISR contains at least one ineligible replica."),
+    (NEW_LEADER_ELECTED, 108, false, "The AlterPartition request successfully updated the partition state but the leader has changed."),
+    (OFFSET_MOVED_TO_TIERED_STORAGE, 109, false, "The requested offset is moved to tiered storage."),
+    (FENCED_MEMBER_EPOCH, 110, false, "The member epoch is fenced by the group coordinator. The member must abandon all its partitions and rejoin."),
+    (UNRELEASED_INSTANCE_ID, 111, false, "The instance ID is still used by another member in the consumer group. That member must leave first."),
+    (UNSUPPORTED_ASSIGNOR, 112, false, "The assignor or its version range is not supported by the consumer group."),
+    (STALE_MEMBER_EPOCH, 113, false, "The member epoch is stale. The member must retry after receiving its updated member epoch via the ConsumerGroupHeartbeat API."),
+}
+
+impl ErrorCode {
+    /// The error code for a value read off the wire. Any `i16` is kept as it is, including codes
+    /// this table does not know.
+    pub const fn from_code(code: i16) -> ErrorCode {
+        ErrorCode(code)
+    }
+
+    /// The wire value (Kafka's `Errors.code()`).
+    pub const fn code(self) -> i16 {
+        self.0
+    }
+
+    /// Kafka's enum name (`Errors.name()`), e.g. `"NOT_CONTROLLER"`. A code outside the table
+    /// is named `"UNKNOWN_SERVER_ERROR"`, as Kafka's `Errors.forCode` maps it.
+    pub const fn name(self) -> &'static str {
+        match self.entry() {
+            Some((name, _, _)) => name,
+            None => "UNKNOWN_SERVER_ERROR",
+        }
+    }
+
+    /// Whether a client may retry the request (the exception extends `RetriableException`).
+    /// False for codes outside the table, as for Kafka's `UnknownServerException`.
+    pub const fn is_retriable(self) -> bool {
+        match self.entry() {
+            Some((_, retriable, _)) => retriable,
+            None => false,
+        }
+    }
+
+    /// Kafka's default message for the code (`Errors.message()`; `"NONE"` for success, as
+    /// Kafka falls back to the name when there is no exception).
+    pub const fn message(self) -> &'static str {
+        match self.entry() {
+            Some((_, _, message)) => message,
+            None => "The server experienced an unexpected error when processing the request.",
+        }
+    }
+
+    /// Whether the code is in Kafka 3.6's table.
+    pub const fn is_known(self) -> bool {
+        self.entry().is_some()
+    }
+
+    /// Success (`NONE`, code 0).
+    pub const fn is_ok(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl From<ErrorCode> for i16 {
+    fn from(e: ErrorCode) -> i16 {
+        e.0
+    }
+}
+
+impl From<i16> for ErrorCode {
+    fn from(code: i16) -> ErrorCode {
+        ErrorCode(code)
+    }
+}
+
+/// `NOT_CONTROLLER(41)`: the name and the code, as a log line wants both.
+impl fmt::Debug for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_known() {
+            write!(f, "{}({})", self.name(), self.0)
+        } else {
+            write!(f, "UNKNOWN_CODE({})", self.0)
+        }
+    }
+}
+
+/// Kafka's name, or `UNKNOWN_CODE(n)` for a code outside the table.
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_known() {
+            f.write_str(self.name())
+        } else {
+            write!(f, "UNKNOWN_CODE({})", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Codes and names as Kafka's `Errors.java` defines them; the ones our crates answer with.
+    #[test]
+    fn codes_and_names_match_kafkas_errors_table() {
+        let expected: &[(ErrorCode, i16, &str)] = &[
+            (ErrorCode::UNKNOWN_SERVER_ERROR, -1, "UNKNOWN_SERVER_ERROR"),
+            (ErrorCode::NONE, 0, "NONE"),
+            (ErrorCode::OFFSET_OUT_OF_RANGE, 1, "OFFSET_OUT_OF_RANGE"),
+            (ErrorCode::CORRUPT_MESSAGE, 2, "CORRUPT_MESSAGE"),
+            (
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                3,
+                "UNKNOWN_TOPIC_OR_PARTITION",
+            ),
+            (
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                6,
+                "NOT_LEADER_OR_FOLLOWER",
+            ),
+            (ErrorCode::REQUEST_TIMED_OUT, 7, "REQUEST_TIMED_OUT"),
+            (ErrorCode::MESSAGE_TOO_LARGE, 10, "MESSAGE_TOO_LARGE"),
+            (
+                ErrorCode::STALE_CONTROLLER_EPOCH,
+                11,
+                "STALE_CONTROLLER_EPOCH",
+            ),
+            (
+                ErrorCode::INVALID_TOPIC_EXCEPTION,
+                17,
+                "INVALID_TOPIC_EXCEPTION",
+            ),
+            (
+                ErrorCode::RECORD_LIST_TOO_LARGE,
+                18,
+                "RECORD_LIST_TOO_LARGE",
+            ),
+            (ErrorCode::NOT_ENOUGH_REPLICAS, 19, "NOT_ENOUGH_REPLICAS"),
+            (ErrorCode::INVALID_TIMESTAMP, 32, "INVALID_TIMESTAMP"),
+            (ErrorCode::TOPIC_ALREADY_EXISTS, 36, "TOPIC_ALREADY_EXISTS"),
+            (
+                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                39,
+                "INVALID_REPLICA_ASSIGNMENT",
+            ),
+            (ErrorCode::INVALID_CONFIG, 40, "INVALID_CONFIG"),
+            (ErrorCode::NOT_CONTROLLER, 41, "NOT_CONTROLLER"),
+            (ErrorCode::INVALID_REQUEST, 42, "INVALID_REQUEST"),
+            (
+                ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                45,
+                "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ),
+            (
+                ErrorCode::INVALID_PRODUCER_EPOCH,
+                47,
+                "INVALID_PRODUCER_EPOCH",
+            ),
+            (
+                ErrorCode::OPERATION_NOT_ATTEMPTED,
+                55,
+                "OPERATION_NOT_ATTEMPTED",
+            ),
+            (ErrorCode::KAFKA_STORAGE_ERROR, 56, "KAFKA_STORAGE_ERROR"),
+            (ErrorCode::FENCED_LEADER_EPOCH, 74, "FENCED_LEADER_EPOCH"),
+            (ErrorCode::STALE_BROKER_EPOCH, 77, "STALE_BROKER_EPOCH"),
+            (
+                ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
+                80,
+                "PREFERRED_LEADER_NOT_AVAILABLE",
+            ),
+            (
+                ErrorCode::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                83,
+                "ELIGIBLE_LEADERS_NOT_AVAILABLE",
+            ),
+            (ErrorCode::ELECTION_NOT_NEEDED, 84, "ELECTION_NOT_NEEDED"),
+            (
+                ErrorCode::NO_REASSIGNMENT_IN_PROGRESS,
+                85,
+                "NO_REASSIGNMENT_IN_PROGRESS",
+            ),
+            (ErrorCode::INVALID_RECORD, 87, "INVALID_RECORD"),
+            (
+                ErrorCode::INVALID_UPDATE_VERSION,
+                95,
+                "INVALID_UPDATE_VERSION",
+            ),
+            (ErrorCode::UNKNOWN_TOPIC_ID, 100, "UNKNOWN_TOPIC_ID"),
+            (ErrorCode::INELIGIBLE_REPLICA, 107, "INELIGIBLE_REPLICA"),
+            (ErrorCode::NEW_LEADER_ELECTED, 108, "NEW_LEADER_ELECTED"),
+            (ErrorCode::STALE_MEMBER_EPOCH, 113, "STALE_MEMBER_EPOCH"),
+        ];
+        for &(e, code, name) in expected {
+            assert_eq!(e.code(), code, "{name}");
+            assert_eq!(e.name(), name, "{code}");
+            assert_eq!(ErrorCode::from_code(code), e);
+        }
+    }
+
+    /// The table has every code from -1 to 113 once, in order, as Kafka 3.6's `Errors` has.
+    #[test]
+    fn table_covers_kafka_3_6_without_gaps_or_duplicates() {
+        let codes: Vec<i16> = ErrorCode::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, (-1..=113).collect::<Vec<i16>>());
+        assert_eq!(ErrorCode::ALL.len(), 115);
+    }
+
+    /// Retriable as the exception's class says (`RetriableException` subclasses in Kafka).
+    #[test]
+    fn retriable_codes_follow_kafkas_exception_classes() {
+        for e in [
+            ErrorCode::CORRUPT_MESSAGE,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            ErrorCode::LEADER_NOT_AVAILABLE,
+            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            ErrorCode::REQUEST_TIMED_OUT,
+            ErrorCode::NOT_ENOUGH_REPLICAS,
+            ErrorCode::NOT_CONTROLLER,
+            ErrorCode::KAFKA_STORAGE_ERROR,
+            ErrorCode::FENCED_LEADER_EPOCH,
+        ] {
+            assert!(e.is_retriable(), "{e}");
+        }
+        for e in [
+            ErrorCode::NONE,
+            ErrorCode::UNKNOWN_SERVER_ERROR,
+            ErrorCode::OFFSET_OUT_OF_RANGE,
+            ErrorCode::MESSAGE_TOO_LARGE,
+            ErrorCode::TOPIC_ALREADY_EXISTS,
+            ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+            ErrorCode::STALE_BROKER_EPOCH,
+        ] {
+            assert!(!e.is_retriable(), "{e}");
+        }
+    }
+
+    /// A code from a newer peer is carried unchanged but named as Kafka's `forCode` names it.
+    #[test]
+    fn unknown_code_is_kept_and_named_unknown_server_error() {
+        let e = ErrorCode::from_code(999);
+        assert_eq!(e.code(), 999);
+        assert!(!e.is_known());
+        assert!(!e.is_retriable());
+        assert_eq!(e.name(), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(format!("{e}"), "UNKNOWN_CODE(999)");
+        assert_eq!(
+            format!("{:?}", ErrorCode::NOT_CONTROLLER),
+            "NOT_CONTROLLER(41)"
+        );
+        assert_eq!(
+            ErrorCode::NOT_CONTROLLER.message(),
+            "This is not the correct controller for this cluster."
+        );
+        assert!(ErrorCode::NONE.is_ok() && !ErrorCode::NOT_CONTROLLER.is_ok());
+        assert_eq!(i16::from(ErrorCode::INVALID_RECORD), 87);
+    }
+}
