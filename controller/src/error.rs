@@ -64,7 +64,6 @@ impl From<zk::Error> for Error {
             zk::Error::ControllerMoved => Error::ControllerMoved,
             zk::Error::TopicExists(topic) => Error::TopicExists(topic),
             zk::Error::UnknownTopic(topic) => Error::UnknownTopic(topic),
-            zk::Error::IllegalState(reason) => Error::IllegalState(reason),
             other => Error::Zk(other),
         }
     }

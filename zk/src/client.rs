@@ -463,7 +463,7 @@ impl KafkaZkClient {
                 let (_, _, end) = ProducerIdBlockZNode::decode(&data)?;
                 end.checked_add(1)
                     .filter(|s| s.checked_add(ProducerIdBlockZNode::BLOCK_SIZE).is_some())
-                    .ok_or_else(|| Error::IllegalState("producer ids are exhausted".into()))?
+                    .ok_or(Error::ProducerIdsExhausted)?
             };
             let end = start + ProducerIdBlockZNode::BLOCK_SIZE - 1;
             let bytes = ProducerIdBlockZNode::encode(broker_id, start, end);

@@ -28,9 +28,10 @@ pub enum Error {
     /// later election. Kafka's `ControllerMovedException`; the controller resigns on it.
     #[error("the controller moved: this broker's controller epoch is fenced")]
     ControllerMoved,
-    /// What ZooKeeper holds cannot be continued (the producer id space is used up).
-    #[error("illegal controller state: {0}")]
-    IllegalState(String),
+    /// `/latest_producer_id_block` has reached the end of the id space (Kafka's
+    /// `ZkProducerIdManager` throws a `KafkaException` there).
+    #[error("producer ids are exhausted")]
+    ProducerIdsExhausted,
     /// Any other ZooKeeper failure (connection loss, NONODE where a znode must exist, ...),
     /// with the path it happened on.
     #[error("ZooKeeper error on {path}: {source}")]
