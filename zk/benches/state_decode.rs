@@ -1,5 +1,5 @@
 //! Decoding the partition-state znodes a new controller reads at failover (issue 4's
-//! controller bench: 10 topics x 10,000 partitions). Run: `cargo bench -p controller --bench
+//! controller bench: 10 topics x 10,000 partitions). Run: `cargo bench -p zk --bench
 //! state_decode`; compare two versions with criterion's `--save-baseline` / `--baseline`.
 //! One iteration decodes all 100,000 `state` documents, as Kafka 3.6 writes them, into a map
 //! like the one `KafkaZkClient::get_partition_states` returns.
