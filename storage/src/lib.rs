@@ -14,7 +14,7 @@
 //! | `log_manager.rs` | `LogManager` | all logs under `log.dirs`, `meta.properties`, `.lock`, clean shutdown |
 //! | `cleaner.rs` | `LogCleaner` | compaction of `cleanup.policy=compact` logs |
 //! | `config.rs` | `LogConfig` | topic-level configs with Kafka's defaults |
-//! | `error.rs` | `Errors` | typed errors and their Kafka error codes |
+//! | `error.rs` | `CorruptRecordException`, `KafkaStorageException`, ... | typed errors, each mapped to a Kafka error code (`common::ErrorCode`, Kafka's `Errors`) |
 //!
 //! A partition folder `<log.dir>/<topic>-<partition>` holds segments named by their first offset
 //! (`00000000000000000000.log`, `.index`, `.timeindex`) and `leader-epoch-checkpoint`.
