@@ -11,6 +11,12 @@
 //! Modules: [`zk`] (ZooKeeper processes and znode reads), [`broker`] (broker processes and
 //! signals), [`cluster`] (the two together), [`kafka`] (a small blocking Kafka client for
 //! wait conditions: ApiVersions, Metadata, CreateTopics).
+//!
+//! The integration suites in `tests/` drive brokers and the controller through this library and
+//! stock clients. The binaries built on it (the `testcluster` command-line tool, the load tools
+//! `bench` and `controller_bench`) are in the `tools` crate with their own suites: they link
+//! librdkafka, and keeping it out of this crate keeps its bundled `./configure && make` out of
+//! the build of these suites.
 
 pub mod broker;
 pub mod cluster;
@@ -27,8 +33,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A command for an external client (kcat, python, node, zkCli) with the test process's
-/// `LD_LIBRARY_PATH` removed: cargo points it at the native libraries built for our own crates
-/// (the bench's librdkafka, built without zstd), which must not replace the system's.
+/// `LD_LIBRARY_PATH` removed: cargo points it at the native libraries built for the test's
+/// dependencies (in the `tools` crate's suites, librdkafka built without zstd), which must not
+/// replace the system's.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     let mut c = std::process::Command::new(program);
     c.env_remove("LD_LIBRARY_PATH");

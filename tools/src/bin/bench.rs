@@ -39,7 +39,8 @@ use workload::{ClientSettings, E2e, Phase};
 ///   bench e2e --rate 50000 --seconds 10
 ///   bench compare
 #[derive(Parser)]
-#[command(version, verbatim_doc_comment)]
+// `name`: clap's default is the package's name (`tools`; it was `testcluster`).
+#[command(name = "bench", version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -26,7 +26,8 @@ use tool::control::{self, Request};
 ///   testcluster reassign propose --topics demo --brokers 1,2 --output plan.json
 ///   testcluster zk /brokers                 # Kafka's znodes, decoded
 #[derive(Parser)]
-#[command(version, about, verbatim_doc_comment)]
+// `name`: clap's default is the package's name, now `tools`; `--version` prints this one.
+#[command(name = "testcluster", version, about, verbatim_doc_comment)]
 struct Cli {
     /// The cluster's folder (data, logs, cluster.json).
     #[arg(long, global = true, default_value = "./cluster-data")]
