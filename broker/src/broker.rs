@@ -43,24 +43,17 @@ pub struct Broker {
     pub zk: KafkaZkClient,
     pub admin: AdminZkClient,
     pub controller: ControllerHandle,
-    pub metadata: MetadataCache,
+    pub metadata: Arc<MetadataCache>,
+    /// The hosted partitions, their fetchers and their ISR changes (Kafka's `ReplicaManager`).
     pub replicas: Arc<ReplicaManager>,
     /// Turns true when shutdown starts.
     pub shutting_down: watch::Sender<bool>,
     /// The consumer group coordinator.
     pub groups: Arc<crate::group::GroupCoordinator>,
-    /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
-    pub fetchers: crate::replication::FetcherManager,
     /// Fetch sessions this broker keeps as a leader (KIP-227).
     pub fetch_sessions: crate::fetch_session::FetchSessionCache,
-    /// ISR shrink/expand counters for the metrics endpoint.
-    pub metrics: crate::metrics::BrokerMetrics,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: crate::api::producer_id::ProducerIdManager,
-    /// Batches the leader's ISR changes into AlterPartition requests.
-    pub alter_partitions: crate::isr::AlterPartitionManager,
-    /// This broker's own `Arc`, for tasks spawned from `&Broker`.
-    self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
 
 impl Broker {
@@ -68,11 +61,6 @@ impl Broker {
     /// expiry and re-registration).
     pub fn broker_epoch(&self) -> i64 {
         self.controller.broker_epoch()
-    }
-
-    /// This broker's `Arc` (set right after start-up builds it).
-    pub fn me(&self) -> Option<Arc<Broker>> {
-        self.self_ref.get().and_then(|w| w.upgrade())
     }
 }
 
@@ -204,7 +192,24 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     let handle = controller::start(zk.clone(), cc, broker_epoch);
     let expiry = controller::spawn_session_expiry_handler(zk.clone(), handle.clone(), registration);
 
-    let replicas = Arc::new(ReplicaManager::new(id, config.clone(), logs.clone()));
+    let metadata = Arc::new(MetadataCache::new());
+    let replicas = ReplicaManager::new(id, config.clone(), logs.clone(), metadata.clone(), {
+        let handle = handle.clone();
+        Arc::new(move || handle.broker_epoch())
+    });
+    let groups = crate::group::GroupCoordinator::with_log(
+        id,
+        crate::group::GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+            ..crate::group::GroupConfig::default()
+        },
+        Arc::new(crate::group_log::OffsetsTopicLog {
+            replicas: replicas.clone(),
+            timeout: Duration::from_millis(config.request_timeout_ms),
+        }),
+    );
+    replicas.on_leadership_change(crate::group_log::leadership_callback(&groups));
     let broker = Arc::new(Broker {
         broker_id: id,
         config: config.clone(),
@@ -212,35 +217,18 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         admin: AdminZkClient::new(zk.clone()),
         zk,
         controller: handle,
-        metadata: MetadataCache::new(),
+        metadata,
         replicas: replicas.clone(),
         shutting_down: watch::channel(false).0,
-        fetchers: crate::replication::FetcherManager::new(),
         fetch_sessions: crate::fetch_session::FetchSessionCache::new(
             config.max_incremental_fetch_session_cache_slots,
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.subsec_nanos() ^ (id as u32).rotate_left(16)),
         ),
-        groups: crate::group::GroupCoordinator::with_log(
-            id,
-            crate::group::GroupConfig {
-                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-                offsets_topic_num_partitions: config.offsets_topic_num_partitions,
-                ..crate::group::GroupConfig::default()
-            },
-            Arc::new(crate::group_log::OffsetsTopicLog {
-                replicas: replicas.clone(),
-                timeout: Duration::from_millis(config.request_timeout_ms),
-            }),
-        ),
-        metrics: Default::default(),
+        groups,
         producer_ids: Default::default(),
-        alter_partitions: Default::default(),
-        self_ref: std::sync::OnceLock::new(),
     });
-    let _ = broker.self_ref.set(Arc::downgrade(&broker));
-    broker.fetchers.set_broker(Arc::downgrade(&broker));
 
     let mut timers = Vec::new();
     timers.push(every(
@@ -258,15 +246,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         },
     ));
     {
-        let weak = Arc::downgrade(&broker);
+        let weak = Arc::downgrade(&replicas);
         let period = Duration::from_millis((config.replica_lag_time_max_ms / 2).max(10));
         timers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(b) = weak.upgrade() else { return };
-                crate::isr::maybe_shrink_all(&b);
+                let Some(r) = weak.upgrade() else { return };
+                r.maybe_shrink_isr();
             }
         }));
     }
@@ -333,7 +321,7 @@ impl Running {
         }
         b.shutting_down.send_replace(true);
         let _ = self.server.await;
-        b.fetchers.shutdown();
+        b.replicas.fetchers.shutdown();
         for t in &self.timers {
             t.abort();
         }

@@ -31,7 +31,6 @@
 //! controller's event loop: controller figures are atomics the loop publishes after each event.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -49,23 +48,9 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a scraper may take to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The broker's own counters (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec` meters).
-#[derive(Debug, Default)]
-pub struct BrokerMetrics {
-    isr_shrinks: AtomicU64,
-    isr_expands: AtomicU64,
-}
-
-impl BrokerMetrics {
-    /// Called when the controller accepted an ISR change this broker (the leader) proposed.
-    pub fn record_isr_change(&self, before: usize, after: usize) {
-        if after < before {
-            self.isr_shrinks.fetch_add(1, Ordering::Relaxed);
-        } else if after > before {
-            self.isr_expands.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
+/// The broker's own counters (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec` meters), kept
+/// by the AlterPartition manager.
+pub use crate::isr::IsrMetrics as BrokerMetrics;
 
 /// The replica manager's figures (Kafka's `ReplicaManager` gauges and meters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,8 +75,8 @@ impl ReplicaMetrics {
         counters: &BrokerMetrics,
     ) -> ReplicaMetrics {
         let mut m = ReplicaMetrics {
-            isr_shrinks: counters.isr_shrinks.load(Ordering::Relaxed),
-            isr_expands: counters.isr_expands.load(Ordering::Relaxed),
+            isr_shrinks: counters.counts().0,
+            isr_expands: counters.counts().1,
             ..ReplicaMetrics::default()
         };
         for (leader, isr, replicas, min_isr) in partitions {
@@ -225,7 +210,7 @@ pub fn render_broker(broker: &Broker) -> String {
             (st.leader, st.isr.len(), st.replicas.len(), st.min_isr)
         })
         .collect();
-    let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.metrics);
+    let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.replicas.isr_metrics);
     let mut out = render(&broker.controller.metrics(), &r);
     let mut lags: Vec<(String, i32, i64)> = broker
         .replicas

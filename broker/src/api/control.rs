@@ -26,6 +26,7 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
+use crate::error::Error;
 
 /// Kafka's `isBrokerEpochStale`: -1 means "not checked"; older than ours is stale.
 fn broker_epoch_is_stale(broker: &Broker, given: i64) -> bool {
@@ -70,22 +71,16 @@ pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> Leader
             }
         }
     }
+    // Fetchers and the group coordinator hear of the changes inside (see ReplicaManager).
     let replicas = broker.replicas.clone();
     let outcomes =
         tokio::task::block_in_place(|| replicas.become_leader_or_follower(&req, &configs));
-    crate::replication::on_leader_and_isr(broker, &outcomes);
-    let changed: Vec<(String, i32)> = outcomes
-        .iter()
-        .filter(|o| o.error == 0)
-        .map(|o| (o.topic.clone(), o.partition))
-        .collect();
-    super::groups::on_partitions_changed(broker, &changed);
     let mut topics: Vec<LeaderAndIsrTopicError> = Vec::new();
     for o in outcomes {
         let err = LeaderAndIsrPartitionError::default()
             .with_topic_name(TopicName(StrBytes::from_string(o.topic.clone())))
             .with_partition_index(o.partition)
-            .with_error_code(o.error);
+            .with_error_code(o.error.as_ref().map_or(0, Error::code));
         match topics.iter_mut().find(|t| t.topic_id == o.topic_id) {
             Some(t) => t.partition_errors.push(err),
             None => topics.push(
@@ -146,9 +141,6 @@ pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResp
     }
     let replicas = broker.replicas.clone();
     let results = tokio::task::block_in_place(|| replicas.stop_replicas(&req));
-    crate::replication::on_stop_replica(broker, &results);
-    let stopped: Vec<(String, i32)> = results.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-    super::groups::on_partitions_changed(broker, &stopped);
     StopReplicaResponse::default().with_partition_errors(
         results
             .into_iter()
@@ -156,7 +148,7 @@ pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResp
                 StopReplicaPartitionError::default()
                     .with_topic_name(TopicName(StrBytes::from_string(t)))
                     .with_partition_index(p)
-                    .with_error_code(e)
+                    .with_error_code(e.as_ref().map_or(0, Error::code))
             })
             .collect(),
     )

@@ -38,7 +38,8 @@ use crate::broker::Broker;
 use crate::fetch_session::{
     params_of, session_lock, Answered, CachedPartition, FetchContext, PartitionParams,
 };
-use crate::replica_manager::{Partition, TopicPartitions};
+use crate::partition::Partition;
+use crate::replica_manager::TopicPartitions;
 
 /// A follower fetching at `requested_epoch` (its `current_leader_epoch`) from this broker,
 /// which hosts the partition at `hosted_epoch` (None: not hosted): true when the follower has
@@ -188,15 +189,9 @@ fn read_for_follower(
         let mut moved = false;
         let mut expansion = None;
         if d.error_code == 0 {
-            crate::replication::record_follower_fetch(
-                &mut st,
-                replica_id,
-                want.fetch_offset,
-                leo,
-                now,
-            );
+            st.update_follower_fetch_state(replica_id, want.fetch_offset, leo, now);
             moved = st.advance_high_watermark(me, leo);
-            expansion = crate::isr::take_expansion(&mut st, me, replica_id);
+            expansion = st.maybe_expand_isr(me, replica_id);
         }
         d.high_watermark = st.high_watermark;
         d.last_stable_offset = st.high_watermark;
@@ -206,7 +201,10 @@ fn read_for_follower(
         broker.replicas.notify_progress();
     }
     if let Some(proposal) = expansion {
-        crate::isr::submit_expansion(broker, part, replica_id, proposal);
+        broker
+            .replicas
+            .alter_partitions
+            .submit_expansion(part, replica_id, proposal);
     }
     (d, false)
 }

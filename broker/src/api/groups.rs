@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+use crate::group::placement::OFFSETS_TOPIC;
 
 /// Dispatches a group API request; `None` for anything else.
 pub async fn handle(
@@ -43,25 +43,6 @@ pub async fn handle(
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(g.list_groups(r, version)),
         _ => return None,
     })
-}
-
-/// After LeaderAndIsr / StopReplica: this broker coordinates the groups of the
-/// `__consumer_offsets` partitions it leads.
-pub fn on_partitions_changed(broker: &Broker, partitions: &[(String, i32)]) {
-    for (t, p) in partitions {
-        if t != OFFSETS_TOPIC {
-            continue;
-        }
-        let leads = broker
-            .replicas
-            .get(t, *p)
-            .is_some_and(|part| part.state().leader == broker.broker_id);
-        if leads {
-            broker.groups.on_elected(*p);
-        } else {
-            broker.groups.on_resigned(*p);
-        }
-    }
 }
 
 /// The coordinator for one key: (error code, node id, host, port).

@@ -6,6 +6,7 @@
 //! exactly what ApiVersions advertises) and how to frame an answer.
 
 pub mod admin;
+pub mod alter_partition;
 pub mod api_versions;
 pub mod configs;
 pub mod control;
@@ -219,7 +220,7 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
         }
         RequestKind::StopReplica(r) => ResponseKind::StopReplica(control::stop_replica(&broker, r)),
         RequestKind::AlterPartition(r) => {
-            ResponseKind::AlterPartition(crate::isr::handle(&broker, r, version).await)
+            ResponseKind::AlterPartition(alter_partition::handle(&broker, r, version).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(&broker, r, version).await)
