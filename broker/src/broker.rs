@@ -22,7 +22,6 @@ use std::time::Duration;
 use controller::admin::AdminZkClient;
 use controller::zk::client::KafkaZkClient;
 use controller::zk::data::{BrokerRegistration, EndPoint};
-use controller::ControllerHandle;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, ControlledShutdownRequest, ControlledShutdownResponse,
 };
@@ -31,37 +30,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::api::context::KafkaApis;
 use crate::config::BrokerConfig;
 use crate::metadata_cache::MetadataCache;
 use crate::replica_manager::ReplicaManager;
 
-/// Everything a request handler needs, shared by all connections.
+/// The started broker's shared state: what the request handlers see, and the shutdown signal.
 pub struct Broker {
-    pub broker_id: i32,
-    pub config: Arc<BrokerConfig>,
-    pub cluster_id: String,
-    pub zk: KafkaZkClient,
-    pub admin: AdminZkClient,
-    pub controller: ControllerHandle,
-    pub metadata: Arc<MetadataCache>,
-    /// The hosted partitions, their fetchers and their ISR changes (Kafka's `ReplicaManager`).
-    pub replicas: Arc<ReplicaManager>,
+    /// The request handlers' context (Kafka's `KafkaApis`).
+    pub apis: Arc<KafkaApis>,
     /// Turns true when shutdown starts.
     pub shutting_down: watch::Sender<bool>,
-    /// The consumer group coordinator.
-    pub groups: Arc<crate::group::GroupCoordinator>,
-    /// Fetch sessions this broker keeps as a leader (KIP-227).
-    pub fetch_sessions: crate::fetch_session::FetchSessionCache,
-    /// Producer ids for idempotent producers (InitProducerId).
-    pub producer_ids: crate::api::producer_id::ProducerIdManager,
-}
-
-impl Broker {
-    /// The current broker epoch (czxid of our `/brokers/ids/<id>`; changes after a session
-    /// expiry and re-registration).
-    pub fn broker_epoch(&self) -> i64 {
-        self.controller.broker_epoch()
-    }
 }
 
 /// A started broker: its shared state and the tasks to stop.
@@ -210,7 +189,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         }),
     );
     replicas.on_leadership_change(crate::group_log::leadership_callback(&groups));
-    let broker = Arc::new(Broker {
+    let apis = Arc::new(KafkaApis {
         broker_id: id,
         config: config.clone(),
         cluster_id,
@@ -219,7 +198,6 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         controller: handle,
         metadata,
         replicas: replicas.clone(),
-        shutting_down: watch::channel(false).0,
         fetch_sessions: crate::fetch_session::FetchSessionCache::new(
             config.max_incremental_fetch_session_cache_slots,
             std::time::SystemTime::now()
@@ -228,6 +206,10 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         ),
         groups,
         producer_ids: Default::default(),
+    });
+    let broker = Arc::new(Broker {
+        apis: apis.clone(),
+        shutting_down: watch::channel(false).0,
     });
 
     let mut timers = Vec::new();
@@ -270,12 +252,16 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         ));
     }
 
-    timers.extend(crate::metrics::start(metrics_listener, &broker));
+    timers.extend(crate::metrics::start(
+        metrics_listener,
+        &apis,
+        broker.shutting_down.subscribe(),
+    ));
     let mut servers = Vec::new();
     for listener in listeners {
         servers.push(tokio::spawn(crate::server::run(
             listener,
-            broker.clone(),
+            apis.clone(),
             broker.shutting_down.subscribe(),
         )));
     }
@@ -313,13 +299,13 @@ fn every<F: Fn() + Send + Sync + 'static>(period: Duration, f: F) -> tokio::task
 impl Running {
     /// Kafka's shutdown sequence; see the module doc.
     pub async fn shutdown(self) {
-        let b = &self.broker;
+        let b = &self.broker.apis;
         let id = b.broker_id;
         info!(broker_id = id, "shutting down");
         if b.config.controlled_shutdown_enable {
             controlled_shutdown(b).await;
         }
-        b.shutting_down.send_replace(true);
+        self.broker.shutting_down.send_replace(true);
         let _ = self.server.await;
         b.replicas.fetchers.shutdown();
         for t in &self.timers {
@@ -344,7 +330,7 @@ impl Running {
 /// Asks the active controller to move our leaderships away (Kafka's `controlledShutdown`):
 /// up to `controlled.shutdown.max.retries` attempts, `controlled.shutdown.retry.backoff.ms`
 /// apart, until the controller answers with no remaining partitions.
-async fn controlled_shutdown(b: &Broker) {
+async fn controlled_shutdown(b: &KafkaApis) {
     let id = b.broker_id;
     let retries = b.config.controlled_shutdown_max_retries.max(1);
     for attempt in 1..=retries {
@@ -374,7 +360,7 @@ async fn controlled_shutdown(b: &Broker) {
     );
 }
 
-async fn try_controlled_shutdown(b: &Broker) -> anyhow::Result<usize> {
+async fn try_controlled_shutdown(b: &KafkaApis) -> anyhow::Result<usize> {
     let controller_id =
         b.zk.get_controller_id()
             .await?

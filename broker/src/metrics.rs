@@ -40,7 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 use crate::config::BrokerConfig;
 
 /// Largest request head we read before answering 400.
@@ -200,7 +200,7 @@ pub fn render(c: &ControllerMetrics, r: &ReplicaMetrics) -> String {
 }
 
 /// The page for a running broker.
-pub fn render_broker(broker: &Broker) -> String {
+pub fn render_broker(broker: &KafkaApis) -> String {
     let views: Vec<PartitionView> = broker
         .replicas
         .all()
@@ -283,7 +283,8 @@ pub async fn bind(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> 
 /// Serves the page on the bound listener until the broker shuts down; returns the task.
 pub fn start(
     listener: Option<TcpListener>,
-    broker: &Arc<Broker>,
+    broker: &Arc<KafkaApis>,
+    shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let listener = listener?;
     match listener.local_addr() {
@@ -291,13 +292,9 @@ pub fn start(
             "serving metrics on http://{local}/metrics"),
         Err(e) => info!(broker_id = broker.broker_id, error = %e, "serving metrics"),
     }
-    let weak: Weak<Broker> = Arc::downgrade(broker);
+    let weak: Weak<KafkaApis> = Arc::downgrade(broker);
     let page = move || weak.upgrade().map(|b| render_broker(&b));
-    Some(tokio::spawn(serve(
-        listener,
-        broker.shutting_down.subscribe(),
-        page,
-    )))
+    Some(tokio::spawn(serve(listener, shutdown, page)))
 }
 
 /// Accepts scrapers until `shutdown` turns true; each connection gets one answer.

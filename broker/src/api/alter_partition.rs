@@ -18,11 +18,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
 /// The AlterPartition API (v0-1, topic names).
 pub async fn handle(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: AlterPartitionRequest,
     version: i16,
 ) -> AlterPartitionResponse {

@@ -25,15 +25,15 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tracing::{info, warn};
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 use crate::error::Error;
 
 /// Kafka's `isBrokerEpochStale`: -1 means "not checked"; older than ours is stale.
-fn broker_epoch_is_stale(broker: &Broker, given: i64) -> bool {
+fn broker_epoch_is_stale(broker: &KafkaApis, given: i64) -> bool {
     given != -1 && given < broker.broker_epoch()
 }
 
-pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> LeaderAndIsrResponse {
+pub async fn leader_and_isr(broker: &KafkaApis, req: LeaderAndIsrRequest) -> LeaderAndIsrResponse {
     let fail = |code: i16| LeaderAndIsrResponse::default().with_error_code(code);
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         warn!(
@@ -93,7 +93,7 @@ pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> Leader
     LeaderAndIsrResponse::default().with_topics(topics)
 }
 
-pub fn update_metadata(broker: &Broker, req: UpdateMetadataRequest) -> UpdateMetadataResponse {
+pub fn update_metadata(broker: &KafkaApis, req: UpdateMetadataRequest) -> UpdateMetadataResponse {
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         return UpdateMetadataResponse::default()
             .with_error_code(ResponseError::StaleBrokerEpoch.code());
@@ -125,7 +125,7 @@ pub fn update_metadata(broker: &Broker, req: UpdateMetadataRequest) -> UpdateMet
     UpdateMetadataResponse::default()
 }
 
-pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResponse {
+pub fn stop_replica(broker: &KafkaApis, req: StopReplicaRequest) -> StopReplicaResponse {
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         return StopReplicaResponse::default()
             .with_error_code(ResponseError::StaleBrokerEpoch.code());
@@ -155,7 +155,7 @@ pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResp
 }
 
 pub async fn controlled_shutdown(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: ControlledShutdownRequest,
 ) -> ControlledShutdownResponse {
     use controller::ControlledShutdownError as E;

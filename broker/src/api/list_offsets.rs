@@ -17,13 +17,13 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 use crate::error::{Error, Result};
 use crate::partition::Partition;
 
 /// The leader partition after the leader-epoch check, or the error code.
 fn leader_checked(
-    broker: &Broker,
+    broker: &KafkaApis,
     topic: &str,
     partition: i32,
     current_leader_epoch: i32,
@@ -54,7 +54,7 @@ fn leader_checked(
     Ok(part)
 }
 
-pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &KafkaApis, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let is_consumer = req.replica_id.0 < 0;
     let topics = req
         .topics
@@ -122,7 +122,7 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOff
 }
 
 pub fn offsets_for_leader_epoch(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let topics = req

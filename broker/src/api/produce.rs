@@ -16,10 +16,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::debug;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 use crate::error::Error;
 
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> ProduceResponse {
+pub async fn handle(broker: &KafkaApis, req: ProduceRequest, version: i16) -> ProduceResponse {
     let acks = req.acks;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // (topic index, partition index, partition, offset to reach) for acks=all.
