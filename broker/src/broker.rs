@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::api::context::KafkaApis;
 use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
 use crate::metadata_cache::MetadataCache;
 use crate::replica_manager::ReplicaManager;
 
@@ -59,13 +60,18 @@ fn proposed_cluster_id() -> String {
 }
 
 /// Runs start-up steps 1 to 7.
-pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
+pub async fn start(config: BrokerConfig) -> Result<Running> {
     let config = Arc::new(config);
     let id = config.broker_id;
     info!(broker_id = id, zookeeper = %config.zookeeper_connect, "starting broker");
     let zk = KafkaZkClient::connect(&config.zookeeper_connect, config.zookeeper_session_timeout)
         .await
-        .map_err(|e| anyhow::anyhow!("zookeeper.connect {}: {e}", config.zookeeper_connect))?;
+        .map_err(|e| {
+            Error::lifecycle(format!(
+                "zookeeper.connect {}: {e}",
+                config.zookeeper_connect
+            ))
+        })?;
     zk.ensure_persistent_paths().await?;
     let cluster_id = zk.get_or_create_cluster_id(&proposed_cluster_id()).await?;
     info!(broker_id = id, cluster_id = %cluster_id, "cluster id");
@@ -78,8 +84,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     let default_log = config.default_log_config();
     let logs =
         tokio::task::spawn_blocking(move || LogManager::open(&logs_dirs, &meta, default_log))
-            .await?
-            .map_err(|e| anyhow::anyhow!("log.dirs: {e}"))?;
+            .await
+            .map_err(|e| Error::lifecycle(format!("log.dirs: {e}")))?
+            .map_err(|e| Error::lifecycle(format!("log.dirs: {e}")))?;
     let logs = Arc::new(logs);
 
     // Bind every listener; an advertised port 0 becomes the bound port.
@@ -94,8 +101,10 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         let addr = format!("{host}:{}", l.port);
         let listener = TcpListener::bind(&addr)
             .await
-            .map_err(|e| anyhow::anyhow!("listeners: cannot bind {addr}: {e}"))?;
-        let local = listener.local_addr()?;
+            .map_err(|e| Error::lifecycle(format!("listeners: cannot bind {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::lifecycle(format!("listeners: {addr}: {e}")))?;
         info!(broker_id = id, listener = %l.name, address = %local, "listening");
         bound.push((l.name.clone(), local));
         listeners.push(listener);
@@ -153,7 +162,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => anyhow::bail!("cannot register /brokers/ids/{id}: {e}"),
+            Err(e) => {
+                return Err(Error::lifecycle(format!(
+                    "cannot register /brokers/ids/{id}: {e}"
+                )))
+            }
         }
     };
     info!(broker_id = id, broker_epoch, "registered /brokers/ids/{id}");
@@ -360,22 +373,22 @@ async fn controlled_shutdown(b: &KafkaApis) {
     );
 }
 
-async fn try_controlled_shutdown(b: &KafkaApis) -> anyhow::Result<usize> {
+async fn try_controlled_shutdown(b: &KafkaApis) -> Result<usize> {
     let controller_id =
         b.zk.get_controller_id()
             .await?
-            .ok_or_else(|| anyhow::anyhow!("no controller elected"))?;
+            .ok_or_else(|| Error::lifecycle("no controller elected"))?;
     let info =
-        b.zk.get_broker(controller_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("controller {controller_id} is not registered"))?;
+        b.zk.get_broker(controller_id).await?.ok_or_else(|| {
+            Error::lifecycle(format!("controller {controller_id} is not registered"))
+        })?;
     let ep = info
         .endpoint(&b.config.inter_broker_listener_name)
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            Error::lifecycle(format!(
                 "controller has no {} endpoint",
                 b.config.inter_broker_listener_name
-            )
+            ))
         })?;
     let addr = format!("{}:{}", ep.host, ep.port);
     info!(
@@ -393,7 +406,7 @@ async fn try_controlled_shutdown(b: &KafkaApis) -> anyhow::Result<usize> {
         .with_broker_epoch(b.broker_epoch());
     let resp: ControlledShutdownResponse = conn.send(ApiKey::ControlledShutdown, 3, &req).await?;
     if resp.error_code != 0 {
-        anyhow::bail!("controller answered error code {}", resp.error_code);
+        return Err(Error::Peer(resp.error_code));
     }
     Ok(resp.remaining_partitions.len())
 }

@@ -65,6 +65,9 @@ pub enum Error {
     /// Another broker answered a whole request with an error code.
     #[error("the peer answered error code {0}")]
     Peer(i16),
+    /// A start-up or shutdown step failed; the message names the config key or the step.
+    #[error("{0}")]
+    Lifecycle(String),
     /// A code from a layer that still speaks codes (the group coordinator), passed through.
     #[error("error code {0}")]
     Code(i16),
@@ -102,9 +105,15 @@ impl Error {
             Error::Storage(e) => return e.kafka_error_code(),
             Error::Controller(_) => ResponseError::UnknownServerError,
             Error::Network(_) => ResponseError::NetworkException,
+            Error::Lifecycle(_) => ResponseError::UnknownServerError,
             Error::Peer(code) | Error::Code(code) => return *code,
         };
         e.code()
+    }
+
+    /// A failed start-up or shutdown step.
+    pub fn lifecycle(reason: impl std::fmt::Display) -> Self {
+        Error::Lifecycle(reason.to_string())
     }
 
     /// The error for a request to another broker that failed before an answer.

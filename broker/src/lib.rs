@@ -6,9 +6,10 @@
 //!
 //! - [`alloc`]: the allocator guard that keeps a malformed request from aborting the broker.
 //! - [`config`]: `server.properties` keys with Kafka's defaults (`KafkaConfig`).
-//! - [`broker`]: start-up in Kafka's order, shared state, clean shutdown (`KafkaServer`).
+//! - [`broker`]: start-up in Kafka's order, wiring, clean shutdown (`KafkaServer`).
 //! - [`server`]: accepting connections, framing, in-order answers (`SocketServer`).
-//! - [`api`]: one file per Kafka API (`KafkaApis`); `api::SUPPORTED` is what ApiVersions says.
+//! - [`api`]: one file per Kafka API (`KafkaApis`), each taking the handlers' context
+//!   `api::context::KafkaApis`; `api::SUPPORTED` is what ApiVersions says.
 //! - [`metadata_cache`]: the cluster as the controller last described it (`ZkMetadataCache`).
 //! - [`error`]: the broker's error type, mapped to Kafka error codes in one place.
 //! - [`replica_manager`]: the hosted partitions and the entry points that change them
@@ -19,7 +20,8 @@
 //! - [`isr`]: the leader's ISR changes sent to the controller (`AlterPartitionManager`).
 //! - [`client`]: the broker's own requests to other brokers.
 //! - [`metrics`]: the Prometheus endpoint (`metrics.port`).
-//! - [`group_log`]: `__consumer_offsets` as the group coordinator's log.
+//! - [`group_log`]: `__consumer_offsets` as the group coordinator's log, and the leadership
+//!   callback that tells the coordinator which of its partitions this broker leads.
 //! - [`group`]: the consumer group coordinator (`GroupCoordinator`).
 //!
 //! The controller itself lives in the `controller` crate; [`broker::start`] starts it.

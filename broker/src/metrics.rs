@@ -262,7 +262,7 @@ fn render_fetcher_lag(out: &mut String, lags: &[(String, i32, i64)]) {
 
 /// Binds `metrics.port` on the first listener's host, unless it is -1 (done early in start-up,
 /// with the listeners, so a taken port stops the broker before it registers).
-pub async fn bind(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> {
+pub async fn bind(config: &BrokerConfig) -> crate::error::Result<Option<TcpListener>> {
     let port = config.metrics_port;
     if port < 0 {
         return Ok(None);
@@ -274,9 +274,9 @@ pub async fn bind(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> 
         .filter(|h| !h.is_empty())
         .unwrap_or("0.0.0.0");
     let addr = format!("{host}:{port}");
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("metrics.port: cannot bind {addr}: {e}"))?;
+    let listener = TcpListener::bind(&addr).await.map_err(|e| {
+        crate::error::Error::lifecycle(format!("metrics.port: cannot bind {addr}: {e}"))
+    })?;
     Ok(Some(listener))
 }
 

@@ -1,5 +1,5 @@
-//! Replication between brokers: followers fetching from leaders, and the leader's view of its
-//! followers (the ISR and the high watermark).
+//! Replication between brokers, the follower's side: fetching from leaders (the leader's view
+//! of its followers, the ISR and the high watermark, is `crate::partition::Partition`'s).
 //!
 //! Kafka concept: a follower is a consumer with a `replica_id`: it fetches from the leader and
 //! appends the leader's batches unchanged (offsets and leader epochs kept). Each fetch tells the
@@ -10,8 +10,8 @@
 //!
 //! Kafka classes mirrored: `ReplicaFetcherManager` (one fetcher per source broker and fetcher
 //! index, `num.replica.fetchers`), `ReplicaFetcherThread` / `AbstractFetcherThread` (truncate,
-//! then fetch; back off `replica.fetch.backoff.ms` on errors), and
-//! `Partition.updateFollowerFetchState` (the caught-up clock behind `replica.lag.time.max.ms`).
+//! then fetch; back off `replica.fetch.backoff.ms` on errors). The fetchers hold the replica
+//! manager weakly (they stop when it is gone), not the broker.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
