@@ -184,6 +184,9 @@ impl ReplicaManager {
         let Some(cb) = self.leadership_callback.get() else {
             return;
         };
+        if changed.is_empty() {
+            return;
+        }
         let (elected, resigned): (Vec<_>, Vec<_>) = changed.iter().cloned().partition(|(t, p)| {
             self.get(t, *p)
                 .is_some_and(|part| part.state().leader == self.broker_id)
@@ -845,5 +848,83 @@ mod leader_and_isr_tests {
             (2, 5, vec![2, 1])
         );
         assert!(st.followers.is_empty());
+    }
+
+    fn stop(delete: bool) -> StopReplicaRequest {
+        use kafka_protocol::messages::stop_replica_request::{
+            StopReplicaPartitionState, StopReplicaTopicState,
+        };
+        StopReplicaRequest::default()
+            .with_controller_epoch(3)
+            .with_topic_states(vec![StopReplicaTopicState::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_states(vec![StopReplicaPartitionState::default()
+                    .with_partition_index(0)
+                    .with_leader_epoch(-1)
+                    .with_delete_partition(delete)])])
+    }
+
+    /// Kafka: ReplicaManager.becomeLeaderOrFollower calls onLeadershipChange with the
+    /// partitions made leader and follower; StopReplica resigns too (the group coordinator's
+    /// `onResignation`).
+    #[tokio::test]
+    async fn leadership_changes_reach_the_callback() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        type Seen = Vec<(Vec<(String, i32)>, Vec<(String, i32)>)>;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let s = seen.clone();
+        rm.on_leadership_change(Box::new(move |elected, resigned| {
+            s.lock()
+                .unwrap()
+                .push((elected.to_vec(), resigned.to_vec()));
+        }));
+        let none = HashMap::new();
+        let t0 = || vec![("t".to_string(), 0)];
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &none);
+        // The same epoch again changes nothing, and is not reported.
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &none);
+        rm.become_leader_or_follower(&request(2, 2, &[2, 1]), &none);
+        let stopped = rm.stop_replicas(&stop(true));
+        assert!(stopped[0].2.is_none());
+        assert!(rm.get("t", 0).is_none());
+        let seen = seen.lock().unwrap();
+        assert_eq!(*seen, vec![(t0(), vec![]), (vec![], t0()), (vec![], t0())]);
+    }
+
+    /// Kafka: DelayedProduce completes when checkEnoughReplicasReachOffset says the high
+    /// watermark passed the batch, and expires with REQUEST_TIMED_OUT on the leader.
+    #[tokio::test(start_paused = true)]
+    async fn acks_all_waits_for_the_follower_then_times_out_without_it() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &HashMap::new());
+        let part = rm.get("t", 0).unwrap();
+        let batch = || Bytes::from(storage::batch::simple_batch(0, 2, 10, 1_000));
+        let (info, epoch) = rm
+            .append_as_leader(&part, batch(), -1)
+            .expect("ISR of 2 meets min.insync.replicas 1");
+        let end = info.last_offset + 1;
+        let waiter = {
+            let (rm, part) = (rm.clone(), part.clone());
+            tokio::spawn(async move {
+                rm.wait_for_high_watermark(&part, end, epoch, Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "follower 2 has not fetched yet");
+        // Follower 2 fetches at the log end: the high watermark moves, the waiter is answered.
+        part.state()
+            .update_follower_fetch_state(2, end, end, Instant::now());
+        assert!(part.maybe_advance_high_watermark(1));
+        rm.notify_progress();
+        waiter.await.unwrap().expect("committed");
+        // A second batch the follower never fetches: REQUEST_TIMED_OUT at the timeout.
+        let (info, epoch) = rm.append_as_leader(&part, batch(), -1).unwrap();
+        let waited = rm
+            .wait_for_high_watermark(&part, info.last_offset + 1, epoch, Duration::from_secs(5))
+            .await;
+        assert!(matches!(waited, Err(Error::RequestTimedOut)), "{waited:?}");
     }
 }
