@@ -42,15 +42,12 @@ use tracing::{debug, info};
 
 use crate::api::context::KafkaApis;
 use crate::config::BrokerConfig;
+use crate::isr::IsrMetrics;
 
 /// Largest request head we read before answering 400.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a scraper may take to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The broker's own counters (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec` meters), kept
-/// by the AlterPartition manager.
-pub use crate::isr::IsrMetrics as BrokerMetrics;
 
 /// The replica manager's figures (Kafka's `ReplicaManager` gauges and meters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,7 +69,7 @@ impl ReplicaMetrics {
     pub fn compute(
         broker_id: i32,
         partitions: impl IntoIterator<Item = PartitionView>,
-        counters: &BrokerMetrics,
+        counters: &IsrMetrics,
     ) -> ReplicaMetrics {
         let mut m = ReplicaMetrics {
             isr_shrinks: counters.counts().0,
@@ -399,7 +396,7 @@ mod tests {
     /// The gauges Kafka defines on the leader only, and the ISR change counters.
     #[test]
     fn replica_metrics_count_only_partitions_led_here() {
-        let counters = BrokerMetrics::default();
+        let counters = IsrMetrics::default();
         counters.record_isr_change(3, 2);
         counters.record_isr_change(2, 3);
         counters.record_isr_change(2, 3);
