@@ -74,6 +74,15 @@ pub struct IsrProposal {
     pub partition_epoch: i32,
 }
 
+/// What one follower fetch changed on the leader ([`PartitionState::on_follower_fetch`]).
+#[derive(Debug, Default)]
+pub struct FollowerFetchOutcome {
+    /// The high watermark moved: waiters (acks=all, long polls) should look again.
+    pub high_watermark_moved: bool,
+    /// The follower caught up: the ISR expansion to send to the controller.
+    pub expansion: Option<IsrProposal>,
+}
+
 /// One hosted replica: its log and its replication state.
 pub struct Partition {
     pub topic: String,
@@ -401,6 +410,24 @@ impl PartitionState {
             f.log_end_offset = fetch_offset;
             f.last_fetch_leader_log_end_offset = leo;
             f.last_fetch_time = now;
+        }
+    }
+
+    /// Leader side, one follower fetch at `fetch_offset` while the leader's log ends at `leo`
+    /// (Kafka's `updateFollowerFetchState`, which then tries `maybeExpandIsr` and
+    /// `maybeIncrementLeaderHW`). Send the outcome to `ReplicaManager::complete_follower_fetch`.
+    pub fn on_follower_fetch(
+        &mut self,
+        broker_id: i32,
+        replica_id: i32,
+        fetch_offset: i64,
+        leo: i64,
+        now: Instant,
+    ) -> FollowerFetchOutcome {
+        self.update_follower_fetch_state(replica_id, fetch_offset, leo, now);
+        FollowerFetchOutcome {
+            high_watermark_moved: self.advance_high_watermark(broker_id, leo),
+            expansion: self.maybe_expand_isr(broker_id, replica_id),
         }
     }
 

@@ -33,7 +33,7 @@ use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::isr::{AlterPartitionManager, IsrMetrics};
 use crate::metadata_cache::MetadataCache;
-use crate::partition::Partition;
+use crate::partition::{FollowerFetchOutcome, Partition};
 use crate::replication::ReplicaFetcherManager;
 
 /// The current broker epoch (it changes when the broker re-registers after a session expiry).
@@ -582,6 +582,23 @@ impl ReplicaManager {
                     Error::NotLeaderOrFollower
                 });
             }
+        }
+    }
+
+    /// After a follower's fetch of a partition this broker leads: wakes the waiters if the
+    /// high watermark moved, and sends the ISR expansion the fetch allowed, if any.
+    pub fn complete_follower_fetch(
+        &self,
+        part: &Arc<Partition>,
+        replica_id: i32,
+        outcome: FollowerFetchOutcome,
+    ) {
+        if outcome.high_watermark_moved {
+            self.notify_progress();
+        }
+        if let Some(proposal) = outcome.expansion {
+            self.alter_partitions
+                .submit_expansion(part, replica_id, proposal);
         }
     }
 

@@ -38,7 +38,7 @@ use crate::api::context::KafkaApis;
 use crate::fetch_session::{
     params_of, session_lock, Answered, CachedPartition, FetchContext, PartitionParams,
 };
-use crate::partition::Partition;
+use crate::partition::{FollowerFetchOutcome, Partition};
 use crate::replica_manager::TopicPartitions;
 
 /// A follower fetching at `requested_epoch` (its `current_leader_epoch`) from this broker,
@@ -169,7 +169,7 @@ fn read_for_follower(
     };
     let now = std::time::Instant::now();
     let me = broker.broker_id;
-    let (moved, expansion) = {
+    let outcome = {
         let mut st = part.state();
         let behind =
             leader_state_behind(replica_id, want.current_leader_epoch, Some(st.leader_epoch));
@@ -186,26 +186,17 @@ fn read_for_follower(
             Ok(info) => d.records = Some(info.records),
             Err(e) => d.error_code = e.kafka_error_code(),
         }
-        let mut moved = false;
-        let mut expansion = None;
+        let mut outcome = FollowerFetchOutcome::default();
         if d.error_code == 0 {
-            st.update_follower_fetch_state(replica_id, want.fetch_offset, leo, now);
-            moved = st.advance_high_watermark(me, leo);
-            expansion = st.maybe_expand_isr(me, replica_id);
+            outcome = st.on_follower_fetch(me, replica_id, want.fetch_offset, leo, now);
         }
         d.high_watermark = st.high_watermark;
         d.last_stable_offset = st.high_watermark;
-        (moved, expansion)
+        outcome
     };
-    if moved {
-        broker.replicas.notify_progress();
-    }
-    if let Some(proposal) = expansion {
-        broker
-            .replicas
-            .alter_partitions
-            .submit_expansion(part, replica_id, proposal);
-    }
+    broker
+        .replicas
+        .complete_follower_fetch(part, replica_id, outcome);
     (d, false)
 }
 
