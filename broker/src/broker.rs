@@ -1,5 +1,5 @@
-//! The broker's life: start-up in Kafka's order, the shared state every request handler sees,
-//! and the clean shutdown on SIGTERM.
+//! The broker's life: start-up in Kafka's order, the wiring of the parts every request handler
+//! sees (`crate::api::context::KafkaApis`), and the clean shutdown on SIGTERM.
 //!
 //! Kafka class mirrored: `kafka.server.KafkaServer` (`startup`, `controlledShutdown`,
 //! `shutdown`). Start-up order, as Kafka's:
