@@ -944,4 +944,64 @@ mod leader_and_isr_tests {
             .await;
         assert!(matches!(waited, Err(Error::RequestTimedOut)), "{waited:?}");
     }
+
+    /// Our divergence from Kafka, kept on purpose: a leader demoted while an acks=all batch
+    /// waits keeps waiting; the batch is committed (success) once the new leader's high
+    /// watermark, learnt as a follower, passes it, and NOT_LEADER_OR_FOLLOWER if truncation
+    /// removes it (it was never replicated).
+    #[tokio::test(start_paused = true)]
+    async fn demoted_leader_answers_acks_all_by_what_the_new_leader_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        let none = HashMap::new();
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &none);
+        let part = rm.get("t", 0).unwrap();
+        let batch = || Bytes::from(storage::batch::simple_batch(0, 2, 10, 1_000));
+        let wait = |end: i64, epoch: i32| {
+            let (rm, part) = (rm.clone(), part.clone());
+            tokio::spawn(async move {
+                rm.wait_for_high_watermark(&part, end, epoch, Duration::from_secs(30))
+                    .await
+            })
+        };
+        let (first, epoch) = rm.append_as_leader(&part, batch(), -1).unwrap();
+        let committed = wait(first.last_offset + 1, epoch);
+        let (second, epoch) = rm.append_as_leader(&part, batch(), -1).unwrap();
+        let lost = wait(second.last_offset + 1, epoch);
+        tokio::task::yield_now().await;
+        // Broker 2 takes over; as its follower we learn its high watermark: the first batch.
+        rm.become_leader_or_follower(&request(2, 2, &[2, 1]), &none);
+        part.append_records_to_follower(Bytes::new(), first.last_offset + 1)
+            .unwrap();
+        rm.notify_progress();
+        committed
+            .await
+            .unwrap()
+            .expect("the new leader had the first batch");
+        assert!(!lost.is_finished());
+        // The second batch never reached broker 2: truncated away.
+        part.truncate_to(
+            first.last_offset + 1,
+            "test: the new leader's log ends here",
+        );
+        rm.notify_progress();
+        assert!(matches!(
+            lost.await.unwrap(),
+            Err(Error::NotLeaderOrFollower)
+        ));
+    }
+
+    /// Kafka: ReplicaManager.stopReplicas refuses a request naming an older leader epoch
+    /// (FENCED_LEADER_EPOCH) and keeps the replica.
+    #[tokio::test]
+    async fn stop_replica_with_an_older_leader_epoch_is_fenced() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        rm.become_leader_or_follower(&request(1, 5, &[1, 2]), &HashMap::new());
+        let mut req = stop(false);
+        req.topic_states[0].partition_states[0].leader_epoch = 4;
+        let out = rm.stop_replicas(&req);
+        assert_eq!(out[0].2.as_ref().map(Error::code), Some(74));
+        assert!(rm.get("t", 0).is_some());
+    }
 }
