@@ -1,5 +1,5 @@
-//! The broker's life: start-up in Kafka's order, the shared state every request handler sees,
-//! and the clean shutdown on SIGTERM.
+//! The broker's life: start-up in Kafka's order, the wiring of the parts every request handler
+//! sees (`crate::api::context::KafkaApis`), and the clean shutdown on SIGTERM.
 //!
 //! Kafka class mirrored: `kafka.server.KafkaServer` (`startup`, `controlledShutdown`,
 //! `shutdown`). Start-up order, as Kafka's:
@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use controller::admin::AdminZkClient;
-use controller::ControllerHandle;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, ControlledShutdownRequest, ControlledShutdownResponse,
 };
@@ -31,49 +30,18 @@ use tracing::{error, info, warn};
 use zk::client::KafkaZkClient;
 use zk::data::{BrokerRegistration, EndPoint};
 
+use crate::api::context::KafkaApis;
 use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
 use crate::metadata_cache::MetadataCache;
 use crate::replica_manager::ReplicaManager;
 
-/// Everything a request handler needs, shared by all connections.
+/// The started broker's shared state: what the request handlers see, and the shutdown signal.
 pub struct Broker {
-    pub broker_id: i32,
-    pub config: Arc<BrokerConfig>,
-    pub cluster_id: String,
-    pub zk: KafkaZkClient,
-    pub admin: AdminZkClient,
-    pub controller: ControllerHandle,
-    pub metadata: MetadataCache,
-    pub replicas: Arc<ReplicaManager>,
+    /// The request handlers' context (Kafka's `KafkaApis`).
+    pub apis: Arc<KafkaApis>,
     /// Turns true when shutdown starts.
     pub shutting_down: watch::Sender<bool>,
-    /// The consumer group coordinator.
-    pub groups: Arc<crate::group::GroupCoordinator>,
-    /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
-    pub fetchers: crate::replication::FetcherManager,
-    /// Fetch sessions this broker keeps as a leader (KIP-227).
-    pub fetch_sessions: crate::fetch_session::FetchSessionCache,
-    /// ISR shrink/expand counters for the metrics endpoint.
-    pub metrics: crate::metrics::BrokerMetrics,
-    /// Producer ids for idempotent producers (InitProducerId).
-    pub producer_ids: crate::api::producer_id::ProducerIdManager,
-    /// Batches the leader's ISR changes into AlterPartition requests.
-    pub alter_partitions: crate::isr::AlterPartitionManager,
-    /// This broker's own `Arc`, for tasks spawned from `&Broker`.
-    self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
-}
-
-impl Broker {
-    /// The current broker epoch (czxid of our `/brokers/ids/<id>`; changes after a session
-    /// expiry and re-registration).
-    pub fn broker_epoch(&self) -> i64 {
-        self.controller.broker_epoch()
-    }
-
-    /// This broker's `Arc` (set right after start-up builds it).
-    pub fn me(&self) -> Option<Arc<Broker>> {
-        self.self_ref.get().and_then(|w| w.upgrade())
-    }
 }
 
 /// A started broker: its shared state and the tasks to stop.
@@ -92,13 +60,18 @@ fn proposed_cluster_id() -> String {
 }
 
 /// Runs start-up steps 1 to 7.
-pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
+pub async fn start(config: BrokerConfig) -> Result<Running> {
     let config = Arc::new(config);
     let id = config.broker_id;
     info!(broker_id = id, zookeeper = %config.zookeeper_connect, "starting broker");
     let zk = KafkaZkClient::connect(&config.zookeeper_connect, config.zookeeper_session_timeout)
         .await
-        .map_err(|e| anyhow::anyhow!("zookeeper.connect {}: {e}", config.zookeeper_connect))?;
+        .map_err(|e| {
+            Error::lifecycle(format!(
+                "zookeeper.connect {}: {e}",
+                config.zookeeper_connect
+            ))
+        })?;
     zk.ensure_persistent_paths().await?;
     let cluster_id = zk.get_or_create_cluster_id(&proposed_cluster_id()).await?;
     info!(broker_id = id, cluster_id = %cluster_id, "cluster id");
@@ -111,8 +84,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     let default_log = config.default_log_config();
     let logs =
         tokio::task::spawn_blocking(move || LogManager::open(&logs_dirs, &meta, default_log))
-            .await?
-            .map_err(|e| anyhow::anyhow!("log.dirs: {e}"))?;
+            .await
+            .map_err(|e| Error::lifecycle(format!("log.dirs: {e}")))?
+            .map_err(|e| Error::lifecycle(format!("log.dirs: {e}")))?;
     let logs = Arc::new(logs);
 
     // Bind every listener; an advertised port 0 becomes the bound port.
@@ -127,8 +101,10 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         let addr = format!("{host}:{}", l.port);
         let listener = TcpListener::bind(&addr)
             .await
-            .map_err(|e| anyhow::anyhow!("listeners: cannot bind {addr}: {e}"))?;
-        let local = listener.local_addr()?;
+            .map_err(|e| Error::lifecycle(format!("listeners: cannot bind {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::lifecycle(format!("listeners: {addr}: {e}")))?;
         info!(broker_id = id, listener = %l.name, address = %local, "listening");
         bound.push((l.name.clone(), local));
         listeners.push(listener);
@@ -186,7 +162,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => anyhow::bail!("cannot register /brokers/ids/{id}: {e}"),
+            Err(e) => {
+                return Err(Error::lifecycle(format!(
+                    "cannot register /brokers/ids/{id}: {e}"
+                )))
+            }
         }
     };
     info!(broker_id = id, broker_epoch, "registered /brokers/ids/{id}");
@@ -204,43 +184,46 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     let handle = controller::start(zk.clone(), cc, broker_epoch);
     let expiry = controller::spawn_session_expiry_handler(zk.clone(), handle.clone(), registration);
 
-    let replicas = Arc::new(ReplicaManager::new(id, config.clone(), logs.clone()));
-    let broker = Arc::new(Broker {
+    let metadata = Arc::new(MetadataCache::new());
+    let replicas = ReplicaManager::new(id, config.clone(), logs.clone(), metadata.clone(), {
+        let handle = handle.clone();
+        Arc::new(move || handle.broker_epoch())
+    });
+    let groups = crate::group::GroupCoordinator::with_log(
+        id,
+        crate::group::GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+            ..crate::group::GroupConfig::default()
+        },
+        Arc::new(crate::group_log::OffsetsTopicLog {
+            replicas: replicas.clone(),
+            timeout: Duration::from_millis(config.request_timeout_ms),
+        }),
+    );
+    replicas.on_leadership_change(crate::group_log::leadership_callback(&groups));
+    let apis = Arc::new(KafkaApis {
         broker_id: id,
         config: config.clone(),
         cluster_id,
         admin: AdminZkClient::new(zk.clone()),
         zk,
         controller: handle,
-        metadata: MetadataCache::new(),
+        metadata,
         replicas: replicas.clone(),
-        shutting_down: watch::channel(false).0,
-        fetchers: crate::replication::FetcherManager::new(),
         fetch_sessions: crate::fetch_session::FetchSessionCache::new(
             config.max_incremental_fetch_session_cache_slots,
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.subsec_nanos() ^ (id as u32).rotate_left(16)),
         ),
-        groups: crate::group::GroupCoordinator::with_log(
-            id,
-            crate::group::GroupConfig {
-                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-                offsets_topic_num_partitions: config.offsets_topic_num_partitions,
-                ..crate::group::GroupConfig::default()
-            },
-            Arc::new(crate::group_log::OffsetsTopicLog {
-                replicas: replicas.clone(),
-                timeout: Duration::from_millis(config.request_timeout_ms),
-            }),
-        ),
-        metrics: Default::default(),
+        groups,
         producer_ids: Default::default(),
-        alter_partitions: Default::default(),
-        self_ref: std::sync::OnceLock::new(),
     });
-    let _ = broker.self_ref.set(Arc::downgrade(&broker));
-    broker.fetchers.set_broker(Arc::downgrade(&broker));
+    let broker = Arc::new(Broker {
+        apis: apis.clone(),
+        shutting_down: watch::channel(false).0,
+    });
 
     let mut timers = Vec::new();
     timers.push(every(
@@ -258,15 +241,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         },
     ));
     {
-        let weak = Arc::downgrade(&broker);
+        let weak = Arc::downgrade(&replicas);
         let period = Duration::from_millis((config.replica_lag_time_max_ms / 2).max(10));
         timers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(b) = weak.upgrade() else { return };
-                crate::isr::maybe_shrink_all(&b);
+                let Some(r) = weak.upgrade() else { return };
+                r.maybe_shrink_isr();
             }
         }));
     }
@@ -282,12 +265,16 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         ));
     }
 
-    timers.extend(crate::metrics::start(metrics_listener, &broker));
+    timers.extend(crate::metrics::start(
+        metrics_listener,
+        &apis,
+        broker.shutting_down.subscribe(),
+    ));
     let mut servers = Vec::new();
     for listener in listeners {
         servers.push(tokio::spawn(crate::server::run(
             listener,
-            broker.clone(),
+            apis.clone(),
             broker.shutting_down.subscribe(),
         )));
     }
@@ -325,15 +312,15 @@ fn every<F: Fn() + Send + Sync + 'static>(period: Duration, f: F) -> tokio::task
 impl Running {
     /// Kafka's shutdown sequence; see the module doc.
     pub async fn shutdown(self) {
-        let b = &self.broker;
+        let b = &self.broker.apis;
         let id = b.broker_id;
         info!(broker_id = id, "shutting down");
         if b.config.controlled_shutdown_enable {
             controlled_shutdown(b).await;
         }
-        b.shutting_down.send_replace(true);
+        self.broker.shutting_down.send_replace(true);
         let _ = self.server.await;
-        b.fetchers.shutdown();
+        b.replicas.fetchers.shutdown();
         for t in &self.timers {
             t.abort();
         }
@@ -356,7 +343,7 @@ impl Running {
 /// Asks the active controller to move our leaderships away (Kafka's `controlledShutdown`):
 /// up to `controlled.shutdown.max.retries` attempts, `controlled.shutdown.retry.backoff.ms`
 /// apart, until the controller answers with no remaining partitions.
-async fn controlled_shutdown(b: &Broker) {
+async fn controlled_shutdown(b: &KafkaApis) {
     let id = b.broker_id;
     let retries = b.config.controlled_shutdown_max_retries.max(1);
     for attempt in 1..=retries {
@@ -386,22 +373,22 @@ async fn controlled_shutdown(b: &Broker) {
     );
 }
 
-async fn try_controlled_shutdown(b: &Broker) -> anyhow::Result<usize> {
+async fn try_controlled_shutdown(b: &KafkaApis) -> Result<usize> {
     let controller_id =
         b.zk.get_controller_id()
             .await?
-            .ok_or_else(|| anyhow::anyhow!("no controller elected"))?;
+            .ok_or_else(|| Error::lifecycle("no controller elected"))?;
     let info =
-        b.zk.get_broker(controller_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("controller {controller_id} is not registered"))?;
+        b.zk.get_broker(controller_id).await?.ok_or_else(|| {
+            Error::lifecycle(format!("controller {controller_id} is not registered"))
+        })?;
     let ep = info
         .endpoint(&b.config.inter_broker_listener_name)
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            Error::lifecycle(format!(
                 "controller has no {} endpoint",
                 b.config.inter_broker_listener_name
-            )
+            ))
         })?;
     let addr = format!("{}:{}", ep.host, ep.port);
     info!(
@@ -419,7 +406,7 @@ async fn try_controlled_shutdown(b: &Broker) -> anyhow::Result<usize> {
         .with_broker_epoch(b.broker_epoch());
     let resp: ControlledShutdownResponse = conn.send(ApiKey::ControlledShutdown, 3, &req).await?;
     if resp.error_code != 0 {
-        anyhow::bail!("controller answered error code {}", resp.error_code);
+        return Err(Error::Peer(resp.error_code));
     }
     Ok(resp.remaining_partitions.len())
 }

@@ -12,6 +12,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::error::{Error, Result};
+
 /// One connection to a broker.
 pub struct Connection {
     stream: TcpStream,
@@ -23,11 +25,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> anyhow::Result<Self> {
+    pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Self> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| anyhow::anyhow!("connect to {addr} timed out"))??;
-        stream.set_nodelay(true)?;
+            .map_err(|_| Error::network(format!("connect to {addr} timed out")))?
+            .map_err(|e| Error::network(format!("connect to {addr}: {e}")))?;
+        stream.set_nodelay(true).map_err(Error::network)?;
         Ok(Connection {
             stream,
             correlation_id: 0,
@@ -38,12 +41,7 @@ impl Connection {
     }
 
     /// Sends `req` as `key` v`version` and waits for its response.
-    pub async fn send<Req, Resp>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        req: &Req,
-    ) -> anyhow::Result<Resp>
+    pub async fn send<Req, Resp>(&mut self, key: ApiKey, version: i16, req: &Req) -> Result<Resp>
     where
         Req: Encodable + HeaderVersion,
         Resp: Decodable + HeaderVersion,
@@ -57,8 +55,10 @@ impl Connection {
             .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
         let mut buf = BytesMut::with_capacity(128);
         buf.put_i32(0);
-        header.encode(&mut buf, Req::header_version(version))?;
-        req.encode(&mut buf, version)?;
+        header
+            .encode(&mut buf, Req::header_version(version))
+            .map_err(Error::network)?;
+        req.encode(&mut buf, version).map_err(Error::network)?;
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         let timeout = self.timeout;
@@ -68,22 +68,23 @@ impl Connection {
             stream.write_all(&buf).await?;
             let len = stream.read_i32().await?;
             if len < 0 || len as usize > max {
-                anyhow::bail!("bad response size {len}");
+                return Err(Error::network(format!("bad response size {len}")));
             }
             let mut body = BytesMut::zeroed(len as usize);
             stream.read_exact(&mut body).await?;
-            Ok::<Bytes, anyhow::Error>(body.freeze())
+            Ok::<Bytes, Error>(body.freeze())
         })
         .await
-        .map_err(|_| anyhow::anyhow!("{key:?} timed out after {timeout:?}"))??;
-        let h = ResponseHeader::decode(&mut body, Resp::header_version(version))?;
+        .map_err(|_| Error::network(format!("{key:?} timed out after {timeout:?}")))??;
+        let h = ResponseHeader::decode(&mut body, Resp::header_version(version))
+            .map_err(Error::network)?;
         if h.correlation_id != correlation_id {
-            anyhow::bail!(
+            return Err(Error::network(format!(
                 "correlation id {} does not match request {correlation_id}",
                 h.correlation_id
-            );
+            )));
         }
-        let resp = Resp::decode(&mut body, version)?;
+        let resp = Resp::decode(&mut body, version).map_err(Error::network)?;
         if body.has_remaining() {
             tracing::debug!(extra = body.remaining(), "trailing bytes after response");
         }

@@ -31,7 +31,6 @@
 //! controller's event loop: controller figures are atomics the loop publishes after each event.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,31 +40,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 use crate::config::BrokerConfig;
+use crate::isr::IsrMetrics;
 
 /// Largest request head we read before answering 400.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a scraper may take to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The broker's own counters (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec` meters).
-#[derive(Debug, Default)]
-pub struct BrokerMetrics {
-    isr_shrinks: AtomicU64,
-    isr_expands: AtomicU64,
-}
-
-impl BrokerMetrics {
-    /// Called when the controller accepted an ISR change this broker (the leader) proposed.
-    pub fn record_isr_change(&self, before: usize, after: usize) {
-        if after < before {
-            self.isr_shrinks.fetch_add(1, Ordering::Relaxed);
-        } else if after > before {
-            self.isr_expands.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// The replica manager's figures (Kafka's `ReplicaManager` gauges and meters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,11 +69,11 @@ impl ReplicaMetrics {
     pub fn compute(
         broker_id: i32,
         partitions: impl IntoIterator<Item = PartitionView>,
-        counters: &BrokerMetrics,
+        counters: &IsrMetrics,
     ) -> ReplicaMetrics {
         let mut m = ReplicaMetrics {
-            isr_shrinks: counters.isr_shrinks.load(Ordering::Relaxed),
-            isr_expands: counters.isr_expands.load(Ordering::Relaxed),
+            isr_shrinks: counters.counts().0,
+            isr_expands: counters.counts().1,
             ..ReplicaMetrics::default()
         };
         for (leader, isr, replicas, min_isr) in partitions {
@@ -215,7 +197,7 @@ pub fn render(c: &ControllerMetrics, r: &ReplicaMetrics) -> String {
 }
 
 /// The page for a running broker.
-pub fn render_broker(broker: &Broker) -> String {
+pub fn render_broker(broker: &KafkaApis) -> String {
     let views: Vec<PartitionView> = broker
         .replicas
         .all()
@@ -225,7 +207,7 @@ pub fn render_broker(broker: &Broker) -> String {
             (st.leader, st.isr.len(), st.replicas.len(), st.min_isr)
         })
         .collect();
-    let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.metrics);
+    let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.replicas.isr_metrics);
     let mut out = render(&broker.controller.metrics(), &r);
     let mut lags: Vec<(String, i32, i64)> = broker
         .replicas
@@ -277,7 +259,7 @@ fn render_fetcher_lag(out: &mut String, lags: &[(String, i32, i64)]) {
 
 /// Binds `metrics.port` on the first listener's host, unless it is -1 (done early in start-up,
 /// with the listeners, so a taken port stops the broker before it registers).
-pub async fn bind(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> {
+pub async fn bind(config: &BrokerConfig) -> crate::error::Result<Option<TcpListener>> {
     let port = config.metrics_port;
     if port < 0 {
         return Ok(None);
@@ -289,16 +271,17 @@ pub async fn bind(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> 
         .filter(|h| !h.is_empty())
         .unwrap_or("0.0.0.0");
     let addr = format!("{host}:{port}");
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("metrics.port: cannot bind {addr}: {e}"))?;
+    let listener = TcpListener::bind(&addr).await.map_err(|e| {
+        crate::error::Error::lifecycle(format!("metrics.port: cannot bind {addr}: {e}"))
+    })?;
     Ok(Some(listener))
 }
 
 /// Serves the page on the bound listener until the broker shuts down; returns the task.
 pub fn start(
     listener: Option<TcpListener>,
-    broker: &Arc<Broker>,
+    broker: &Arc<KafkaApis>,
+    shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let listener = listener?;
     match listener.local_addr() {
@@ -306,13 +289,9 @@ pub fn start(
             "serving metrics on http://{local}/metrics"),
         Err(e) => info!(broker_id = broker.broker_id, error = %e, "serving metrics"),
     }
-    let weak: Weak<Broker> = Arc::downgrade(broker);
+    let weak: Weak<KafkaApis> = Arc::downgrade(broker);
     let page = move || weak.upgrade().map(|b| render_broker(&b));
-    Some(tokio::spawn(serve(
-        listener,
-        broker.shutting_down.subscribe(),
-        page,
-    )))
+    Some(tokio::spawn(serve(listener, shutdown, page)))
 }
 
 /// Accepts scrapers until `shutdown` turns true; each connection gets one answer.
@@ -417,7 +396,7 @@ mod tests {
     /// The gauges Kafka defines on the leader only, and the ISR change counters.
     #[test]
     fn replica_metrics_count_only_partitions_led_here() {
-        let counters = BrokerMetrics::default();
+        let counters = IsrMetrics::default();
         counters.record_isr_change(3, 2);
         counters.record_isr_change(2, 3);
         counters.record_isr_change(2, 3);

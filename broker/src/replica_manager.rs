@@ -1,151 +1,47 @@
-//! The partitions this broker hosts, as leader or follower, and the reads and writes on them.
+//! The partitions this broker hosts, as leader or follower, and the entry points that change
+//! or use them: LeaderAndIsr, StopReplica, produce appends and the acks=all wait.
 //!
 //! Kafka concept: the controller tells a broker, with LeaderAndIsr, which replicas it hosts and
 //! whether it leads each one (with the leader epoch and the ISR). The leader appends produced
 //! batches, assigns offsets and stamps its leader epoch; it serves consumers up to the high
-//! watermark, the offset every ISR member has reached. Followers copy the leader's log as is.
-//! Kafka classes mirrored: `kafka.server.ReplicaManager` and `kafka.cluster.Partition`.
+//! watermark, the offset every ISR member has reached. Followers copy the leader's log as is,
+//! through the fetcher manager this type owns; the leader's ISR changes go to the controller
+//! through the AlterPartition manager it owns. Who coordinates what (the group coordinator,
+//! later the transaction coordinator) learns of leadership changes through a callback
+//! registered at start ([`ReplicaManager::on_leadership_change`]), as Kafka's
+//! `becomeLeaderOrFollower(..., onLeadershipChange)`.
+//! Kafka class mirrored: `kafka.server.ReplicaManager` (`becomeLeaderOrFollower`,
+//! `stopReplicas`, `appendRecords`, `maybeShrinkIsr`); one replica is a
+//! [`crate::partition::Partition`].
 //!
 //! Invariants: a LeaderAndIsr with an older controller epoch, or an older leader epoch for a
-//! partition, changes nothing (STALE_CONTROLLER_EPOCH / FENCED_LEADER_EPOCH); the high watermark
-//! never moves backwards on the leader and never passes the log end offset of an ISR member.
+//! partition, changes nothing (STALE_CONTROLLER_EPOCH / FENCED_LEADER_EPOCH); LeaderAndIsr and
+//! StopReplica are applied one at a time (`state_change`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{LeaderAndIsrRequest, StopReplicaRequest};
-use storage::{LogAppendInfo, LogManager, SharedLog};
+use storage::{LogAppendInfo, LogManager};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
+use crate::isr::{AlterPartitionManager, IsrMetrics};
+use crate::metadata_cache::MetadataCache;
+use crate::partition::{FollowerFetchOutcome, Partition};
+use crate::replication::ReplicaFetcherManager;
 
-/// What a follower has told the leader through its fetches.
-#[derive(Debug, Clone)]
-pub struct FollowerState {
-    /// The follower's log end offset (its last fetch offset).
-    pub log_end_offset: i64,
-    /// When the follower last fetched up to the leader's log end offset.
-    pub last_caught_up: Instant,
-    /// The leader's log end offset when the follower last fetched.
-    pub last_fetch_leader_log_end_offset: i64,
-    /// When the follower last fetched.
-    pub last_fetch_time: Instant,
-}
+/// The current broker epoch (it changes when the broker re-registers after a session expiry).
+pub type BrokerEpoch = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// Replication state of one hosted partition, changed only by LeaderAndIsr (and, on the leader,
-/// by follower fetches moving the high watermark).
-#[derive(Debug, Clone)]
-pub struct PartitionState {
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    pub isr: Vec<i32>,
-    pub replicas: Vec<i32>,
-    pub controller_epoch: i32,
-    pub high_watermark: i64,
-    pub followers: HashMap<i32, FollowerState>,
-    /// min.insync.replicas for this topic.
-    pub min_isr: i32,
-    /// An AlterPartition for this partition is waiting for the controller's answer.
-    pub isr_change_in_flight: bool,
-    /// While following: the leader's high watermark in the last fetch answer minus this
-    /// replica's log end offset after appending it, at least 0 (Kafka's FetcherLagMetrics
-    /// ConsumerLag). None until the first answer from the current leader.
-    pub fetcher_lag: Option<i64>,
-}
-
-/// One hosted replica: its log and its replication state.
-pub struct Partition {
-    pub topic: String,
-    pub partition: i32,
-    pub topic_id: Uuid,
-    pub log: SharedLog,
-    pub state: Mutex<PartitionState>,
-}
-
-impl Partition {
-    /// A hosted partition before its first LeaderAndIsr: no leader, no ISR, epochs unknown.
-    pub fn new(
-        topic: String,
-        partition: i32,
-        topic_id: Uuid,
-        log: SharedLog,
-        high_watermark: i64,
-    ) -> Self {
-        Partition {
-            topic,
-            partition,
-            topic_id,
-            log,
-            state: Mutex::new(PartitionState {
-                leader: -1,
-                leader_epoch: -1,
-                partition_epoch: -1,
-                isr: Vec::new(),
-                replicas: Vec::new(),
-                controller_epoch: -1,
-                high_watermark,
-                followers: HashMap::new(),
-                min_isr: 1,
-                isr_change_in_flight: false,
-                fetcher_lag: None,
-            }),
-        }
-    }
-
-    pub fn state(&self) -> std::sync::MutexGuard<'_, PartitionState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    pub fn log(&self) -> std::sync::MutexGuard<'_, storage::Log> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    pub fn log_end_offset(&self) -> i64 {
-        self.log().log_end_offset()
-    }
-
-    /// Recomputes the leader's high watermark: the lowest log end offset among the ISR
-    /// (the leader's own included). Returns true if it moved.
-    pub fn maybe_advance_high_watermark(&self, broker_id: i32) -> bool {
-        let leo = self.log_end_offset();
-        self.state().advance_high_watermark(broker_id, leo)
-    }
-}
-
-impl PartitionState {
-    /// On the leader whose log ends at `leo`: moves the high watermark up to the lowest log end
-    /// offset in the ISR (the leader's own included). Returns true if it moved.
-    pub fn advance_high_watermark(&mut self, broker_id: i32, leo: i64) -> bool {
-        if self.leader != broker_id {
-            return false;
-        }
-        let mut hw = leo;
-        for r in &self.isr {
-            if *r == broker_id {
-                continue;
-            }
-            let f = self.followers.get(r).map_or(0, |f| f.log_end_offset);
-            hw = hw.min(f);
-        }
-        if hw > self.high_watermark {
-            self.high_watermark = hw;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Why an operation on a partition failed, as a Kafka error code.
-pub type Code = i16;
-
-pub fn code(e: ResponseError) -> Code {
-    e.code()
-}
+/// Called after LeaderAndIsr and StopReplica with the partitions this broker now leads
+/// (`elected`) and those it no longer leads (`resigned`), as (topic, partition).
+pub type LeadershipCallback = Box<dyn Fn(&[(String, i32)], &[(String, i32)]) + Send + Sync>;
 
 /// One topic's hosted partitions, by partition number (numbers are dense from 0, so a slot
 /// per number: a fetch naming thousands of them indexes instead of hashing). Numbers from
@@ -214,11 +110,23 @@ impl Hosted<'_> {
     }
 }
 
-/// The broker's hosted partitions.
+/// The broker's hosted partitions, their fetchers and their ISR changes.
 pub struct ReplicaManager {
     pub broker_id: i32,
     pub config: Arc<BrokerConfig>,
     pub logs: Arc<LogManager>,
+    /// The cluster as the controller last described it: where leaders and the controller are.
+    pub metadata: Arc<MetadataCache>,
+    /// This broker's current epoch, sent with AlterPartition.
+    pub broker_epoch: BrokerEpoch,
+    /// Followers' fetchers (Kafka's `ReplicaFetcherManager`).
+    pub fetchers: ReplicaFetcherManager,
+    /// Batches the leader's ISR changes into AlterPartition requests.
+    pub alter_partitions: AlterPartitionManager,
+    /// ISR shrink/expand counters for the metrics endpoint.
+    pub isr_metrics: IsrMetrics,
+    /// Told of leadership changes (the group coordinator); set once at start.
+    leadership_callback: OnceLock<LeadershipCallback>,
     /// By topic, then partition: a lookup borrows the topic name (no allocation), and a
     /// fetch naming thousands of partitions of one topic resolves the topic once.
     partitions: RwLock<HashMap<String, TopicPartitions>>,
@@ -236,20 +144,54 @@ pub struct LeaderAndIsrOutcome {
     pub topic: String,
     pub partition: i32,
     pub topic_id: Uuid,
-    pub error: Code,
+    pub error: Option<Error>,
 }
 
 impl ReplicaManager {
-    pub fn new(broker_id: i32, config: Arc<BrokerConfig>, logs: Arc<LogManager>) -> Self {
-        ReplicaManager {
+    /// The replica manager, in its `Arc`: its fetchers and AlterPartition sender hold a
+    /// `Weak` to it (they stop when it is gone).
+    pub fn new(
+        broker_id: i32,
+        config: Arc<BrokerConfig>,
+        logs: Arc<LogManager>,
+        metadata: Arc<MetadataCache>,
+        broker_epoch: BrokerEpoch,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me: &Weak<ReplicaManager>| ReplicaManager {
             broker_id,
             config,
             logs,
+            metadata,
+            broker_epoch,
+            fetchers: ReplicaFetcherManager::new(me.clone()),
+            alter_partitions: AlterPartitionManager::new(me.clone()),
+            isr_metrics: IsrMetrics::default(),
+            leadership_callback: OnceLock::new(),
             partitions: RwLock::new(HashMap::new()),
             controller_epoch: Mutex::new(0),
             progress: watch::channel(0).0,
             state_change: Mutex::new(()),
+        })
+    }
+
+    /// Registers who is told of leadership changes (once, at start; later calls are ignored).
+    pub fn on_leadership_change(&self, callback: LeadershipCallback) {
+        let _ = self.leadership_callback.set(callback);
+    }
+
+    /// Tells the callback which of `changed` this broker now leads and which it does not.
+    fn report_leadership(&self, changed: &[(String, i32)]) {
+        let Some(cb) = self.leadership_callback.get() else {
+            return;
+        };
+        if changed.is_empty() {
+            return;
         }
+        let (elected, resigned): (Vec<_>, Vec<_>) = changed.iter().cloned().partition(|(t, p)| {
+            self.get(t, *p)
+                .is_some_and(|part| part.state().leader == self.broker_id)
+        });
+        cb(&elected, &resigned);
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -352,10 +294,10 @@ impl ReplicaManager {
                     topic: topic.clone(),
                     partition: p.partition_index,
                     topic_id: t.topic_id,
-                    error: 0,
+                    error: None,
                 };
                 if !p.replicas.iter().any(|r| r.0 == self.broker_id) {
-                    outcome.error = code(ResponseError::UnknownTopicOrPartition);
+                    outcome.error = Some(Error::UnknownTopicOrPartition);
                     out.push(outcome);
                     continue;
                 }
@@ -366,7 +308,7 @@ impl ReplicaManager {
                         warn!(topic = %topic, partition = p.partition_index,
                             leader_epoch = p.leader_epoch, current_leader_epoch = st.leader_epoch,
                             "ignoring LeaderAndIsr with an older leader epoch");
-                        outcome.error = code(ResponseError::StaleControllerEpoch);
+                        outcome.error = Some(Error::StaleControllerEpoch);
                         out.push(outcome);
                         continue;
                     }
@@ -379,7 +321,7 @@ impl ReplicaManager {
                             leader_epoch = p.leader_epoch,
                             "ignoring LeaderAndIsr at the leader epoch we already have");
                         same_epoch += 1;
-                        outcome.error = code(ResponseError::StaleControllerEpoch);
+                        outcome.error = Some(Error::StaleControllerEpoch);
                         out.push(outcome);
                         continue;
                     }
@@ -395,58 +337,21 @@ impl ReplicaManager {
                         Ok(part) => part,
                         Err(e) => {
                             warn!(topic = %topic, partition = p.partition_index, error = %e, "cannot open log");
-                            outcome.error = code(ResponseError::KafkaStorageError);
+                            outcome.error = Some(e);
                             out.push(outcome);
                             continue;
                         }
                     },
                 };
                 let isr: Vec<i32> = p.isr.iter().map(|b| b.0).collect();
-                let replicas: Vec<i32> = p.replicas.iter().map(|b| b.0).collect();
-                let is_leader = p.leader.0 == self.broker_id;
-                let leo = part.log_end_offset();
-                {
-                    let mut st = part.state();
-                    let was_leader = st.leader == self.broker_id;
-                    let new_epoch = p.leader_epoch > st.leader_epoch;
-                    if st.leader != p.leader.0 {
-                        st.fetcher_lag = None;
-                    }
-                    st.leader = p.leader.0;
-                    st.leader_epoch = p.leader_epoch;
-                    st.partition_epoch = p.partition_epoch;
-                    st.isr = isr.clone();
-                    st.replicas = replicas;
-                    st.controller_epoch = p.controller_epoch;
-                    st.isr_change_in_flight = false;
-                    st.min_isr = self.config.min_isr_for(overrides);
-                    if is_leader && (!was_leader || new_epoch) {
-                        // Kafka's makeLeader: followers start unknown, caught-up clock now.
-                        st.followers.clear();
-                        let now = Instant::now();
-                        for r in &st.replicas.clone() {
-                            if *r != self.broker_id {
-                                st.followers.insert(
-                                    *r,
-                                    FollowerState {
-                                        log_end_offset: -1,
-                                        last_caught_up: now,
-                                        last_fetch_leader_log_end_offset: -1,
-                                        last_fetch_time: now,
-                                    },
-                                );
-                            }
-                        }
-                        st.high_watermark = st.high_watermark.min(leo);
-                    }
-                    if !is_leader {
-                        st.followers.clear();
-                    }
-                }
+                let is_leader = part.make_leader_or_follower(
+                    self.broker_id,
+                    p,
+                    self.config.min_isr_for(overrides),
+                );
                 if is_leader {
                     new_epochs.push((part.clone(), p.leader_epoch));
                 }
-                part.maybe_advance_high_watermark(self.broker_id);
                 info!(
                     topic = %topic,
                     partition = p.partition_index,
@@ -504,9 +409,27 @@ impl ReplicaManager {
         }
         // Long-polling fetches re-read their partitions when woken: only when a replica's
         // state changed (a new controller's LeaderAndIsr at known epochs changes none).
-        if out.iter().any(|o| o.error == 0) {
+        if out.iter().any(|o| o.error.is_none()) {
             self.notify_progress();
         }
+        // Kafka's makeFollowers adds fetchers (after truncation) and makeLeaders removes them.
+        let mut changed = Vec::new();
+        for o in out.iter().filter(|o| o.error.is_none()) {
+            changed.push((o.topic.clone(), o.partition));
+            let Some(part) = self.get(&o.topic, o.partition) else {
+                continue;
+            };
+            let (leader, epoch) = {
+                let st = part.state();
+                (st.leader, st.leader_epoch)
+            };
+            if leader == self.broker_id || leader < 0 {
+                self.fetchers.remove(&o.topic, o.partition);
+            } else {
+                self.fetchers.add(&o.topic, o.partition, leader, epoch);
+            }
+        }
+        self.report_leadership(&changed);
         out
     }
 
@@ -516,15 +439,12 @@ impl ReplicaManager {
         partition: i32,
         topic_id: Uuid,
         overrides: &BTreeMap<String, String>,
-    ) -> Result<Arc<Partition>, String> {
+    ) -> Result<Arc<Partition>> {
         let cfg = self
             .config
             .log_config_with(overrides)
             .unwrap_or_else(|_| self.config.default_log_config());
-        let log = self
-            .logs
-            .get_or_create_log(topic, partition, cfg)
-            .map_err(|e| e.to_string())?;
+        let log = self.logs.get_or_create_log(topic, partition, cfg)?;
         if !topic_id.is_nil() {
             let id = zk::data::encode_uuid(topic_id);
             if let Err(e) = self.logs.write_partition_metadata(topic, partition, &id) {
@@ -555,9 +475,9 @@ impl ReplicaManager {
         Ok(part)
     }
 
-    /// Applies StopReplica: stops serving each partition, deleting its log when asked.
-    /// Returns (topic, partition, error code) for every partition in the request.
-    pub fn stop_replicas(&self, req: &StopReplicaRequest) -> Vec<(String, i32, Code)> {
+    /// Applies StopReplica: stops serving and fetching each partition, deleting its log when
+    /// asked. Returns (topic, partition, error) for every partition in the request.
+    pub fn stop_replicas(&self, req: &StopReplicaRequest) -> Vec<(String, i32, Option<Error>)> {
         let _changing = self.state_change.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for t in &req.topic_states {
@@ -571,7 +491,7 @@ impl ReplicaManager {
                         out.push((
                             topic.clone(),
                             p.partition_index,
-                            code(ResponseError::FencedLeaderEpoch),
+                            Some(Error::FencedLeaderEpoch),
                         ));
                         continue;
                     }
@@ -585,11 +505,11 @@ impl ReplicaManager {
                         }
                     }
                 }
-                let mut err = 0;
+                let mut err = None;
                 if p.delete_partition && self.logs.get_log(&topic, p.partition_index).is_some() {
                     if let Err(e) = self.logs.delete_log(&topic, p.partition_index) {
                         warn!(topic = %topic, partition = p.partition_index, error = %e, "cannot delete log");
-                        err = code(ResponseError::KafkaStorageError);
+                        err = Some(Error::Storage(e));
                     }
                 }
                 info!(topic = %topic, partition = p.partition_index, delete = p.delete_partition,
@@ -598,101 +518,98 @@ impl ReplicaManager {
             }
         }
         self.notify_progress();
+        let stopped: Vec<(String, i32)> = out.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        for (t, p) in &stopped {
+            self.fetchers.remove(t, *p);
+        }
+        self.report_leadership(&stopped);
         out
     }
 
     /// The leader for (topic, partition) on this broker, or the error to answer.
-    pub fn leader_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Code> {
+    pub fn leader_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>> {
         match self.get(topic, partition) {
             Some(p) if p.state().leader == self.broker_id => Ok(p),
-            Some(_) => Err(code(ResponseError::NotLeaderOrFollower)),
-            None => Err(code(ResponseError::NotLeaderOrFollower)),
+            Some(_) | None => Err(Error::NotLeaderOrFollower),
         }
     }
 
-    /// Appends produced batches as leader. `acks` is -1, 0 or 1.
+    /// Appends produced batches as leader (Kafka's `appendRecords` for one partition). `acks`
+    /// is -1, 0 or 1; returns what was appended and the leader epoch to wait in for acks=all.
     pub fn append_as_leader(
         &self,
         part: &Partition,
         records: Bytes,
         acks: i16,
-    ) -> Result<(LogAppendInfo, i32), Code> {
-        let (leader_epoch, isr_len, min_isr) = {
-            let st = part.state();
-            (st.leader_epoch, st.isr.len() as i32, st.min_isr)
-        };
-        if acks == -1 && isr_len < min_isr {
-            return Err(code(ResponseError::NotEnoughReplicas));
+    ) -> Result<(LogAppendInfo, i32)> {
+        let (info, epoch) = part.append_records_to_leader(self.broker_id, records, acks)?;
+        if !info.duplicate {
+            self.notify_progress();
         }
-        // The client's bytes go to the file as received; only each batch's 16-byte prefix
-        // (base offset, leader epoch) is patched in a side buffer.
-        let info = part
-            .log()
-            .append_as_leader_shared(records, leader_epoch)
-            .map_err(|e| e.kafka_error_code())?;
-        if let Err(e) = part.log().maybe_flush() {
-            warn!(topic = %part.topic, partition = part.partition, error = %e, "flush failed");
-        }
-        if info.duplicate {
-            // A retry of a batch already in the log (idempotent producer), perhaps written
-            // under an earlier leader: the acks=all wait follows the epoch it was written in.
-            let written_in = part.log().epoch_for_offset(info.last_offset);
-            return Ok((info, written_in.unwrap_or(leader_epoch)));
-        }
-        part.maybe_advance_high_watermark(self.broker_id);
-        self.notify_progress();
-        Ok((info, leader_epoch))
+        Ok((info, epoch))
     }
 
-    /// Waits until the high watermark reaches `offset` (acks=all), or the timeout.
-    ///
-    /// Kafka answers NOT_LEADER_OR_FOLLOWER as soon as the leader is demoted, even when the
-    /// batch was already replicated, and a retrying producer without idempotence then writes
-    /// it twice. We keep waiting after a demotion: as a follower this broker learns the high
-    /// watermark from the new leader, and once it passes `offset` while our log still holds
-    /// the batch in the epoch we appended it (`leader_epoch`), the batch is committed and the
-    /// answer is success. If the batch is truncated away (it was never replicated), the answer
-    /// is NOT_LEADER_OR_FOLLOWER, as Kafka's.
+    /// Waits until the high watermark reaches `offset` (acks=all), or the timeout: Kafka's
+    /// `DelayedProduce`, re-checking [`Partition::check_enough_replicas_reach_offset`] on every
+    /// progress signal. A partition no longer hosted answers NOT_LEADER_OR_FOLLOWER; at the
+    /// timeout, REQUEST_TIMED_OUT if we still lead, NOT_LEADER_OR_FOLLOWER if not.
     pub async fn wait_for_high_watermark(
         &self,
         part: &Partition,
         offset: i64,
         leader_epoch: i32,
         timeout: Duration,
-    ) -> Result<(), Code> {
+    ) -> Result<()> {
         let mut rx = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let still_ours = {
-                let log = part.log();
-                log.log_end_offset() >= offset
-                    && log.epoch_for_offset(offset - 1) == Some(leader_epoch)
-            };
-            if !still_ours {
-                return Err(code(ResponseError::NotLeaderOrFollower));
-            }
+            if let Some(done) =
+                part.check_enough_replicas_reach_offset(self.broker_id, offset, leader_epoch)
             {
-                let st = part.state();
-                if st.high_watermark >= offset {
-                    if st.leader == self.broker_id && (st.isr.len() as i32) < st.min_isr {
-                        return Err(code(ResponseError::NotEnoughReplicasAfterAppend));
-                    }
-                    return Ok(());
-                }
+                return done;
             }
             if self.get(&part.topic, part.partition).is_none() {
-                return Err(code(ResponseError::NotLeaderOrFollower));
+                return Err(Error::NotLeaderOrFollower);
             }
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await
                 .is_err()
             {
                 let st = part.state();
-                return Err(code(if st.leader == self.broker_id {
-                    ResponseError::RequestTimedOut
+                return Err(if st.leader == self.broker_id {
+                    Error::RequestTimedOut
                 } else {
-                    ResponseError::NotLeaderOrFollower
-                }));
+                    Error::NotLeaderOrFollower
+                });
+            }
+        }
+    }
+
+    /// After a follower's fetch of a partition this broker leads: wakes the waiters if the
+    /// high watermark moved, and sends the ISR expansion the fetch allowed, if any.
+    pub fn complete_follower_fetch(
+        &self,
+        part: &Arc<Partition>,
+        replica_id: i32,
+        outcome: FollowerFetchOutcome,
+    ) {
+        if outcome.high_watermark_moved {
+            self.notify_progress();
+        }
+        if let Some(proposal) = outcome.expansion {
+            self.alter_partitions
+                .submit_expansion(part, replica_id, proposal);
+        }
+    }
+
+    /// Leader side, every `replica.lag.time.max.ms / 2` (Kafka's `maybeShrinkIsr` task): each
+    /// led partition whose followers fell behind proposes a smaller ISR to the controller.
+    pub fn maybe_shrink_isr(&self) {
+        let lag = Duration::from_millis(self.config.replica_lag_time_max_ms);
+        let now = Instant::now();
+        for part in self.all() {
+            if let Some(proposal) = part.maybe_shrink_isr(self.broker_id, lag, now) {
+                self.alter_partitions.submit(&part, proposal);
             }
         }
     }
@@ -869,7 +786,7 @@ mod leader_and_isr_tests {
     use kafka_protocol::messages::{BrokerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
-    fn manager(dir: &std::path::Path) -> ReplicaManager {
+    fn manager(dir: &std::path::Path) -> Arc<ReplicaManager> {
         let pairs = [
             ("broker.id", "1"),
             ("zookeeper.connect", "127.0.0.1:1"),
@@ -885,7 +802,13 @@ mod leader_and_isr_tests {
         };
         let logs =
             LogManager::open(&[dir.to_path_buf()], &meta, config.default_log_config()).unwrap();
-        ReplicaManager::new(1, config, Arc::new(logs))
+        ReplicaManager::new(
+            1,
+            config,
+            Arc::new(logs),
+            Arc::new(MetadataCache::new()),
+            Arc::new(|| 0),
+        )
     }
 
     fn request(leader: i32, leader_epoch: i32, isr: &[i32]) -> LeaderAndIsrRequest {
@@ -908,13 +831,13 @@ mod leader_and_isr_tests {
     /// Kafka's rule: a LeaderAndIsr at the leader epoch the broker already has (what a new
     /// controller sends for every partition) is ignored with STALE_CONTROLLER_EPOCH and changes
     /// nothing; a newer epoch is applied; an older one is refused.
-    #[test]
-    fn only_a_newer_leader_epoch_changes_the_replica() {
+    #[tokio::test]
+    async fn only_a_newer_leader_epoch_changes_the_replica() {
         let d = tempfile::tempdir().unwrap();
         let rm = manager(d.path());
         let none = HashMap::new();
         let first = rm.become_leader_or_follower(&request(1, 4, &[1, 2]), &none);
-        assert_eq!(first[0].error, 0);
+        assert!(first[0].error.is_none());
         let part = rm.get("t", 0).unwrap();
         {
             let mut st = part.state();
@@ -923,7 +846,7 @@ mod leader_and_isr_tests {
         }
         // Same epoch, even with another ISR: ignored, follower state kept.
         let again = rm.become_leader_or_follower(&request(1, 4, &[1]), &none);
-        assert_eq!(again[0].error, 11);
+        assert_eq!(again[0].error.as_ref().map(Error::code), Some(11));
         {
             let st = part.state();
             assert_eq!(st.isr, vec![1, 2]);
@@ -931,16 +854,154 @@ mod leader_and_isr_tests {
         }
         // Older: refused.
         let older = rm.become_leader_or_follower(&request(2, 3, &[2]), &none);
-        assert_eq!(older[0].error, 11);
+        assert_eq!(older[0].error.as_ref().map(Error::code), Some(11));
         assert_eq!(part.state().leader, 1);
         // Newer: applied (now a follower of 2).
         let newer = rm.become_leader_or_follower(&request(2, 5, &[2, 1]), &none);
-        assert_eq!(newer[0].error, 0);
+        assert!(newer[0].error.is_none());
         let st = part.state();
         assert_eq!(
             (st.leader, st.leader_epoch, st.isr.clone()),
             (2, 5, vec![2, 1])
         );
         assert!(st.followers.is_empty());
+    }
+
+    fn stop(delete: bool) -> StopReplicaRequest {
+        use kafka_protocol::messages::stop_replica_request::{
+            StopReplicaPartitionState, StopReplicaTopicState,
+        };
+        StopReplicaRequest::default()
+            .with_controller_epoch(3)
+            .with_topic_states(vec![StopReplicaTopicState::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_states(vec![StopReplicaPartitionState::default()
+                    .with_partition_index(0)
+                    .with_leader_epoch(-1)
+                    .with_delete_partition(delete)])])
+    }
+
+    /// Kafka: ReplicaManager.becomeLeaderOrFollower calls onLeadershipChange with the
+    /// partitions made leader and follower; StopReplica resigns too (the group coordinator's
+    /// `onResignation`).
+    #[tokio::test]
+    async fn leadership_changes_reach_the_callback() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        type Seen = Vec<(Vec<(String, i32)>, Vec<(String, i32)>)>;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let s = seen.clone();
+        rm.on_leadership_change(Box::new(move |elected, resigned| {
+            s.lock()
+                .unwrap()
+                .push((elected.to_vec(), resigned.to_vec()));
+        }));
+        let none = HashMap::new();
+        let t0 = || vec![("t".to_string(), 0)];
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &none);
+        // The same epoch again changes nothing, and is not reported.
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &none);
+        rm.become_leader_or_follower(&request(2, 2, &[2, 1]), &none);
+        let stopped = rm.stop_replicas(&stop(true));
+        assert!(stopped[0].2.is_none());
+        assert!(rm.get("t", 0).is_none());
+        let seen = seen.lock().unwrap();
+        assert_eq!(*seen, vec![(t0(), vec![]), (vec![], t0()), (vec![], t0())]);
+    }
+
+    /// Kafka: DelayedProduce completes when checkEnoughReplicasReachOffset says the high
+    /// watermark passed the batch, and expires with REQUEST_TIMED_OUT on the leader.
+    #[tokio::test(start_paused = true)]
+    async fn acks_all_waits_for_the_follower_then_times_out_without_it() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &HashMap::new());
+        let part = rm.get("t", 0).unwrap();
+        let batch = || Bytes::from(storage::batch::simple_batch(0, 2, 10, 1_000));
+        let (info, epoch) = rm
+            .append_as_leader(&part, batch(), -1)
+            .expect("ISR of 2 meets min.insync.replicas 1");
+        let end = info.last_offset + 1;
+        let waiter = {
+            let (rm, part) = (rm.clone(), part.clone());
+            tokio::spawn(async move {
+                rm.wait_for_high_watermark(&part, end, epoch, Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "follower 2 has not fetched yet");
+        // Follower 2 fetches at the log end: the high watermark moves, the waiter is answered.
+        part.state()
+            .update_follower_fetch_state(2, end, end, Instant::now());
+        assert!(part.maybe_advance_high_watermark(1));
+        rm.notify_progress();
+        waiter.await.unwrap().expect("committed");
+        // A second batch the follower never fetches: REQUEST_TIMED_OUT at the timeout.
+        let (info, epoch) = rm.append_as_leader(&part, batch(), -1).unwrap();
+        let waited = rm
+            .wait_for_high_watermark(&part, info.last_offset + 1, epoch, Duration::from_secs(5))
+            .await;
+        assert!(matches!(waited, Err(Error::RequestTimedOut)), "{waited:?}");
+    }
+
+    /// Our divergence from Kafka, kept on purpose: a leader demoted while an acks=all batch
+    /// waits keeps waiting; the batch is committed (success) once the new leader's high
+    /// watermark, learnt as a follower, passes it, and NOT_LEADER_OR_FOLLOWER if truncation
+    /// removes it (it was never replicated).
+    #[tokio::test(start_paused = true)]
+    async fn demoted_leader_answers_acks_all_by_what_the_new_leader_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        let none = HashMap::new();
+        rm.become_leader_or_follower(&request(1, 1, &[1, 2]), &none);
+        let part = rm.get("t", 0).unwrap();
+        let batch = || Bytes::from(storage::batch::simple_batch(0, 2, 10, 1_000));
+        let wait = |end: i64, epoch: i32| {
+            let (rm, part) = (rm.clone(), part.clone());
+            tokio::spawn(async move {
+                rm.wait_for_high_watermark(&part, end, epoch, Duration::from_secs(30))
+                    .await
+            })
+        };
+        let (first, epoch) = rm.append_as_leader(&part, batch(), -1).unwrap();
+        let committed = wait(first.last_offset + 1, epoch);
+        let (second, epoch) = rm.append_as_leader(&part, batch(), -1).unwrap();
+        let lost = wait(second.last_offset + 1, epoch);
+        tokio::task::yield_now().await;
+        // Broker 2 takes over; as its follower we learn its high watermark: the first batch.
+        rm.become_leader_or_follower(&request(2, 2, &[2, 1]), &none);
+        part.append_records_to_follower(Bytes::new(), first.last_offset + 1)
+            .unwrap();
+        rm.notify_progress();
+        committed
+            .await
+            .unwrap()
+            .expect("the new leader had the first batch");
+        assert!(!lost.is_finished());
+        // The second batch never reached broker 2: truncated away.
+        part.truncate_to(
+            first.last_offset + 1,
+            "test: the new leader's log ends here",
+        );
+        rm.notify_progress();
+        assert!(matches!(
+            lost.await.unwrap(),
+            Err(Error::NotLeaderOrFollower)
+        ));
+    }
+
+    /// Kafka: ReplicaManager.stopReplicas refuses a request naming an older leader epoch
+    /// (FENCED_LEADER_EPOCH) and keeps the replica.
+    #[tokio::test]
+    async fn stop_replica_with_an_older_leader_epoch_is_fenced() {
+        let d = tempfile::tempdir().unwrap();
+        let rm = manager(d.path());
+        rm.become_leader_or_follower(&request(1, 5, &[1, 2]), &HashMap::new());
+        let mut req = stop(false);
+        req.topic_states[0].partition_states[0].leader_epoch = 4;
+        let out = rm.stop_replicas(&req);
+        assert_eq!(out[0].2.as_ref().map(Error::code), Some(74));
+        assert!(rm.get("t", 0).is_some());
     }
 }

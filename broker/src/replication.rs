@@ -1,5 +1,5 @@
-//! Replication between brokers: followers fetching from leaders, and the leader's view of its
-//! followers (the ISR and the high watermark).
+//! Replication between brokers, the follower's side: fetching from leaders (the leader's view
+//! of its followers, the ISR and the high watermark, is `crate::partition::Partition`'s).
 //!
 //! Kafka concept: a follower is a consumer with a `replica_id`: it fetches from the leader and
 //! appends the leader's batches unchanged (offsets and leader epochs kept). Each fetch tells the
@@ -10,8 +10,8 @@
 //!
 //! Kafka classes mirrored: `ReplicaFetcherManager` (one fetcher per source broker and fetcher
 //! index, `num.replica.fetchers`), `ReplicaFetcherThread` / `AbstractFetcherThread` (truncate,
-//! then fetch; back off `replica.fetch.backoff.ms` on errors), and
-//! `Partition.updateFollowerFetchState` (the caught-up clock behind `replica.lag.time.max.ms`).
+//! then fetch; back off `replica.fetch.backoff.ms` on errors). The fetchers hold the replica
+//! manager weakly (they stop when it is gone), not the broker.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -32,37 +32,15 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
 use crate::client::Connection;
+use crate::error::{Error, Result};
 use crate::fetch_session::{next_epoch, PartitionParams, INITIAL_EPOCH};
-use crate::replica_manager::{LeaderAndIsrOutcome, Partition, PartitionState};
+use crate::partition::Partition;
+use crate::replica_manager::ReplicaManager;
 
 /// Fetch version the followers use (v12: flexible, names not ids, as Kafka 3.x with IBP 3.x
 /// below topic-id fetches).
 const FETCH_VERSION: i16 = 12;
-
-/// A follower fetched at `fetch_offset` (its log end offset) from a leader whose log ends at
-/// `leo`, at `now`; called with the partition's state locked. Kafka's rule for the caught-up
-/// clock: caught up now if it reached the leader's log end offset, or caught up as of its
-/// previous fetch if it reached the log end offset the leader had then.
-pub fn record_follower_fetch(
-    st: &mut PartitionState,
-    replica_id: i32,
-    fetch_offset: i64,
-    leo: i64,
-    now: Instant,
-) {
-    if let Some(f) = st.followers.get_mut(&replica_id) {
-        if fetch_offset >= leo {
-            f.last_caught_up = now;
-        } else if fetch_offset >= f.last_fetch_leader_log_end_offset {
-            f.last_caught_up = f.last_caught_up.max(f.last_fetch_time);
-        }
-        f.log_end_offset = fetch_offset;
-        f.last_fetch_leader_log_end_offset = leo;
-        f.last_fetch_time = now;
-    }
-}
 
 /// What a fetcher knows about one of its partitions.
 #[derive(Clone)]
@@ -93,21 +71,19 @@ impl Drop for Fetcher {
     }
 }
 
-/// Kafka's `ReplicaFetcherManager`.
-#[derive(Default)]
-pub struct FetcherManager {
-    broker: OnceLock<Weak<Broker>>,
+/// Kafka's `ReplicaFetcherManager`. Owned by the replica manager; its fetchers hold the
+/// replica manager weakly and stop when it is gone.
+pub struct ReplicaFetcherManager {
+    replicas: Weak<ReplicaManager>,
     fetchers: Mutex<HashMap<(i32, u32), Arc<Fetcher>>>,
 }
 
-impl FetcherManager {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Called once the broker is in its `Arc`.
-    pub fn set_broker(&self, broker: Weak<Broker>) {
-        let _ = self.broker.set(broker);
+impl ReplicaFetcherManager {
+    pub fn new(replicas: Weak<ReplicaManager>) -> Self {
+        ReplicaFetcherManager {
+            replicas,
+            fetchers: Mutex::new(HashMap::new()),
+        }
     }
 
     fn fetcher_index(topic: &str, partition: i32, n: u32) -> u32 {
@@ -120,21 +96,18 @@ impl FetcherManager {
     /// Starts fetching `(topic, partition)` from `leader`, truncating first.
     pub fn add(&self, topic: &str, partition: i32, leader: i32, leader_epoch: i32) {
         self.remove(topic, partition);
-        let Some(weak) = self.broker.get().cloned() else {
+        let Some(rm) = self.replicas.upgrade() else {
             return;
         };
-        let Some(b) = weak.upgrade() else {
-            return;
-        };
-        let n = b.config.num_replica_fetchers;
-        let Some(part) = b.replicas.get(topic, partition) else {
+        let n = rm.config.num_replica_fetchers;
+        let Some(part) = rm.get(topic, partition) else {
             warn!(
                 topic,
                 partition, "asked to fetch a partition this broker does not host"
             );
             return;
         };
-        drop(b);
+        drop(rm);
         let key = (leader, Self::fetcher_index(topic, partition, n));
         let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
         let f = fetchers.entry(key).or_insert_with(|| {
@@ -144,7 +117,7 @@ impl FetcherManager {
                 wake: Notify::new(),
                 task: OnceLock::new(),
             });
-            let task = tokio::spawn(run_fetcher(Arc::downgrade(&f), weak.clone()));
+            let task = tokio::spawn(run_fetcher(Arc::downgrade(&f), self.replicas.clone()));
             let _ = f.task.set(task);
             info!(leader, fetcher = key.1, "started replica fetcher");
             f
@@ -183,38 +156,12 @@ impl FetcherManager {
     }
 }
 
-/// After LeaderAndIsr: a partition we now follow is fetched from its leader (after
-/// truncation); one we now lead is no longer fetched.
-pub fn on_leader_and_isr(broker: &Broker, outcomes: &[LeaderAndIsrOutcome]) {
-    for o in outcomes.iter().filter(|o| o.error == 0) {
-        let Some(part) = broker.replicas.get(&o.topic, o.partition) else {
-            continue;
-        };
-        let (leader, epoch) = {
-            let st = part.state();
-            (st.leader, st.leader_epoch)
-        };
-        if leader == broker.broker_id || leader < 0 {
-            broker.fetchers.remove(&o.topic, o.partition);
-        } else {
-            broker.fetchers.add(&o.topic, o.partition, leader, epoch);
-        }
-    }
-}
-
-/// After StopReplica: stop fetching the stopped partitions.
-pub fn on_stop_replica(broker: &Broker, stopped: &[(String, i32, i16)]) {
-    for (t, p, _) in stopped {
-        broker.fetchers.remove(t, *p);
-    }
-}
-
-fn leader_address(broker: &Broker, leader: i32) -> Option<String> {
-    let b = broker.metadata.broker(leader)?;
+fn leader_address(rm: &ReplicaManager, leader: i32) -> Option<String> {
+    let b = rm.metadata.broker(leader)?;
     let ep = b
         .endpoints
         .iter()
-        .find(|e| e.listener == broker.config.inter_broker_listener_name)?;
+        .find(|e| e.listener == rm.config.inter_broker_listener_name)?;
     Some(format!("{}:{}", ep.host, ep.port))
 }
 
@@ -222,11 +169,11 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-async fn run_fetcher(me: Weak<Fetcher>, broker: Weak<Broker>) {
+async fn run_fetcher(me: Weak<Fetcher>, replicas: Weak<ReplicaManager>) {
     let mut conn: Option<Connection> = None;
     let mut session = SessionHandler::default();
     loop {
-        let (Some(f), Some(b)) = (me.upgrade(), broker.upgrade()) else {
+        let (Some(f), Some(b)) = (me.upgrade(), replicas.upgrade()) else {
             return;
         };
         let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
@@ -319,16 +266,16 @@ fn set_truncating(f: &Fetcher, key: &(String, i32), epoch: i32, value: bool) {
 
 /// Truncates each partition to where its log stops agreeing with the leader's.
 async fn truncate(
-    b: &Broker,
+    b: &ReplicaManager,
     f: &Fetcher,
     c: &mut Connection,
     parts: &[((String, i32), FetchState)],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
     let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
     let mut no_epoch = Vec::new();
     for ((t, p), s) in parts {
-        let Some(part) = b.replicas.get(t, *p) else {
+        let Some(part) = b.get(t, *p) else {
             continue;
         };
         let latest = part.log().latest_epoch();
@@ -353,8 +300,7 @@ async fn truncate(
     // No epoch recorded: Kafka falls back to the high watermark.
     for (key, epoch, part) in no_epoch {
         let hw = part.state().high_watermark;
-        truncate_partition(
-            &part,
+        part.truncate_to(
             hw,
             "no leader epoch recorded: truncating to the high watermark",
         );
@@ -373,7 +319,7 @@ async fn truncate(
         let topic = t.topic.to_string();
         for r in t.partitions {
             let key = (topic.clone(), r.partition);
-            let Some(part) = b.replicas.get(&topic, r.partition) else {
+            let Some(part) = b.get(&topic, r.partition) else {
                 continue;
             };
             let epoch = epochs.get(&key).copied().unwrap_or(-1);
@@ -394,27 +340,11 @@ async fn truncate(
                 };
                 r.end_offset.min(ours)
             };
-            truncate_partition(&part, target, "truncating to the end of the leader's epoch");
+            part.truncate_to(target, "truncating to the end of the leader's epoch");
             set_truncating(f, &key, epoch, false);
         }
     }
     Ok(())
-}
-
-fn truncate_partition(part: &Partition, offset: i64, why: &str) {
-    let mut log = part.log();
-    let leo = log.log_end_offset();
-    if offset < leo {
-        info!(topic = %part.topic, partition = part.partition, log_end_offset = leo,
-            truncate_to = offset, reason = why, "follower truncating divergent tail");
-        if let Err(e) = log.truncate_to(offset.max(0)) {
-            warn!(topic = %part.topic, partition = part.partition, error = %e, "truncation failed");
-        }
-    }
-    let leo = log.log_end_offset();
-    drop(log);
-    let mut st = part.state();
-    st.high_watermark = st.high_watermark.min(leo);
 }
 
 /// The follower's side of a fetch session with its leader (Kafka's `FetchSessionHandler`):
@@ -477,12 +407,12 @@ impl SessionHandler {
 /// the partitions whose parameters changed are named, and the answer carries only those with
 /// news (see `crate::fetch_session`).
 async fn fetch(
-    b: &Broker,
+    b: &ReplicaManager,
     f: &Fetcher,
     c: &mut Connection,
     session: &mut SessionHandler,
     parts: &[FetchState],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let backoff = Duration::from_millis(b.config.replica_fetch_backoff_ms);
     let full = session.epoch == INITIAL_EPOCH;
     let mut topics: Vec<FetchTopic> = Vec::new();
@@ -593,7 +523,7 @@ async fn fetch(
         return Ok(());
     }
     if resp.error_code != 0 {
-        anyhow::bail!("fetch answered error code {}", resp.error_code);
+        return Err(Error::Peer(resp.error_code));
     }
     // What the leader's session now holds.
     if resp.session_id == 0 {
@@ -646,29 +576,14 @@ async fn fetch(
                     let records = d.records.unwrap_or_default();
                     if !records.is_empty()
                         && !b
-                            .replicas
                             .get(&topic, d.partition_index)
                             .is_some_and(|now| Arc::ptr_eq(&now, part))
                     {
                         // Stopped (or replaced) while the fetch was in flight.
                         continue;
                     }
-                    let appended = if records.is_empty() {
-                        Ok(())
-                    } else {
-                        part.log().append_as_follower(records).map(|_| ())
-                    };
-                    match appended {
-                        Ok(()) => {
-                            let leo = part.log_end_offset();
-                            let mut st = part.state();
-                            let hw = d.high_watermark.min(leo);
-                            if hw > st.high_watermark {
-                                st.high_watermark = hw;
-                            }
-                            st.fetcher_lag = Some((d.high_watermark - leo).max(0));
-                            progressed = true;
-                        }
+                    match part.append_records_to_follower(records, d.high_watermark) {
+                        Ok(()) => progressed = true,
                         Err(storage::Error::UnexpectedOffset(msg)) => {
                             warn!(topic = %topic, partition = d.partition_index, reason = %msg,
                                 "leader's batches do not continue our log; truncating again");
@@ -693,7 +608,7 @@ async fn fetch(
         }
     }
     if progressed {
-        b.replicas.notify_progress();
+        b.notify_progress();
     }
     Ok(())
 }
@@ -701,10 +616,10 @@ async fn fetch(
 /// Kafka's `handleOutOfRangeError`: past the leader's end, truncate to it; below the leader's
 /// start, start over empty at the leader's log start offset.
 async fn handle_out_of_range(
-    b: &Broker,
+    b: &ReplicaManager,
     c: &mut Connection,
     part: &Partition,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let ask = |ts: i64| {
         ListOffsetsRequest::default()
             .with_replica_id(BrokerId(b.broker_id))
@@ -722,7 +637,7 @@ async fn handle_out_of_range(
     let leo = part.log_end_offset();
     match latest {
         Some(leader_end) if leo > leader_end => {
-            truncate_partition(part, leader_end, "fetch offset past the leader's log end");
+            part.truncate_to(leader_end, "fetch offset past the leader's log end");
         }
         Some(_) => {
             if let Some(start) = offset_of(c.send(ApiKey::ListOffsets, 4, &ask(-2)).await?) {

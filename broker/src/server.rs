@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::api;
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
 /// Requests of one connection being processed or waiting to be written. Kafka mutes a
 /// connection after one request (`queued.max.requests` bounds the whole broker); we allow a
@@ -39,7 +39,11 @@ pub const CONNECTIONS_MAX_IDLE: Duration = Duration::from_secs(600);
 
 /// Accepts connections until `shutdown` turns true, one task per connection.
 /// Returns once no connection task is left (in-flight requests answered).
-pub async fn run(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<KafkaApis>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     loop {
         tokio::select! {
@@ -91,7 +95,7 @@ enum End {
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: Arc<Broker>,
+    broker: Arc<KafkaApis>,
     shutdown: watch::Receiver<bool>,
 ) {
     let (mut rd, mut wr) = stream.into_split();

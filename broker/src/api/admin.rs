@@ -26,7 +26,7 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::info;
 use uuid::Uuid;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
 /// Kafka's error code (and message) for a controller-crate error.
 pub fn error_code(e: &controller::Error) -> i16 {
@@ -48,7 +48,11 @@ fn name(s: &str) -> TopicName {
 }
 
 /// Waits (on the broker's progress signal, no polling) until `done` holds or `timeout` passes.
-pub async fn wait_for(broker: &Broker, timeout: Duration, done: impl Fn(&Broker) -> bool) -> bool {
+pub async fn wait_for(
+    broker: &KafkaApis,
+    timeout: Duration,
+    done: impl Fn(&KafkaApis) -> bool,
+) -> bool {
     let mut rx = broker.replicas.subscribe();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -64,7 +68,7 @@ pub async fn wait_for(broker: &Broker, timeout: Duration, done: impl Fn(&Broker)
     }
 }
 
-async fn live_broker_ids(broker: &Broker) -> Result<Vec<i32>, i16> {
+async fn live_broker_ids(broker: &KafkaApis) -> Result<Vec<i32>, i16> {
     broker
         .zk
         .get_all_brokers()
@@ -74,7 +78,7 @@ async fn live_broker_ids(broker: &Broker) -> Result<Vec<i32>, i16> {
 }
 
 /// Creates a topic with the broker's defaults (Metadata auto-creation and internal topics).
-pub async fn auto_create_topic(broker: &Broker, topic: &str) -> Result<(), i16> {
+pub async fn auto_create_topic(broker: &KafkaApis, topic: &str) -> Result<(), i16> {
     let (partitions, rf) = if topic == "__consumer_offsets" {
         (
             broker.config.offsets_topic_num_partitions,
@@ -111,7 +115,7 @@ pub async fn auto_create_topic(broker: &Broker, topic: &str) -> Result<(), i16> 
     }
 }
 
-fn validate_configs(broker: &Broker, configs: &BTreeMap<String, String>) -> Result<(), String> {
+fn validate_configs(broker: &KafkaApis, configs: &BTreeMap<String, String>) -> Result<(), String> {
     for k in configs.keys() {
         if !crate::config::TOPIC_CONFIGS.iter().any(|(n, _)| n == k) {
             return Err(format!("Unknown topic config name: {k}"));
@@ -125,7 +129,7 @@ fn validate_configs(broker: &Broker, configs: &BTreeMap<String, String>) -> Resu
 }
 
 pub async fn create_topics(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -323,7 +327,7 @@ pub async fn create_topics(
 }
 
 pub async fn delete_topics(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -404,7 +408,7 @@ pub async fn delete_topics(
 }
 
 pub async fn create_partitions(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
 /// Kafka's `ConfigSource` ids.
 pub const DYNAMIC_TOPIC_CONFIG: i8 = 1;
@@ -59,7 +59,7 @@ fn config_type(name: &str) -> i8 {
 }
 
 /// The broker-level value of a topic config's default, and whether server.properties set it.
-fn broker_default(broker: &Broker, topic_key: &str, broker_key: &str) -> (String, bool) {
+fn broker_default(broker: &KafkaApis, topic_key: &str, broker_key: &str) -> (String, bool) {
     if let Some(v) = broker.config.raw.get(broker_key) {
         return (v.clone(), true);
     }
@@ -97,7 +97,7 @@ fn broker_default(broker: &Broker, topic_key: &str, broker_key: &str) -> (String
 }
 
 /// The effective config of a topic with `overrides` from `/config/topics/<t>`.
-pub fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<Entry> {
+pub fn topic_entries(broker: &KafkaApis, overrides: &BTreeMap<String, String>) -> Vec<Entry> {
     crate::config::TOPIC_CONFIGS
         .iter()
         .map(|(key, broker_key)| {
@@ -133,7 +133,7 @@ pub fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> V
         .collect()
 }
 
-fn broker_entries(broker: &Broker) -> Vec<Entry> {
+fn broker_entries(broker: &KafkaApis) -> Vec<Entry> {
     broker
         .config
         .raw
@@ -149,7 +149,7 @@ fn broker_entries(broker: &Broker) -> Vec<Entry> {
 }
 
 pub async fn describe_configs(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -249,7 +249,10 @@ pub async fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &KafkaApis,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.metadata.controller_id().unwrap_or(-1)))

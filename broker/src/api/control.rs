@@ -25,14 +25,15 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tracing::{info, warn};
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
+use crate::error::Error;
 
 /// Kafka's `isBrokerEpochStale`: -1 means "not checked"; older than ours is stale.
-fn broker_epoch_is_stale(broker: &Broker, given: i64) -> bool {
+fn broker_epoch_is_stale(broker: &KafkaApis, given: i64) -> bool {
     given != -1 && given < broker.broker_epoch()
 }
 
-pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> LeaderAndIsrResponse {
+pub async fn leader_and_isr(broker: &KafkaApis, req: LeaderAndIsrRequest) -> LeaderAndIsrResponse {
     let fail = |code: i16| LeaderAndIsrResponse::default().with_error_code(code);
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         warn!(
@@ -70,22 +71,16 @@ pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> Leader
             }
         }
     }
+    // Fetchers and the group coordinator hear of the changes inside (see ReplicaManager).
     let replicas = broker.replicas.clone();
     let outcomes =
         tokio::task::block_in_place(|| replicas.become_leader_or_follower(&req, &configs));
-    crate::replication::on_leader_and_isr(broker, &outcomes);
-    let changed: Vec<(String, i32)> = outcomes
-        .iter()
-        .filter(|o| o.error == 0)
-        .map(|o| (o.topic.clone(), o.partition))
-        .collect();
-    super::groups::on_partitions_changed(broker, &changed);
     let mut topics: Vec<LeaderAndIsrTopicError> = Vec::new();
     for o in outcomes {
         let err = LeaderAndIsrPartitionError::default()
             .with_topic_name(TopicName(StrBytes::from_string(o.topic.clone())))
             .with_partition_index(o.partition)
-            .with_error_code(o.error);
+            .with_error_code(o.error.as_ref().map_or(0, Error::code));
         match topics.iter_mut().find(|t| t.topic_id == o.topic_id) {
             Some(t) => t.partition_errors.push(err),
             None => topics.push(
@@ -98,7 +93,7 @@ pub async fn leader_and_isr(broker: &Broker, req: LeaderAndIsrRequest) -> Leader
     LeaderAndIsrResponse::default().with_topics(topics)
 }
 
-pub fn update_metadata(broker: &Broker, req: UpdateMetadataRequest) -> UpdateMetadataResponse {
+pub fn update_metadata(broker: &KafkaApis, req: UpdateMetadataRequest) -> UpdateMetadataResponse {
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         return UpdateMetadataResponse::default()
             .with_error_code(ResponseError::StaleBrokerEpoch.code());
@@ -130,7 +125,7 @@ pub fn update_metadata(broker: &Broker, req: UpdateMetadataRequest) -> UpdateMet
     UpdateMetadataResponse::default()
 }
 
-pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResponse {
+pub fn stop_replica(broker: &KafkaApis, req: StopReplicaRequest) -> StopReplicaResponse {
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         return StopReplicaResponse::default()
             .with_error_code(ResponseError::StaleBrokerEpoch.code());
@@ -146,9 +141,6 @@ pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResp
     }
     let replicas = broker.replicas.clone();
     let results = tokio::task::block_in_place(|| replicas.stop_replicas(&req));
-    crate::replication::on_stop_replica(broker, &results);
-    let stopped: Vec<(String, i32)> = results.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-    super::groups::on_partitions_changed(broker, &stopped);
     StopReplicaResponse::default().with_partition_errors(
         results
             .into_iter()
@@ -156,14 +148,14 @@ pub fn stop_replica(broker: &Broker, req: StopReplicaRequest) -> StopReplicaResp
                 StopReplicaPartitionError::default()
                     .with_topic_name(TopicName(StrBytes::from_string(t)))
                     .with_partition_index(p)
-                    .with_error_code(e)
+                    .with_error_code(e.as_ref().map_or(0, Error::code))
             })
             .collect(),
     )
 }
 
 pub async fn controlled_shutdown(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: ControlledShutdownRequest,
 ) -> ControlledShutdownResponse {
     use controller::ControlledShutdownError as E;

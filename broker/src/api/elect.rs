@@ -23,10 +23,10 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::info;
 use zk::data::TopicPartition;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: ElectLeadersRequest,
     version: i16,
 ) -> ElectLeadersResponse {
@@ -90,7 +90,7 @@ pub async fn handle(
     }
     if !expected.is_empty() {
         // Kafka's DelayedElectLeader: wait until the metadata cache shows the new leaders.
-        let shows_leaders = |b: &Broker| {
+        let shows_leaders = |b: &KafkaApis| {
             expected.iter().all(|(tp, leader)| {
                 b.metadata
                     .partition(&tp.topic, tp.partition)

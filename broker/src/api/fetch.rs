@@ -34,11 +34,12 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 use crate::fetch_session::{
     params_of, session_lock, Answered, CachedPartition, FetchContext, PartitionParams,
 };
-use crate::replica_manager::{Partition, TopicPartitions};
+use crate::partition::{FollowerFetchOutcome, Partition};
+use crate::replica_manager::TopicPartitions;
 
 /// A follower fetching at `requested_epoch` (its `current_leader_epoch`) from this broker,
 /// which hosts the partition at `hosted_epoch` (None: not hosted): true when the follower has
@@ -56,7 +57,7 @@ pub fn leader_state_behind(
 /// doc).
 #[allow(clippy::too_many_arguments)]
 fn read_partition(
-    broker: &Broker,
+    broker: &KafkaApis,
     topic: &str,
     partition: i32,
     want: &PartitionParams,
@@ -125,7 +126,7 @@ fn read_partition(
 /// The error for a fetch at `want.current_leader_epoch` from a partition this broker hosts
 /// with `leader` at `leader_epoch`: not the leader, or a leader epoch that does not match.
 fn leader_error(
-    broker: &Broker,
+    broker: &KafkaApis,
     want: &PartitionParams,
     leader: i32,
     leader_epoch: i32,
@@ -152,7 +153,7 @@ fn leader_error(
 /// follows on every fetch, most of them idle).
 #[allow(clippy::too_many_arguments)]
 fn read_for_follower(
-    broker: &Broker,
+    broker: &KafkaApis,
     part: &Arc<Partition>,
     want: &PartitionParams,
     replica_id: i32,
@@ -168,7 +169,7 @@ fn read_for_follower(
     };
     let now = std::time::Instant::now();
     let me = broker.broker_id;
-    let (moved, expansion) = {
+    let outcome = {
         let mut st = part.state();
         let behind =
             leader_state_behind(replica_id, want.current_leader_epoch, Some(st.leader_epoch));
@@ -185,29 +186,17 @@ fn read_for_follower(
             Ok(info) => d.records = Some(info.records),
             Err(e) => d.error_code = e.kafka_error_code(),
         }
-        let mut moved = false;
-        let mut expansion = None;
+        let mut outcome = FollowerFetchOutcome::default();
         if d.error_code == 0 {
-            crate::replication::record_follower_fetch(
-                &mut st,
-                replica_id,
-                want.fetch_offset,
-                leo,
-                now,
-            );
-            moved = st.advance_high_watermark(me, leo);
-            expansion = crate::isr::take_expansion(&mut st, me, replica_id);
+            outcome = st.on_follower_fetch(me, replica_id, want.fetch_offset, leo, now);
         }
         d.high_watermark = st.high_watermark;
         d.last_stable_offset = st.high_watermark;
-        (moved, expansion)
+        outcome
     };
-    if moved {
-        broker.replicas.notify_progress();
-    }
-    if let Some(proposal) = expansion {
-        crate::isr::submit_expansion(broker, part, replica_id, proposal);
-    }
+    broker
+        .replicas
+        .complete_follower_fetch(part, replica_id, outcome);
     (d, false)
 }
 
@@ -225,7 +214,7 @@ struct ReadAll {
 /// topic become one topic entry. A partition whose error only means that our leader state is
 /// behind the follower's (see the module doc) does not count as an error to answer at once.
 fn read_all<'a>(
-    broker: &Broker,
+    broker: &KafkaApis,
     wants: impl Iterator<Item = (&'a str, i32, PartitionParams)>,
     replica_id: i32,
     isolation_level: i8,
@@ -291,7 +280,7 @@ fn answered(d: &PartitionData) -> Answered {
 
 /// Reads what the fetch covers: the request's partitions, or the session's.
 fn read_once(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: &FetchRequest,
     ctx: &FetchContext,
     replica_id: i32,
@@ -328,7 +317,7 @@ fn read_once(
 /// incremental answer keeps only the partitions that changed, if the session is still at the
 /// epoch this fetch was served at.
 fn answer(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: &FetchRequest,
     read: ReadAll,
     ctx: &FetchContext,
@@ -405,7 +394,7 @@ fn answer(
     }
 }
 
-pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(broker: &KafkaApis, req: FetchRequest, version: i16) -> FetchResponse {
     let replica_id = if version >= 15 {
         req.replica_state.replica_id.0
     } else {
@@ -451,7 +440,7 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
 
 #[cfg(test)]
 mod tests {
-    use super::leader_state_behind;
+    use crate::api::fetch::leader_state_behind;
 
     #[test]
     fn a_follower_ahead_of_our_leader_state_is_held_not_failed() {

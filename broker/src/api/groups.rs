@@ -14,13 +14,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+use crate::group::placement::OFFSETS_TOPIC;
 
 /// Dispatches a group API request; `None` for anything else.
 pub async fn handle(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: RequestKind,
     version: i16,
     client_id: &str,
@@ -45,27 +45,8 @@ pub async fn handle(
     })
 }
 
-/// After LeaderAndIsr / StopReplica: this broker coordinates the groups of the
-/// `__consumer_offsets` partitions it leads.
-pub fn on_partitions_changed(broker: &Broker, partitions: &[(String, i32)]) {
-    for (t, p) in partitions {
-        if t != OFFSETS_TOPIC {
-            continue;
-        }
-        let leads = broker
-            .replicas
-            .get(t, *p)
-            .is_some_and(|part| part.state().leader == broker.broker_id);
-        if leads {
-            broker.groups.on_elected(*p);
-        } else {
-            broker.groups.on_resigned(*p);
-        }
-    }
-}
-
 /// The coordinator for one key: (error code, node id, host, port).
-async fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> (i16, i32, String, i32) {
+async fn coordinator_for(broker: &KafkaApis, key: &str, key_type: i8) -> (i16, i32, String, i32) {
     if key_type != 0 {
         // Transaction coordinators (key type 1) need the transaction state topic: not served.
         return (ResponseError::InvalidRequest.code(), -1, String::new(), -1);
@@ -115,7 +96,7 @@ async fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> (i16, i32,
 }
 
 pub async fn find_coordinator(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {

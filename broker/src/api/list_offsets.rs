@@ -6,7 +6,6 @@
 //! `KafkaApis.handleOffsetForLeaderEpochRequest`, `Partition.lastOffsetForLeaderEpoch`.
 //! Consumers see offsets up to the high watermark only, as in Kafka.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -18,26 +17,27 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
-use crate::broker::Broker;
-use crate::replica_manager::Partition;
+use crate::api::context::KafkaApis;
+use crate::error::{Error, Result};
+use crate::partition::Partition;
 
 /// The leader partition after the leader-epoch check, or the error code.
 fn leader_checked(
-    broker: &Broker,
+    broker: &KafkaApis,
     topic: &str,
     partition: i32,
     current_leader_epoch: i32,
-) -> Result<std::sync::Arc<Partition>, i16> {
+) -> Result<std::sync::Arc<Partition>> {
     let part = match broker.replicas.leader_partition(topic, partition) {
         Ok(p) => p,
-        Err(code) => {
+        Err(e) => {
             return Err(
                 if broker.metadata.partition(topic, partition).is_none()
                     && broker.replicas.get(topic, partition).is_none()
                 {
-                    ResponseError::UnknownTopicOrPartition.code()
+                    Error::UnknownTopicOrPartition
                 } else {
-                    code
+                    e
                 },
             )
         }
@@ -45,16 +45,16 @@ fn leader_checked(
     if current_leader_epoch >= 0 {
         let epoch = part.state().leader_epoch;
         if current_leader_epoch < epoch {
-            return Err(ResponseError::FencedLeaderEpoch.code());
+            return Err(Error::FencedLeaderEpoch);
         }
         if current_leader_epoch > epoch {
-            return Err(ResponseError::UnknownLeaderEpoch.code());
+            return Err(Error::UnknownLeaderEpoch);
         }
     }
     Ok(part)
 }
 
-pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &KafkaApis, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let is_consumer = req.replica_id.0 < 0;
     let topics = req
         .topics
@@ -77,8 +77,8 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOff
                         p.current_leader_epoch,
                     ) {
                         Ok(part) => part,
-                        Err(code) => {
-                            r.error_code = code;
+                        Err(e) => {
+                            r.error_code = e.code();
                             return r;
                         }
                     };
@@ -122,7 +122,7 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOff
 }
 
 pub fn offsets_for_leader_epoch(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let topics = req
@@ -144,7 +144,7 @@ pub fn offsets_for_leader_epoch(
                             r.leader_epoch = epoch;
                             r.end_offset = end;
                         }
-                        Err(code) => r.error_code = code,
+                        Err(e) => r.error_code = e.code(),
                     }
                     r
                 })

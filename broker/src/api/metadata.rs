@@ -17,8 +17,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{encode_response, Frame};
-use crate::broker::Broker;
+use super::frame::{encode_response, Frame};
+use crate::api::context::KafkaApis;
 use crate::metadata_cache::{MetadataCache, TopicEntry, View};
 
 /// Bits of Kafka's `AclOperation` codes allowed on a topic without an authorizer:
@@ -36,7 +36,7 @@ pub fn is_internal(topic: &str) -> bool {
 }
 
 /// The brokers as clients should reach them: the endpoint of the listener clients use.
-pub fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
+pub fn brokers(broker: &KafkaApis) -> Vec<MetadataResponseBroker> {
     let listener = &broker.config.listeners[0].name;
     broker
         .metadata
@@ -186,7 +186,7 @@ pub fn build(
 }
 
 /// Resolves the request's topics (`None`: all topics), creating unknown ones when allowed.
-async fn resolve(broker: &Broker, req: &MetadataRequest, version: i16) -> Option<Vec<Wanted>> {
+async fn resolve(broker: &KafkaApis, req: &MetadataRequest, version: i16) -> Option<Vec<Wanted>> {
     let requested = match &req.topics {
         None => return None,
         Some(t) if version == 0 && t.is_empty() => return None,
@@ -235,7 +235,7 @@ async fn resolve(broker: &Broker, req: &MetadataRequest, version: i16) -> Option
 /// Answers a Metadata request: the whole response frame, encoded straight from the cache
 /// ([`super::metadata_encode`]), or through kafka-protocol's structs if that cannot be done.
 pub async fn handle(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: MetadataRequest,
     version: i16,
     correlation_id: i32,

@@ -394,8 +394,10 @@ pub fn encode(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // The file's own items by their full path (not `super::*`): scripts/module-cycles reads
+    // `super` as the parent module.
     use crate::api::metadata::build;
+    use crate::api::metadata_encode::*;
     use kafka_protocol::messages::update_metadata_request::{
         UpdateMetadataBroker, UpdateMetadataEndpoint, UpdateMetadataPartitionState,
         UpdateMetadataTopicState,
@@ -524,7 +526,7 @@ mod tests {
 
     fn plain(c: &MetadataCache, o: &Options<'_>, wanted: Option<&[Wanted]>, cid: i32) -> Vec<u8> {
         let resp = build(c, o, wanted);
-        crate::api::encode_response(cid, o.version, &ResponseKind::Metadata(resp))
+        crate::api::frame::encode_response(cid, o.version, &ResponseKind::Metadata(resp))
             .expect("plain encoding")
             .to_vec()
     }
@@ -533,8 +535,9 @@ mod tests {
     /// every version we serve, for all topics and for a list with every kind of error.
     #[test]
     fn direct_equals_the_plain_encoding() {
-        let (lo, hi) = crate::api::supported_range(kafka_protocol::messages::ApiKey::Metadata)
-            .expect("Metadata is served");
+        let (lo, hi) =
+            crate::api::api_versions::supported_range(kafka_protocol::messages::ApiKey::Metadata)
+                .expect("Metadata is served");
         assert_eq!(
             (lo, hi),
             (0, 12),
@@ -691,7 +694,7 @@ mod tests {
         };
         assert!(encode(&c, &o, None, 1).is_none());
         let resp = build(&c, &o, None);
-        assert!(crate::api::encode_response(1, 8, &ResponseKind::Metadata(resp)).is_none());
+        assert!(crate::api::frame::encode_response(1, 8, &ResponseKind::Metadata(resp)).is_none());
         // Compact strings (v9+) carry it; both paths agree.
         let o = Options {
             cluster_id: &long,

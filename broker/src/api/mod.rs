@@ -2,16 +2,21 @@
 //! the file that implements it, and encoding the answer.
 //!
 //! Kafka class mirrored: `kafka.server.KafkaApis` (one `handleXxx` per API). Each API lives in
-//! its own file; this one only knows which versions we implement ([`SUPPORTED`], which is
-//! exactly what ApiVersions advertises) and how to frame an answer.
+//! its own file and takes the handlers' context ([`context::KafkaApis`]); this one only
+//! parses and dispatches. Which versions we implement ([`SUPPORTED`], exactly what ApiVersions
+//! advertises) is in [`api_versions`], how an answer is framed in [`frame`]; neither imports
+//! this file, so no handler is in an import circle with the dispatch.
 
 pub mod admin;
+pub mod alter_partition;
 pub mod api_versions;
 pub mod configs;
+pub mod context;
 pub mod control;
 pub mod elect;
 pub mod fetch;
 pub mod fetch_encode;
+pub mod frame;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
@@ -23,63 +28,15 @@ pub mod reassign;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Decodable;
 use tracing::{debug, warn};
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
-/// (api, min version, max version) implemented here, within Kafka 3.x ZooKeeper-mode ranges.
-/// The group APIs come from [`crate::group::GroupCoordinator::SUPPORTED_APIS`].
-pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::LeaderAndIsr, 7, 7),
-    (ApiKey::StopReplica, 4, 4),
-    (ApiKey::UpdateMetadata, 8, 8),
-    (ApiKey::ControlledShutdown, 3, 3),
-    (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::AlterPartition, 0, 1),
-    (ApiKey::ElectLeaders, 0, 2),
-    (ApiKey::AlterPartitionReassignments, 0, 0),
-    (ApiKey::ListPartitionReassignments, 0, 0),
-    (ApiKey::InitProducerId, 0, 4),
-];
-
-/// FindCoordinator versions, advertised only together with the group APIs it serves.
-pub const FIND_COORDINATOR: (i16, i16) = (0, 4);
-
-/// True when the group coordinator implements the group APIs.
-pub fn groups_enabled() -> bool {
-    !crate::group::GroupCoordinator::SUPPORTED_APIS.is_empty()
-}
-
-/// The version range we implement for `key`, if any (group APIs included).
-pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
-    if key == ApiKey::FindCoordinator {
-        return groups_enabled().then_some(FIND_COORDINATOR);
-    }
-    SUPPORTED
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, lo, hi)| (*lo, *hi))
-        .or_else(|| {
-            crate::group::GroupCoordinator::SUPPORTED_APIS
-                .iter()
-                .chain(crate::group::GroupCoordinator::ADMIN_APIS)
-                .find(|(k, _, _)| *k == key as i16)
-                .map(|(_, lo, hi)| (*lo, *hi))
-        })
-}
+pub use api_versions::{groups_enabled, supported_range, FIND_COORDINATOR, SUPPORTED};
+pub use frame::{encode_response, Frame};
 
 /// A decoded request.
 pub struct Request {
@@ -140,30 +97,8 @@ pub fn parse_request(api_key: i16, version: i16, mut frame: Bytes) -> Result<Req
     })
 }
 
-/// Frames a response: size, header (version from the API), body.
-pub fn encode_response(correlation_id: i32, version: i16, body: &ResponseKind) -> Option<BytesMut> {
-    let header_version = body.header_version(version);
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    if let Err(e) = header.encode(&mut buf, header_version) {
-        warn!(error = %e, "cannot encode response header");
-        return None;
-    }
-    if let Err(e) = body.encode(&mut buf, version) {
-        warn!(error = %e, version, "cannot encode response");
-        return None;
-    }
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Some(buf)
-}
-
-/// A response frame as chunks written in order (record batches are their own chunks).
-pub type Frame = Vec<Bytes>;
-
 /// Runs one request to completion; `None` means no answer (Produce with acks=0).
-pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Option<Frame> {
+pub async fn handle(broker: Arc<KafkaApis>, req: Request, peer: SocketAddr) -> Option<Frame> {
     let correlation_id = req.header.correlation_id;
     let version = req.version;
     let client_id = req
@@ -219,7 +154,7 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
         }
         RequestKind::StopReplica(r) => ResponseKind::StopReplica(control::stop_replica(&broker, r)),
         RequestKind::AlterPartition(r) => {
-            ResponseKind::AlterPartition(crate::isr::handle(&broker, r, version).await)
+            ResponseKind::AlterPartition(alter_partition::handle(&broker, r, version).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(&broker, r, version).await)
@@ -253,6 +188,7 @@ pub async fn handle(broker: Arc<Broker>, req: Request, peer: SocketAddr) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
 
     fn frame(key: i16, version: i16, body: &[u8]) -> Bytes {
         let mut b = BytesMut::new();

@@ -12,14 +12,14 @@
 
 use std::time::Duration;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::debug;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
+use crate::error::Error;
 
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> ProduceResponse {
+pub async fn handle(broker: &KafkaApis, req: ProduceRequest, version: i16) -> ProduceResponse {
     let acks = req.acks;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // (topic index, partition index, partition, offset to reach) for acks=all.
@@ -34,17 +34,17 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Produ
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let result = if !matches!(acks, -1..=1) {
-                Err(ResponseError::InvalidRequiredAcks.code())
+                Err(Error::InvalidRequiredAcks(acks))
             } else if broker.metadata.partition(&topic, p.index).is_none()
                 && broker.replicas.get(&topic, p.index).is_none()
             {
-                Err(ResponseError::UnknownTopicOrPartition.code())
+                Err(Error::UnknownTopicOrPartition)
             } else if crate::api::metadata::is_internal(&topic) {
-                Err(ResponseError::InvalidTopicException.code())
+                Err(Error::InvalidTopic(topic.clone()))
             } else {
                 match (broker.replicas.leader_partition(&topic, p.index), p.records) {
-                    (Err(code), _) => Err(code),
-                    (Ok(_), None) => Err(ResponseError::CorruptMessage.code()),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), None) => Err(Error::MissingRecords),
                     (Ok(part), Some(records)) => {
                         match broker.replicas.append_as_leader(&part, records, acks) {
                             Ok((info, epoch)) => {
@@ -59,7 +59,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Produ
                                 }
                                 Ok(info)
                             }
-                            Err(code) => Err(code),
+                            Err(e) => Err(e),
                         }
                     }
                 }
@@ -72,8 +72,10 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Produ
                         r.log_start_offset = info.log_start_offset;
                     }
                 }
-                Err(code) => {
-                    debug!(topic = %topic, partition = p.index, error_code = code, "produce failed");
+                Err(e) => {
+                    let code = e.code();
+                    debug!(topic = %topic, partition = p.index, error_code = code, error = %e,
+                        "produce failed");
                     r.error_code = code;
                 }
             }
@@ -90,12 +92,12 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Produ
             tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
         for (ti, pi, part, offset, epoch) in waits {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if let Err(code) = broker
+            if let Err(e) = broker
                 .replicas
                 .wait_for_high_watermark(&part, offset, epoch, left)
                 .await
             {
-                responses[ti].partition_responses[pi].error_code = code;
+                responses[ti].partition_responses[pi].error_code = e.code();
             }
         }
     }

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
 /// Hands out producer ids from the block this broker claimed last.
 #[derive(Default)]
@@ -30,7 +30,7 @@ pub struct ProducerIdManager {
 
 impl ProducerIdManager {
     /// The next unused producer id, claiming a new block in ZooKeeper when this one is used up.
-    pub async fn next_id(&self, broker: &Broker) -> controller::Result<i64> {
+    pub async fn next_id(&self, broker: &KafkaApis) -> controller::Result<i64> {
         let mut block = self.block.lock().await;
         if let Some((next, last)) = *block {
             if next <= last {
@@ -47,7 +47,7 @@ impl ProducerIdManager {
     }
 }
 
-pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(broker: &KafkaApis, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);

@@ -25,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::info;
 use zk::data::TopicPartition;
 
-use crate::broker::Broker;
+use crate::api::context::KafkaApis;
 
 fn topic_name(s: String) -> TopicName {
     TopicName(StrBytes::from_string(s))
@@ -36,7 +36,7 @@ fn broker_ids(v: &[i32]) -> Vec<BrokerId> {
 }
 
 pub async fn alter_partition_reassignments(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let mut reassignments: BTreeMap<TopicPartition, Option<Vec<i32>>> = BTreeMap::new();
@@ -89,7 +89,7 @@ pub async fn alter_partition_reassignments(
 }
 
 pub async fn list_partition_reassignments(
-    broker: &Broker,
+    broker: &KafkaApis,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
     let partitions = req.topics.map(|topics| {
