@@ -153,13 +153,10 @@ async fn acks_1_answers_before_followers_have_it() {
     let mut c = Cluster::start(2).await;
     c.create_topic("t", &[&[1, 2]], &[]).await;
     c.freeze(2).await;
-    let start = Instant::now();
     assert_eq!(c.produce(1, "t", 0, 1, &["a"]).await, (code::NONE, 0));
-    assert!(
-        start.elapsed() < LAG / 2,
-        "acks=1 waited {:?}",
-        start.elapsed()
-    );
+    // Answered while the stuck follower was still in the ISR (an acks=all answer could only
+    // come after the leader had removed it, replica.lag.time.max.ms later), and it has nothing.
+    assert_eq!(c.leader_isr("t", 0).await.2, [1, 2]);
     assert_eq!(c.log_end(2, "t", 0), 0);
 }
 
@@ -258,9 +255,9 @@ async fn a_crashed_follower_is_removed_from_the_isr_by_the_controller() {
     let mut c = Cluster::start(3).await;
     c.create_topic("t", &[&[1, 2, 3]], &[]).await;
     c.crash(3).await;
-    let start = Instant::now();
     c.wait_isr("t", 0, &[1, 2]).await;
-    assert!(start.elapsed() < LAG, "took {:?}", start.elapsed());
+    // The bumped leader epoch says the controller wrote it; the leader's own shrink after
+    // replica.lag.time.max.ms (AlterPartition) would have kept epoch 0.
     assert_eq!(c.leader_isr("t", 0).await, (1, 1, vec![1, 2]));
 }
 
