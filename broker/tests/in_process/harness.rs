@@ -649,6 +649,28 @@ impl Cluster {
         }
     }
 
+    /// ListOffsets v7 as a consumer (read_uncommitted) for `timestamp` (-1 latest, -2
+    /// earliest): (error code, offset).
+    pub async fn list_offset(&self, id: i32, topic: &str, p: i32, timestamp: i64) -> (i16, i64) {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        let req = kafka_protocol::messages::ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(0)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(p)
+                    .with_current_leader_epoch(-1)
+                    .with_timestamp(timestamp)])]);
+        let mut c = self.connect(id).await;
+        let r: kafka_protocol::messages::ListOffsetsResponse =
+            c.send(ApiKey::ListOffsets, 7, &req).await.unwrap();
+        let part = &r.topics[0].partitions[0];
+        (part.error_code, part.offset)
+    }
+
     /// Waits until broker `id` reports a high watermark of `hw` to consumers.
     pub async fn wait_hw(&self, id: i32, topic: &str, p: i32, hw: i64) {
         wait_for(&format!("broker {id}: {topic}-{p} hw {hw}"), || async {

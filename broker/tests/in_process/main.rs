@@ -307,6 +307,25 @@ async fn consumers_never_read_past_the_high_watermark() {
     assert_eq!(c.fetch(1, "t", 0, 0).await.values(), ["a"]);
 }
 
+// Kafka: Partition.fetchOffsetForTimestamp: a consumer's LATEST (read_uncommitted) is the high
+// watermark, not the log end, so it never points at records it cannot read yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_latest_is_the_high_watermark_not_the_log_end() {
+    let mut c = Cluster::start(2).await;
+    c.create_topic("t", &[&[1, 2]], &[]).await;
+    assert_eq!(c.produce(1, "t", 0, -1, &["a", "b"]).await.0, code::NONE);
+    c.freeze(2).await;
+    assert_eq!(c.produce(1, "t", 0, 1, &["c"]).await.0, code::NONE);
+    assert_eq!(c.list_offset(1, "t", 0, -1).await, (code::NONE, 2));
+    assert_eq!(c.list_offset(1, "t", 0, -2).await, (code::NONE, 0));
+    // Once the stuck follower has left the ISR, LATEST moves to the log end.
+    c.wait_isr("t", 0, &[1]).await;
+    wait_for("LATEST 3", || async {
+        (c.list_offset(1, "t", 0, -1).await == (code::NONE, 3)).then_some(())
+    })
+    .await;
+}
+
 // Kafka: ReplicaManager.readFromLocalLog: a fetch offset past the log end is
 // OFFSET_OUT_OF_RANGE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,6 +526,23 @@ async fn preferred_election_moves_leadership_back_to_the_preferred_replica() {
     assert_eq!(c.elect_leader(1, 0, "t", 0).await, (code::NONE, code::NONE));
     let epoch = c.wait_leader("t", 0, 2).await;
     assert_eq!(epoch, before + 1);
+}
+
+// Kafka: ElectLeaders with ElectionType.UNCLEAN (KIP-460): the admin may elect an out-of-sync
+// replica of an offline partition even with unclean.leader.election.enable off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclean_election_asked_by_the_admin_elects_an_out_of_sync_replica() {
+    let mut c = Cluster::start(3).await;
+    c.create_topic("t", &[&[2, 3]], &[]).await;
+    c.freeze(3).await;
+    assert_eq!(c.produce(2, "t", 0, 1, &["a"]).await.0, code::NONE);
+    c.wait_isr("t", 0, &[2]).await;
+    c.restart(3).await;
+    c.crash(2).await;
+    c.wait_leader("t", 0, -1).await;
+    assert_eq!(c.elect_leader(1, 1, "t", 0).await, (code::NONE, code::NONE));
+    c.wait_leader("t", 0, 3).await;
+    assert_eq!(c.leader_isr("t", 0).await.2, [3]);
 }
 
 // Kafka: ElectLeaders answers ELECTION_NOT_NEEDED when the preferred replica already leads.
