@@ -17,6 +17,12 @@
 //! - timeouts are small (replica.lag.time.max.ms, fetch waits, back-offs) so that each test
 //!   finishes well under a second; conditions are polled with a deadline, never slept on.
 //!
+//! Why an integration-test target (`broker/tests/in_process/`) and not a `#[cfg(test)]` module:
+//! it can only use the broker's public API ([`broker::broker::start_with_zk`], the config, the
+//! client), so it tests behaviour, not internals, and survives their restructuring. Why no
+//! paused tokio clock: the brokers talk over real sockets on several runtimes, which a paused
+//! clock does not drive; small real timeouts keep the tests fast instead.
+//!
 //! Simplifications, said plainly: a crashed broker's session is expired at once (no session
 //! timeout to wait out); [`Cluster::freeze`] stands in for a stopped process (SIGSTOP, a long GC
 //! pause): the broker's tasks are gone but its session, and so its registration, stays until
