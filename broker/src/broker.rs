@@ -61,9 +61,7 @@ fn proposed_cluster_id() -> String {
 
 /// Runs start-up steps 1 to 7.
 pub async fn start(config: BrokerConfig) -> Result<Running> {
-    let config = Arc::new(config);
-    let id = config.broker_id;
-    info!(broker_id = id, zookeeper = %config.zookeeper_connect, "starting broker");
+    info!(broker_id = config.broker_id, zookeeper = %config.zookeeper_connect, "starting broker");
     let zk = KafkaZkClient::connect(&config.zookeeper_connect, config.zookeeper_session_timeout)
         .await
         .map_err(|e| {
@@ -72,6 +70,15 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
                 config.zookeeper_connect
             ))
         })?;
+    start_with_zk(config, zk).await
+}
+
+/// Runs start-up steps 1 (after the connection) to 7 on a session the caller opened: `start`
+/// connects `zookeeper.connect` and calls this; the in-process test cluster passes a session on
+/// the in-memory ZooKeeper (`MemoryZk`).
+pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Running> {
+    let config = Arc::new(config);
+    let id = config.broker_id;
     zk.ensure_persistent_paths().await?;
     let cluster_id = zk.get_or_create_cluster_id(&proposed_cluster_id()).await?;
     info!(broker_id = id, cluster_id = %cluster_id, "cluster id");

@@ -10,8 +10,16 @@
 //! NODEEXISTS, BADVERSION, NOTEMPTY, atomic multi-ops that either apply fully or report the index
 //! of the failing op, a dataVersion starting at 0 and bumped by every set, and a czxid per create.
 //!
-//! Simplifications: [`MemoryZk`] has one session; its watches fire on the matching change of a
-//! path, but it does not model connection loss or session expiry.
+//! [`MemoryZk`] is one shared tree with many sessions: [`MemoryZk::new_session`] hands out
+//! another session (another broker), each with its own session id as the `ephemeral_owner` of
+//! the ephemerals it creates. [`MemoryZk::expire`] (and `close`) ends a session as ZooKeeper
+//! does: its ephemerals are deleted (firing the watches on them and their parents), the watches
+//! that session had set fire with [`WatchKind::Session`], `session_ended` resolves, and every
+//! later call on that session fails with `SessionExpired`.
+//!
+//! Simplifications: no connection loss, no session timeout (a test ends a session explicitly),
+//! and [`MemoryZk::expire_session`], the controller tests' shortcut, only deletes the ephemerals
+//! and leaves the session usable.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -377,8 +385,12 @@ struct MemNode {
 struct MemState {
     nodes: BTreeMap<String, MemNode>,
     zxid: i64,
-    /// (path, is_child_watch, sender)
-    watches: Vec<(String, bool, oneshot::Sender<WatchKind>)>,
+    /// (path, is_child_watch, session that set it, sender)
+    watches: Vec<(String, bool, i64, oneshot::Sender<WatchKind>)>,
+    /// Sessions ended by `expire` or `close`: their calls fail with `SessionExpired`.
+    ended: std::collections::BTreeSet<i64>,
+    /// Who waits in `session_ended`, by session.
+    end_waiters: Vec<(i64, oneshot::Sender<()>)>,
 }
 
 /// An in-memory ZooKeeper for unit tests: one shared tree, many sessions.
@@ -411,16 +423,16 @@ impl MemState {
     fn fire(&mut self, path: &str, child: bool, kind: WatchKind) {
         let (fired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.watches)
             .into_iter()
-            .partition(|(p, c, _)| p == path && *c == child);
+            .partition(|(p, c, _, _)| p == path && *c == child);
         self.watches = kept;
-        for (_, _, tx) in fired {
+        for (_, _, _, tx) in fired {
             let _ = tx.send(kind);
         }
     }
 
-    fn watch(&mut self, path: &str, child: bool) -> Watch {
+    fn watch(&mut self, path: &str, child: bool, session: i64) -> Watch {
         let (tx, rx) = oneshot::channel();
-        self.watches.push((path.to_string(), child, tx));
+        self.watches.push((path.to_string(), child, session, tx));
         async move { rx.await.unwrap_or(WatchKind::Session) }.boxed()
     }
 
@@ -537,13 +549,50 @@ impl MemoryZk {
         }
     }
 
-    /// Simulates this session expiring: its ephemeral nodes vanish.
+    /// Deletes this session's ephemeral nodes but leaves the session usable (the controller
+    /// tests' shortcut for a broker's death; [`MemoryZk::expire`] is the whole expiry).
     pub fn expire_session(&self) {
         let mut s = self.lock();
+        Self::delete_ephemerals(&mut s, self.session);
+    }
+
+    /// Ends this session as ZooKeeper expires one: its ephemerals are deleted (their watches
+    /// and their parents' child watches fire), the watches it had set fire with
+    /// [`WatchKind::Session`], `session_ended` resolves, and later calls fail with
+    /// `SessionExpired`. Other sessions on the tree are untouched.
+    pub fn expire(&self) {
+        let mut s = self.lock();
+        if !s.ended.insert(self.session) {
+            return;
+        }
+        Self::delete_ephemerals(&mut s, self.session);
+        let session = self.session;
+        let (mine, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut s.watches)
+            .into_iter()
+            .partition(|(_, _, owner, _)| *owner == session);
+        s.watches = kept;
+        for (_, _, _, tx) in mine {
+            let _ = tx.send(WatchKind::Session);
+        }
+        let (waiters, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut s.end_waiters)
+            .into_iter()
+            .partition(|(owner, _)| *owner == session);
+        s.end_waiters = kept;
+        for (_, tx) in waiters {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether [`MemoryZk::expire`] or `close` has ended this session.
+    pub fn is_expired(&self) -> bool {
+        self.lock().ended.contains(&self.session)
+    }
+
+    fn delete_ephemerals(s: &mut MemState, session: i64) {
         let owned: Vec<String> = s
             .nodes
             .iter()
-            .filter(|(_, n)| n.stat.ephemeral_owner == self.session)
+            .filter(|(_, n)| n.stat.ephemeral_owner == session)
             .map(|(p, _)| p.clone())
             .collect();
         for p in owned {
@@ -552,7 +601,7 @@ impl MemoryZk {
                     path: p,
                     version: None,
                 },
-                self.session,
+                session,
             );
         }
     }
@@ -562,8 +611,17 @@ impl MemoryZk {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The tree, if this session is still alive.
+    fn live(&self) -> ZkResult<std::sync::MutexGuard<'_, MemState>> {
+        let s = self.lock();
+        if s.ended.contains(&self.session) {
+            return Err(ZkError::SessionExpired);
+        }
+        Ok(s)
+    }
+
     fn run_one(&self, op: ZkOp) -> ZkResult<ZkOpResult> {
-        let mut s = self.lock();
+        let mut s = self.live()?;
         s.check_op(&op)?;
         Ok(s.apply(op, self.session))
     }
@@ -571,67 +629,72 @@ impl MemoryZk {
 
 impl ZkBackend for MemoryZk {
     fn get_data(&self, path: String) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat)>> {
-        let s = self.lock();
-        let r = s
-            .nodes
-            .get(&path)
-            .map(|n| (n.data.clone(), n.stat))
-            .ok_or(ZkError::NoNode);
+        let r = self.live().and_then(|s| {
+            s.nodes
+                .get(&path)
+                .map(|n| (n.data.clone(), n.stat))
+                .ok_or(ZkError::NoNode)
+        });
         async move { r }.boxed()
     }
     fn get_data_and_watch(
         &self,
         path: String,
     ) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat, Watch)>> {
-        let mut s = self.lock();
-        let r = match s.nodes.get(&path).map(|n| (n.data.clone(), n.stat)) {
-            Some((d, st)) => Ok((d, st, s.watch(&path, false))),
-            None => Err(ZkError::NoNode),
-        };
+        let r = self.live().and_then(|mut s| {
+            match s.nodes.get(&path).map(|n| (n.data.clone(), n.stat)) {
+                Some((d, st)) => Ok((d, st, s.watch(&path, false, self.session))),
+                None => Err(ZkError::NoNode),
+            }
+        });
         async move { r }.boxed()
     }
     fn exists_and_watch(&self, path: String) -> BoxFuture<'_, ZkResult<(Option<ZkStat>, Watch)>> {
-        let mut s = self.lock();
-        let stat = s.nodes.get(&path).map(|n| n.stat);
-        let w = s.watch(&path, false);
-        async move { Ok((stat, w)) }.boxed()
+        let r = self.live().map(|mut s| {
+            let stat = s.nodes.get(&path).map(|n| n.stat);
+            (stat, s.watch(&path, false, self.session))
+        });
+        async move { r }.boxed()
     }
     fn get_data_many(
         &self,
         paths: Vec<String>,
     ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<NodeData>>>> {
-        let s = self.lock();
-        let r = paths
-            .iter()
-            .map(|p| {
-                s.nodes
-                    .get(p)
-                    .map(|n| (n.data.clone(), n.stat))
-                    .ok_or(ZkError::NoNode)
-            })
-            .collect();
-        async move { Ok(r) }.boxed()
+        let r = self.live().map(|s| {
+            paths
+                .iter()
+                .map(|p| {
+                    s.nodes
+                        .get(p)
+                        .map(|n| (n.data.clone(), n.stat))
+                        .ok_or(ZkError::NoNode)
+                })
+                .collect()
+        });
+        async move { r }.boxed()
     }
     fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>> {
-        let s = self.lock();
-        let r = if s.nodes.contains_key(&path) {
-            Ok(s.children(&path))
-        } else {
-            Err(ZkError::NoNode)
-        };
+        let r = self.live().and_then(|s| {
+            if s.nodes.contains_key(&path) {
+                Ok(s.children(&path))
+            } else {
+                Err(ZkError::NoNode)
+            }
+        });
         async move { r }.boxed()
     }
     fn get_children_and_watch(
         &self,
         path: String,
     ) -> BoxFuture<'_, ZkResult<(Vec<String>, Watch)>> {
-        let mut s = self.lock();
-        let r = if s.nodes.contains_key(&path) {
-            let c = s.children(&path);
-            Ok((c, s.watch(&path, true)))
-        } else {
-            Err(ZkError::NoNode)
-        };
+        let r = self.live().and_then(|mut s| {
+            if s.nodes.contains_key(&path) {
+                let c = s.children(&path);
+                Ok((c, s.watch(&path, true, self.session)))
+            } else {
+                Err(ZkError::NoNode)
+            }
+        });
         async move { r }.boxed()
     }
     fn create(
@@ -671,7 +734,10 @@ impl ZkBackend for MemoryZk {
         async move { r }.boxed()
     }
     fn multi(&self, ops: Vec<ZkOp>) -> BoxFuture<'_, Result<Vec<ZkOpResult>, MultiError>> {
-        let mut s = self.lock();
+        let mut s = match self.live() {
+            Ok(s) => s,
+            Err(e) => return async move { Err(MultiError::Request(e)) }.boxed(),
+        };
         // Check every op against the tree as it would be after the previous ops: apply to a copy.
         let saved_nodes = s.nodes.clone();
         let saved_zxid = s.zxid;
@@ -708,11 +774,98 @@ impl ZkBackend for MemoryZk {
         self.session
     }
     fn close(&self) -> BoxFuture<'_, ()> {
-        self.expire_session();
+        self.expire();
         async {}.boxed()
     }
     fn session_ended(&self) -> BoxFuture<'static, ()> {
-        // The in-memory tree has no session timeouts; tests expire sessions explicitly.
-        futures::future::pending().boxed()
+        // No session timeouts here: a session ends when a test calls `expire` or `close`.
+        let mut s = self.lock();
+        if s.ended.contains(&self.session) {
+            return async {}.boxed();
+        }
+        let (tx, rx) = oneshot::channel();
+        s.end_waiters.push((self.session, tx));
+        async move {
+            if rx.await.is_err() {
+                // The tree was dropped: the session can never end.
+                futures::future::pending::<()>().await;
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ZooKeeper: a session's expiry deletes its ephemerals, and only its own.
+    #[tokio::test]
+    async fn expiring_a_session_deletes_its_ephemerals_and_no_others() {
+        let a = MemoryZk::new();
+        let b = a.new_session();
+        a.create("/a".into(), vec![], NodeMode::Ephemeral)
+            .await
+            .unwrap();
+        let stat = b
+            .create("/b".into(), vec![], NodeMode::Ephemeral)
+            .await
+            .unwrap();
+        assert_eq!(stat.ephemeral_owner, b.session_id());
+        a.expire();
+        assert!(a.is_expired() && !b.is_expired());
+        assert!(matches!(
+            b.get_data("/a".into()).await,
+            Err(ZkError::NoNode)
+        ));
+        assert!(b.get_data("/b".into()).await.is_ok());
+    }
+
+    // ZooKeeper: an expired session's handle answers SESSIONEXPIRED to every call, its watches
+    // end with a session event, and another session's watch sees the ephemeral deleted.
+    #[tokio::test]
+    async fn an_expired_session_fails_its_calls_and_ends_its_watches() {
+        let a = MemoryZk::new();
+        let b = a.new_session();
+        a.create("/e".into(), vec![], NodeMode::Ephemeral)
+            .await
+            .unwrap();
+        let (_, own) = a.exists_and_watch("/x".into()).await.unwrap();
+        let (_, other) = b.exists_and_watch("/e".into()).await.unwrap();
+        let ended = a.session_ended();
+        a.expire();
+        assert_eq!(own.await, WatchKind::Session);
+        assert_eq!(other.await, WatchKind::Deleted);
+        ended.await;
+        assert!(matches!(
+            a.get_data("/".into()).await,
+            Err(ZkError::SessionExpired)
+        ));
+        assert!(matches!(
+            a.create("/y".into(), vec![], NodeMode::Persistent).await,
+            Err(ZkError::SessionExpired)
+        ));
+        assert!(matches!(
+            a.multi(vec![]).await,
+            Err(MultiError::Request(ZkError::SessionExpired))
+        ));
+        // A closed session has ended too.
+        b.close().await;
+        b.session_ended().await;
+    }
+
+    // The controller tests' shortcut keeps the session usable.
+    #[tokio::test]
+    async fn expire_session_deletes_ephemerals_but_keeps_the_session() {
+        let a = MemoryZk::new();
+        a.create("/e".into(), vec![], NodeMode::Ephemeral)
+            .await
+            .unwrap();
+        a.expire_session();
+        assert!(!a.is_expired());
+        assert!(matches!(
+            a.get_data("/e".into()).await,
+            Err(ZkError::NoNode)
+        ));
     }
 }

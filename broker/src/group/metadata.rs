@@ -1,0 +1,217 @@
+//! A consumer group's state: its members, generation, protocol and leader, and what the admin
+//! APIs (DescribeGroups, ListGroups) show of it.
+//!
+//! Kafka classes mirrored: `GroupMetadata` (with `GroupState`) and `MemberMetadata`;
+//! `GroupCoordinator.handleDescribeGroup` / `handleListGroups`.
+//!
+//! Invariant: a group in the map is one this broker coordinates (its `__consumer_offsets`
+//! partition is led here); `Dead` is not a state but the group's absence.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, JoinGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupResponse,
+};
+use tokio::sync::oneshot;
+
+use super::{code, partition_for, s, GroupCoordinator};
+
+/// The states of a classic group (Kafka's `GroupState`; `Dead` is a group we no longer hold,
+/// which here means it is simply absent from the map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members; committed offsets may remain.
+    Empty,
+    /// Waiting for every known member to (re)join.
+    PreparingRebalance,
+    /// Joined; waiting for the leader's assignment in SyncGroup.
+    CompletingRebalance,
+    /// Every member has its assignment and heartbeats.
+    Stable,
+}
+
+impl GroupState {
+    /// Kafka's name for the state, as DescribeGroups and ListGroups report it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+pub(super) struct Member {
+    /// The client's `client.id` and address, shown by DescribeGroups.
+    pub(super) client_id: String,
+    pub(super) client_host: String,
+    /// `group.instance.id` as sent (static membership is otherwise treated as dynamic).
+    pub(super) group_instance_id: Option<String>,
+    pub(super) session_timeout: Duration,
+    pub(super) rebalance_timeout: Duration,
+    pub(super) protocol_type: String,
+    pub(super) protocols: Vec<(String, Bytes)>,
+    pub(super) assignment: Bytes,
+    pub(super) last_heartbeat: Instant,
+    pub(super) join: Option<(i16, oneshot::Sender<JoinGroupResponse>)>,
+    pub(super) sync: Option<(i16, oneshot::Sender<SyncGroupResponse>)>,
+}
+
+pub(super) struct Group {
+    pub(super) state: GroupState,
+    pub(super) generation: i32,
+    pub(super) protocol_type: Option<String>,
+    pub(super) protocol: Option<String>,
+    pub(super) leader: Option<String>,
+    pub(super) members: BTreeMap<String, Member>,
+    /// When the current rebalance started, and whether it began from an empty group.
+    pub(super) rebalance_started: Option<(Instant, bool)>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined (KIP-394), with the
+    /// time they expire if the client never comes back (its session timeout). A rebalance
+    /// waits for them, as Kafka's `GroupMetadata.hasAllMembersJoined` does.
+    pub(super) pending: HashMap<String, Instant>,
+    /// While CompletingRebalance: when members that have not sent SyncGroup are dropped
+    /// (Kafka's pending-sync timeout, the rebalance timeout), so a leader that never syncs
+    /// cannot stall the group.
+    pub(super) sync_deadline: Option<Instant>,
+    /// The (generation, state) last queued to `__consumer_offsets`, so each Stable or Empty
+    /// generation is written once.
+    pub(super) stored: Option<(i32, GroupState)>,
+    pub(super) offsets: HashMap<(String, i32), (i64, i32, Option<String>)>,
+}
+
+impl Group {
+    pub(super) fn new() -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            rebalance_started: None,
+            pending: HashMap::new(),
+            sync_deadline: None,
+            stored: None,
+            offsets: HashMap::new(),
+        }
+    }
+}
+
+impl GroupCoordinator {
+    /// DescribeGroups: each group's state, protocol and members; member metadata and
+    /// assignments only once the group is Stable, as Kafka's `GroupMetadata.summary` does.
+    /// An unknown group is reported as `Dead` with no error.
+    /// Kafka: `GroupCoordinator.handleDescribeGroup`.
+    pub fn describe_groups(
+        &self,
+        req: DescribeGroupsRequest,
+        version: i16,
+    ) -> DescribeGroupsResponse {
+        let groups_out = req
+            .groups
+            .iter()
+            .map(|gid| {
+                let mut d = DescribedGroup::default().with_group_id(gid.clone());
+                if version >= 3 && req.include_authorized_operations {
+                    // No authorizer: every group operation is allowed (Kafka reports the
+                    // supported set as a bit field: READ=3, DELETE=6, DESCRIBE=8).
+                    d.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8);
+                }
+                if !self.owns(gid) {
+                    d.error_code = code(ResponseError::NotCoordinator);
+                    return d;
+                }
+                if self.is_loading(gid) {
+                    d.error_code = code(ResponseError::CoordinatorLoadInProgress);
+                    return d;
+                }
+                let groups = self.groups();
+                let Some(g) = groups.get(gid.as_str()) else {
+                    d.group_state = s("Dead");
+                    return d;
+                };
+                d.group_state = s(g.state.name());
+                d.protocol_type = s(g.protocol_type.as_deref().unwrap_or(""));
+                let stable = g.state == GroupState::Stable;
+                if stable {
+                    d.protocol_data = s(g.protocol.as_deref().unwrap_or(""));
+                }
+                d.members = g
+                    .members
+                    .iter()
+                    .map(|(id, m)| {
+                        let mut dm = DescribedGroupMember::default()
+                            .with_member_id(s(id))
+                            .with_client_id(s(&m.client_id))
+                            .with_client_host(s(&m.client_host));
+                        if version >= 4 {
+                            dm.group_instance_id = m.group_instance_id.as_deref().map(s);
+                        }
+                        if stable {
+                            let proto = g.protocol.as_deref().unwrap_or("");
+                            dm.member_metadata = m
+                                .protocols
+                                .iter()
+                                .find(|(n, _)| n == proto)
+                                .map(|(_, md)| md.clone())
+                                .unwrap_or_default();
+                            dm.member_assignment = m.assignment.clone();
+                        }
+                        dm
+                    })
+                    .collect();
+                d
+            })
+            .collect();
+        DescribeGroupsResponse::default().with_groups(groups_out)
+    }
+
+    /// ListGroups: the groups this broker coordinates (v4: filtered by state names, compared
+    /// case-insensitively as Kafka parses them). Kafka: `GroupCoordinator.handleListGroups`.
+    pub fn list_groups(&self, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+        let filter: Vec<String> = if version >= 4 {
+            req.states_filter.iter().map(|x| x.to_lowercase()).collect()
+        } else {
+            Vec::new()
+        };
+        if !self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            // Kafka answers the whole list with this error while any partition loads.
+            return ListGroupsResponse::default()
+                .with_error_code(code(ResponseError::CoordinatorLoadInProgress));
+        }
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let n = self.config.offsets_topic_num_partitions;
+        let groups = self.groups();
+        let mut listed: Vec<ListedGroup> = groups
+            .iter()
+            .filter(|(id, _)| owned.contains(&partition_for(id, n)))
+            .filter(|(_, g)| filter.is_empty() || filter.contains(&g.state.name().to_lowercase()))
+            .map(|(id, g)| {
+                let mut l = ListedGroup::default()
+                    .with_group_id(GroupId(s(id)))
+                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")));
+                if version >= 4 {
+                    l.group_state = s(g.state.name());
+                }
+                l
+            })
+            .collect();
+        listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        ListGroupsResponse::default().with_groups(listed)
+    }
+}

@@ -1,0 +1,308 @@
+//! Committed offsets: OffsetCommit and OffsetFetch.
+//!
+//! Kafka class mirrored: `GroupCoordinator.handleCommitOffsets` / `handleFetchOffsets` and
+//! `GroupMetadataManager.storeOffsets` (the write itself is in `persist`).
+//!
+//! Invariant: a commit carries the member's generation, so a member that missed a rebalance
+//! cannot overwrite the offsets of the partitions' new owner; a commit is answered NONE only
+//! once stored (in the log when there is one).
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio::time::Instant;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+
+use super::metadata::{Group, GroupState};
+use super::{code, persist, records, s, GroupCoordinator};
+
+/// Kafka's `offset.metadata.max.bytes` default.
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+impl GroupCoordinator {
+    pub async fn offset_commit(
+        &self,
+        req: OffsetCommitRequest,
+        version: i16,
+    ) -> OffsetCommitResponse {
+        let group_id = req.group_id.to_string();
+        let all = |c: i16| {
+            OffsetCommitResponse::default().with_topics(
+                req.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(c)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        };
+        if let Err(c) = self.check_group(&group_id) {
+            return all(c);
+        }
+        let member_id = req.member_id.to_string();
+        let generation = req.generation_id_or_member_epoch;
+        if let Err(c) = self.validate_offset_commit(&group_id, &member_id, generation) {
+            return all(c);
+        }
+        // Kafka: `offset.metadata.max.bytes` (4096): a too-long metadata string fails only
+        // its own partition.
+        let too_large =
+            |p: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition| {
+                p.committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
+            };
+        let mut resp = all(0);
+        for (t, rt) in req.topics.iter().zip(resp.topics.iter_mut()) {
+            for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
+                if too_large(p) {
+                    rp.error_code = code(ResponseError::OffsetMetadataTooLarge);
+                }
+            }
+        }
+        let now_ms = persist::now_ms();
+        let commits: Vec<(String, i32, records::OffsetValue)> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().filter(|p| !too_large(p)).map(move |p| {
+                    let value = records::OffsetValue {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        commit_timestamp: now_ms,
+                    };
+                    (t.name.to_string(), p.partition_index, value)
+                })
+            })
+            .collect();
+        if let Err(c) = self.store_offsets(&group_id, &commits).await {
+            for rt in resp.topics.iter_mut() {
+                for rp in rt.partitions.iter_mut().filter(|rp| rp.error_code == 0) {
+                    rp.error_code = c;
+                }
+            }
+            return resp;
+        }
+        let mut groups = self.groups();
+        if let Some(g) = groups.get_mut(&group_id) {
+            for (topic, partition, v) in commits {
+                g.offsets.insert(
+                    (topic, partition),
+                    (v.offset, v.leader_epoch, Some(v.metadata)),
+                );
+            }
+        }
+        resp
+    }
+
+    /// Kafka: `GroupCoordinator.handleCommitOffsets` and `validateOffsetCommit`.
+    fn validate_offset_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), i16> {
+        let mut groups = self.groups();
+        // Kafka: GroupCoordinator.handleCommitOffsets. An unknown group is created only for a
+        // "simple" commit (generation -1) from a consumer that assigns partitions itself.
+        if !groups.contains_key(group_id) && generation >= 0 {
+            return Err(code(ResponseError::IllegalGeneration));
+        }
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(Group::new);
+        // Kafka: GroupCoordinator.validateOffsetCommit.
+        if generation >= 0 || !member_id.is_empty() {
+            if !g.members.contains_key(member_id) {
+                return Err(code(ResponseError::UnknownMemberId));
+            }
+            if generation != g.generation {
+                return Err(code(ResponseError::IllegalGeneration));
+            }
+            // The member got this generation's JoinGroup answer but not its assignment yet.
+            // (PreparingRebalance is allowed: a consumer commits what it consumed before it
+            // rejoins, in its partitions-revoked callback.)
+            if g.state == GroupState::CompletingRebalance {
+                return Err(code(ResponseError::RebalanceInProgress));
+            }
+            if let Some(m) = g.members.get_mut(member_id) {
+                m.last_heartbeat = Instant::now();
+            }
+        } else if g.state != GroupState::Empty {
+            // A non-empty group takes commits from its members only.
+            return Err(code(ResponseError::UnknownMemberId));
+        }
+        Ok(())
+    }
+
+    /// OffsetFetch. v0-7 ask about one group (`group_id`, `topics`, null = every committed
+    /// partition from v2); v8 batches several groups in `groups`, each answered with its own
+    /// error. A partition without a committed offset answers offset -1 and empty metadata.
+    /// Kafka: `KafkaApis.handleOffsetFetchRequest`, `GroupCoordinator.handleFetchOffsets`.
+    pub async fn offset_fetch(&self, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+        let mut r = OffsetFetchResponse::default();
+        if version >= 8 {
+            r.groups = req
+                .groups
+                .iter()
+                .map(|rg| {
+                    let wanted = rg.topics.as_ref().map(|ts| {
+                        ts.iter()
+                            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                            .collect()
+                    });
+                    let mut out =
+                        OffsetFetchResponseGroup::default().with_group_id(rg.group_id.clone());
+                    match self.fetch_offsets(&rg.group_id, wanted) {
+                        Ok(topics) => {
+                            out.topics = topics
+                                .into_iter()
+                                .map(|(t, ps)| {
+                                    OffsetFetchResponseTopics::default()
+                                        .with_name(TopicName(s(&t)))
+                                        .with_partitions(
+                                            ps.into_iter()
+                                                .map(|(p, off, epoch, meta)| {
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(p)
+                                                        .with_committed_offset(off)
+                                                        .with_committed_leader_epoch(epoch)
+                                                        .with_metadata(Some(s(&meta)))
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect()
+                        }
+                        Err(c) => out.error_code = c,
+                    }
+                    out
+                })
+                .collect();
+            return r;
+        }
+        let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        let (topics, err) = match self.fetch_offsets(&req.group_id, wanted.clone()) {
+            Ok(t) => (t, 0),
+            Err(c) if version >= 2 => (Vec::new(), c),
+            Err(c) => {
+                // v0-1 have no top-level error: every asked partition carries it.
+                let t = wanted
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        (
+                            t,
+                            ps.into_iter().map(|p| (p, -1, -1, String::new())).collect(),
+                        )
+                    })
+                    .collect();
+                (t, c)
+            }
+        };
+        if version >= 2 {
+            r.error_code = err;
+        }
+        r.topics = topics
+            .into_iter()
+            .map(|(t, ps)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(s(&t)))
+                    .with_partitions(
+                        ps.into_iter()
+                            .map(|(p, off, epoch, meta)| {
+                                let mut x = OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(off)
+                                    .with_metadata(Some(s(&meta)));
+                                if version >= 5 {
+                                    x.committed_leader_epoch = epoch;
+                                }
+                                if version < 2 {
+                                    x.error_code = err;
+                                }
+                                x
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        r
+    }
+
+    /// The committed offsets of `group_id`: for the asked partitions, or (None) for every
+    /// partition with a commit. Each entry is (partition, offset, leader epoch, metadata).
+    #[allow(clippy::type_complexity)]
+    fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<(String, Vec<(i32, i64, i32, String)>)>, i16> {
+        self.check_group(group_id)?;
+        let groups = self.groups();
+        let empty = HashMap::new();
+        let offsets = groups.get(group_id).map_or(&empty, |g| &g.offsets);
+        let wanted = wanted.unwrap_or_else(|| {
+            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for (t, p) in offsets.keys() {
+                by_topic.entry(t.clone()).or_default().push(*p);
+            }
+            by_topic
+                .into_iter()
+                .map(|(t, mut ps)| {
+                    ps.sort_unstable();
+                    (t, ps)
+                })
+                .collect()
+        });
+        Ok(wanted
+            .into_iter()
+            .map(|(t, ps)| {
+                let parts = ps
+                    .into_iter()
+                    .map(|p| match offsets.get(&(t.clone(), p)) {
+                        Some((off, epoch, meta)) => {
+                            (p, *off, *epoch, meta.clone().unwrap_or_default())
+                        }
+                        None => (p, -1, -1, String::new()),
+                    })
+                    .collect();
+                (t, parts)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,552 @@
+//! The classic rebalance protocol: JoinGroup, SyncGroup, Heartbeat and LeaveGroup, and the
+//! group state machine's transitions (Empty -> PreparingRebalance -> CompletingRebalance ->
+//! Stable).
+//!
+//! Kafka class mirrored: `GroupCoordinator` (`handleJoinGroup`, `handleSyncGroup`,
+//! `handleHeartbeat`, `handleLeaveGroup`, `prepareRebalance`, `onCompleteJoin`) and
+//! `GroupMetadata.selectProtocol`.
+//!
+//! Invariant: every member waiting in JoinGroup or SyncGroup gets exactly one answer: the
+//! generation's, or an error when a rebalance or an expiry overtakes it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+use tracing::{debug, info};
+
+use super::metadata::{Group, GroupState, Member};
+use super::{code, s, GroupCoordinator};
+
+impl GroupCoordinator {
+    /// JoinGroup from a client whose address is unknown (DescribeGroups then shows an empty
+    /// `client_host`); see [`Self::join_group_from`].
+    pub async fn join_group(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: &str,
+    ) -> JoinGroupResponse {
+        self.join_group_from(req, version, client_id, "").await
+    }
+
+    /// JoinGroup. `client_id` comes from the request header and prefixes the member id
+    /// (`<client_id>-<uuid>`, as Kafka names members); `client_host` is the peer address as
+    /// Kafka shows it (`/127.0.0.1`), reported by DescribeGroups.
+    pub async fn join_group_from(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+    ) -> JoinGroupResponse {
+        let fail = |c: i16, member: &str| {
+            fit_join(
+                JoinGroupResponse::default()
+                    .with_error_code(c)
+                    .with_generation_id(-1)
+                    .with_member_id(s(member)),
+                version,
+            )
+        };
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return fail(c, &req.member_id);
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return fail(code(ResponseError::InvalidSessionTimeout), &req.member_id);
+        }
+        if let Some(reason) = &req.reason {
+            debug!(group = %group_id, member_id = %req.member_id, %reason, "JoinGroup reason");
+        }
+        let rx = {
+            let mut groups = self.groups();
+            let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+            let protocols: Vec<(String, Bytes)> = req
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect();
+            let ptype = req.protocol_type.to_string();
+            if protocols.is_empty()
+                || (!g.members.is_empty()
+                    && (g.protocol_type.as_deref() != Some(ptype.as_str())
+                        || !g.members.values().all(|m| {
+                            m.protocols
+                                .iter()
+                                .any(|(n, _)| protocols.iter().any(|(p, _)| p == n))
+                        })))
+            {
+                return fail(
+                    code(ResponseError::InconsistentGroupProtocol),
+                    &req.member_id,
+                );
+            }
+            let client_id = client_id.to_string();
+            let mut member_id = req.member_id.to_string();
+            if member_id.is_empty() {
+                member_id = format!("{client_id}-{}", uuid::Uuid::new_v4());
+                if version >= 4 {
+                    // KIP-394: the client must rejoin with the id we give it.
+                    let expires =
+                        Instant::now() + Duration::from_millis(req.session_timeout_ms as u64);
+                    g.pending.insert(member_id.clone(), expires);
+                    self.wake.notify_one(); // a new pending-member deadline
+                    return fail(code(ResponseError::MemberIdRequired), &member_id);
+                }
+            } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
+            {
+                return fail(code(ResponseError::UnknownMemberId), &member_id);
+            }
+            let session = Duration::from_millis(req.session_timeout_ms as u64);
+            let rebalance = if version >= 1 {
+                Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64)
+            } else {
+                session
+            };
+            let (tx, rx) = oneshot::channel();
+            let changed = match g.members.get(&member_id) {
+                Some(m) => m.protocols != protocols,
+                None => true,
+            };
+            let m = g
+                .members
+                .entry(member_id.clone())
+                .or_insert_with(|| Member {
+                    client_id: client_id.clone(),
+                    client_host: client_host.to_string(),
+                    group_instance_id: None,
+                    session_timeout: session,
+                    rebalance_timeout: rebalance,
+                    protocol_type: ptype.clone(),
+                    protocols: protocols.clone(),
+                    assignment: Bytes::new(),
+                    last_heartbeat: Instant::now(),
+                    join: None,
+                    sync: None,
+                });
+            m.session_timeout = session;
+            m.rebalance_timeout = rebalance;
+            m.group_instance_id = req.group_instance_id.as_ref().map(|i| i.to_string());
+            m.protocols = protocols;
+            m.protocol_type = ptype.clone();
+            m.last_heartbeat = Instant::now();
+            m.join = Some((version, tx));
+            g.protocol_type = Some(ptype);
+            match g.state {
+                GroupState::PreparingRebalance => {}
+                GroupState::Empty => prepare_rebalance(&group_id, g, true),
+                GroupState::CompletingRebalance | GroupState::Stable => {
+                    let is_leader = g.leader.as_deref() == Some(member_id.as_str());
+                    // Kafka: a member rejoining unchanged while CompletingRebalance probably
+                    // lost its JoinGroup answer: it gets this generation's answer again. While
+                    // Stable, the leader's rejoin (it may see new topics) or a change of
+                    // metadata starts a rebalance; a follower's unchanged rejoin does not.
+                    let stable = g.state == GroupState::Stable;
+                    if changed || (stable && is_leader) {
+                        prepare_rebalance(&group_id, g, false);
+                    } else {
+                        let m = g.members.get_mut(&member_id).expect("inserted above");
+                        if let Some((v, tx)) = m.join.take() {
+                            let _ = tx.send(join_response(g, &member_id, v));
+                        }
+                    }
+                }
+            }
+            try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
+            self.maybe_store_group(&group_id, g);
+            self.wake.notify_one();
+            rx
+        };
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => fail(code(ResponseError::UnknownMemberId), &req.member_id),
+        }
+    }
+
+    pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+        let fail = |c: i16| {
+            fit_sync(
+                SyncGroupResponse::default().with_error_code(c),
+                version,
+                None,
+            )
+        };
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return fail(c);
+        }
+        let rx = {
+            let mut groups = self.groups();
+            let Some(g) = groups.get_mut(&group_id) else {
+                return fail(code(ResponseError::UnknownMemberId));
+            };
+            let member_id = req.member_id.to_string();
+            if !g.members.contains_key(&member_id) {
+                return fail(code(ResponseError::UnknownMemberId));
+            }
+            if req.generation_id != g.generation {
+                return fail(code(ResponseError::IllegalGeneration));
+            }
+            if version >= 5 {
+                let t = req.protocol_type.as_ref().map(|x| x.to_string());
+                let n = req.protocol_name.as_ref().map(|x| x.to_string());
+                if (t.is_some() && t != g.protocol_type) || (n.is_some() && n != g.protocol) {
+                    return fail(code(ResponseError::InconsistentGroupProtocol));
+                }
+            }
+            match g.state {
+                GroupState::Empty => return fail(code(ResponseError::UnknownMemberId)),
+                GroupState::PreparingRebalance => {
+                    return fail(code(ResponseError::RebalanceInProgress))
+                }
+                GroupState::Stable => {
+                    let m = g.members.get_mut(&member_id).expect("checked");
+                    m.last_heartbeat = Instant::now();
+                    let a = m.assignment.clone();
+                    return fit_sync(
+                        SyncGroupResponse::default().with_assignment(a),
+                        version,
+                        Some(g),
+                    );
+                }
+                GroupState::CompletingRebalance => {
+                    let (tx, rx) = oneshot::channel();
+                    let m = g.members.get_mut(&member_id).expect("checked");
+                    m.sync = Some((version, tx));
+                    m.last_heartbeat = Instant::now();
+                    if g.leader.as_deref() == Some(member_id.as_str()) {
+                        let given: HashMap<String, Bytes> = req
+                            .assignments
+                            .iter()
+                            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                            .collect();
+                        for (id, m) in g.members.iter_mut() {
+                            m.assignment = given.get(id).cloned().unwrap_or_default();
+                        }
+                        g.state = GroupState::Stable;
+                        g.sync_deadline = None;
+                        self.maybe_store_group(&group_id, g);
+                        self.wake.notify_one();
+                        info!(group = %group_id, generation = g.generation, members = g.members.len(),
+                            "group stable: assignment received from the leader");
+                        let snapshot = (g.protocol_type.clone(), g.protocol.clone());
+                        for m in g.members.values_mut() {
+                            if let Some((v, tx)) = m.sync.take() {
+                                m.last_heartbeat = Instant::now();
+                                let mut r = SyncGroupResponse::default()
+                                    .with_assignment(m.assignment.clone());
+                                if v >= 5 {
+                                    r.protocol_type = snapshot.0.as_deref().map(s);
+                                    r.protocol_name = snapshot.1.as_deref().map(s);
+                                }
+                                let _ = tx.send(r);
+                            }
+                        }
+                    }
+                    rx
+                }
+            }
+        };
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => fail(code(ResponseError::RebalanceInProgress)),
+        }
+    }
+
+    pub async fn heartbeat(&self, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+        let r = |c: i16| HeartbeatResponse::default().with_error_code(c);
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return r(c);
+        }
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(&group_id) else {
+            return r(code(ResponseError::UnknownMemberId));
+        };
+        let Some(m) = g.members.get_mut(&req.member_id.to_string()) else {
+            return r(code(ResponseError::UnknownMemberId));
+        };
+        // Kafka: GroupCoordinator.handleHeartbeat checks membership, then the generation,
+        // then the state; only a valid heartbeat extends the session.
+        if req.generation_id != g.generation {
+            return r(code(ResponseError::IllegalGeneration));
+        }
+        m.last_heartbeat = Instant::now();
+        match g.state {
+            GroupState::Empty => r(code(ResponseError::UnknownMemberId)),
+            GroupState::PreparingRebalance => r(code(ResponseError::RebalanceInProgress)),
+            GroupState::CompletingRebalance | GroupState::Stable => r(0),
+        }
+    }
+
+    pub async fn leave_group(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let group_id = req.group_id.to_string();
+        if let Err(c) = self.check_group(&group_id) {
+            return LeaveGroupResponse::default().with_error_code(c);
+        }
+        let ids: Vec<String> = if version >= 3 {
+            req.members
+                .iter()
+                .map(|m| {
+                    if let Some(reason) = &m.reason {
+                        debug!(group = %group_id, member_id = %m.member_id, %reason, "LeaveGroup reason");
+                    }
+                    m.member_id.to_string()
+                })
+                .collect()
+        } else {
+            vec![req.member_id.to_string()]
+        };
+        let mut groups = self.groups();
+        let mut results = Vec::new();
+        let mut top = 0;
+        match groups.get_mut(&group_id) {
+            None => {
+                // Kafka: every member unknown; v3+ keeps the top-level error NONE.
+                let c = code(ResponseError::UnknownMemberId);
+                if version < 3 {
+                    top = c;
+                }
+                for id in &ids {
+                    results.push(
+                        MemberResponse::default()
+                            .with_member_id(s(id))
+                            .with_error_code(c),
+                    );
+                }
+            }
+            Some(g) => {
+                let mut removed = false;
+                for id in &ids {
+                    let c = if g.members.remove(id).is_some() {
+                        removed = true;
+                        info!(group = %group_id, member_id = %id, "member left the group");
+                        0
+                    } else if g.pending.remove(id).is_some() {
+                        // A member that got its id but never joined (Kafka: removePendingMember).
+                        removed = true;
+                        0
+                    } else {
+                        code(ResponseError::UnknownMemberId)
+                    };
+                    if version < 3 {
+                        top = c;
+                    }
+                    results.push(
+                        MemberResponse::default()
+                            .with_member_id(s(id))
+                            .with_error_code(c),
+                    );
+                }
+                if removed {
+                    member_gone(&group_id, g);
+                    try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
+                    self.maybe_store_group(&group_id, g);
+                    self.wake.notify_one();
+                }
+            }
+        }
+        let mut r = LeaveGroupResponse::default().with_error_code(top);
+        if version >= 3 {
+            r.members = results;
+        }
+        r
+    }
+}
+
+/// A member left or expired: a stable group rebalances; a rebalance may now be complete.
+pub(super) fn member_gone(group: &str, g: &mut Group) {
+    if g.members.is_empty() {
+        if g.state != GroupState::Empty {
+            g.generation += 1;
+            g.state = GroupState::Empty;
+            g.leader = None;
+            g.protocol = None;
+            g.rebalance_started = None;
+            info!(group, generation = g.generation, "group is now empty");
+        }
+        return;
+    }
+    if matches!(
+        g.state,
+        GroupState::Stable | GroupState::CompletingRebalance
+    ) {
+        prepare_rebalance(group, g, false);
+    }
+}
+
+pub(super) fn prepare_rebalance(group: &str, g: &mut Group, from_empty: bool) {
+    if g.state == GroupState::CompletingRebalance {
+        // Members waiting in SyncGroup must rejoin.
+        for m in g.members.values_mut() {
+            if let Some((v, tx)) = m.sync.take() {
+                let _ = tx.send(fit_sync(
+                    SyncGroupResponse::default()
+                        .with_error_code(code(ResponseError::RebalanceInProgress)),
+                    v,
+                    None,
+                ));
+            }
+        }
+    }
+    g.state = GroupState::PreparingRebalance;
+    g.rebalance_started = Some((Instant::now(), from_empty));
+    info!(
+        group,
+        generation = g.generation,
+        members = g.members.len(),
+        "preparing to rebalance group"
+    );
+}
+
+/// Completes the join phase when every member has rejoined (after the initial delay for a
+/// group that started empty), or when the rebalance timeout passed (dropping the absent).
+pub(super) fn try_complete_join(group: &str, g: &mut Group, initial_delay_ms: i32) {
+    if g.state != GroupState::PreparingRebalance {
+        return;
+    }
+    let Some((started, from_empty)) = g.rebalance_started else {
+        return;
+    };
+    let elapsed = started.elapsed();
+    let timeout = g
+        .members
+        .values()
+        .map(|m| m.rebalance_timeout)
+        .max()
+        .unwrap_or_default();
+    let all_joined = g.members.values().all(|m| m.join.is_some()) && g.pending.is_empty();
+    let delay_done =
+        !from_empty || elapsed >= Duration::from_millis(initial_delay_ms.max(0) as u64);
+    if !(all_joined && delay_done) && elapsed < timeout {
+        return;
+    }
+    g.members.retain(|_, m| m.join.is_some());
+    if g.members.is_empty() {
+        member_gone(group, g);
+        return;
+    }
+    g.generation += 1;
+    let first = g.members.keys().next().cloned().expect("non-empty");
+    let leader = match &g.leader {
+        Some(l) if g.members.contains_key(l) => l.clone(),
+        _ => first,
+    };
+    let protocol = select_protocol(g, &leader);
+    g.leader = Some(leader.clone());
+    g.protocol = protocol;
+    g.state = GroupState::CompletingRebalance;
+    g.rebalance_started = None;
+    g.sync_deadline = Some(Instant::now() + timeout);
+    info!(group, generation = g.generation, leader = %leader, members = g.members.len(),
+        protocol = ?g.protocol, "rebalance: join phase complete");
+    let ids: Vec<String> = g.members.keys().cloned().collect();
+    for id in ids {
+        let resp_version = g.members[&id].join.as_ref().map(|(v, _)| *v).unwrap_or(0);
+        let resp = join_response(g, &id, resp_version);
+        if let Some(m) = g.members.get_mut(&id) {
+            // Kafka: completeAndScheduleNextHeartbeatExpiration; the session restarts now.
+            m.last_heartbeat = Instant::now();
+            if let Some((_, tx)) = m.join.take() {
+                let _ = tx.send(resp);
+            }
+        }
+    }
+}
+
+/// Kafka's `GroupMetadata.selectProtocol`: the candidates are the protocols every member
+/// supports; each member votes for the first candidate in its own preference order, and the
+/// most votes win. Ties (unspecified in Kafka) go to the leader's preference order.
+pub(super) fn select_protocol(g: &Group, leader: &str) -> Option<String> {
+    let supported_by_all = |n: &str| {
+        g.members
+            .values()
+            .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+    };
+    let mut votes: HashMap<&str, usize> = HashMap::new();
+    for m in g.members.values() {
+        if let Some((n, _)) = m.protocols.iter().find(|(n, _)| supported_by_all(n)) {
+            *votes.entry(n.as_str()).or_default() += 1;
+        }
+    }
+    let most = votes.values().copied().max()?;
+    g.members
+        .get(leader)?
+        .protocols
+        .iter()
+        .find_map(|(n, _)| (votes.get(n.as_str()) == Some(&most)).then(|| n.clone()))
+}
+
+pub(super) fn join_response(g: &Group, member_id: &str, version: i16) -> JoinGroupResponse {
+    let leader = g.leader.clone().unwrap_or_default();
+    let protocol = g.protocol.clone().unwrap_or_default();
+    let mut r = JoinGroupResponse::default()
+        .with_generation_id(g.generation)
+        .with_protocol_name(Some(s(&protocol)))
+        .with_leader(s(&leader))
+        .with_member_id(s(member_id));
+    r.protocol_type = g.protocol_type.as_deref().map(s);
+    if member_id == leader {
+        r.members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                JoinGroupResponseMember::default()
+                    .with_member_id(s(id))
+                    .with_metadata(meta)
+            })
+            .collect();
+    }
+    fit_join(r, version)
+}
+
+/// Resets fields the version lacks (kafka-protocol refuses to encode them).
+pub(super) fn fit_join(mut r: JoinGroupResponse, version: i16) -> JoinGroupResponse {
+    if version < 7 {
+        r.protocol_type = None;
+        if r.protocol_name.is_none() {
+            r.protocol_name = Some(StrBytes::default());
+        }
+    }
+    if version < 9 {
+        r.skip_assignment = false;
+    }
+    r
+}
+
+pub(super) fn fit_sync(
+    mut r: SyncGroupResponse,
+    version: i16,
+    g: Option<&Group>,
+) -> SyncGroupResponse {
+    if version >= 5 {
+        if let Some(g) = g {
+            r.protocol_type = g.protocol_type.as_deref().map(s);
+            r.protocol_name = g.protocol.as_deref().map(s);
+        }
+    } else {
+        r.protocol_type = None;
+        r.protocol_name = None;
+    }
+    r
+}
