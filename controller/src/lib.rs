@@ -68,6 +68,7 @@ pub mod alter_partition;
 pub mod channel;
 pub mod context;
 pub mod controller;
+pub mod controller_core;
 pub mod election;
 pub mod error;
 pub mod event;
@@ -76,6 +77,7 @@ pub mod partition_state;
 pub mod preferred_election;
 pub mod reassignment;
 pub mod replica_state;
+pub mod state;
 pub mod topic_deletion;
 pub mod zk;
 

@@ -18,52 +18,15 @@
 //! broker-level setting in `ControllerConfig` applies.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use tracing::{error, info};
 
-use crate::controller::KafkaController;
+use crate::controller_core::{ControllerCore, IsrWrite};
 use crate::election;
 use crate::error::Result;
+use crate::state::PartitionState;
 use crate::zk::client::UpdateLeaderAndIsrResult;
 use crate::zk::data::{LeaderAndIsr, LeaderIsrAndControllerEpoch, TopicPartition};
-
-/// The state of a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PartitionState {
-    /// Created with an assignment but no leader yet.
-    New,
-    /// Has a live leader.
-    Online,
-    /// Its leader died; waiting for a new one.
-    Offline,
-    /// Never created, or deleted.
-    NonExistent,
-}
-
-impl PartitionState {
-    /// Kafka's `validPreviousStates`: the states this one may be entered from.
-    pub fn valid_previous_states(self) -> &'static [PartitionState] {
-        use PartitionState::*;
-        match self {
-            New => &[NonExistent],
-            Online => &[New, Online, Offline],
-            Offline => &[New, Online, Offline],
-            NonExistent => &[Offline],
-        }
-    }
-}
-
-impl fmt::Display for PartitionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PartitionState::New => "NewPartition",
-            PartitionState::Online => "OnlinePartition",
-            PartitionState::Offline => "OfflinePartition",
-            PartitionState::NonExistent => "NonExistentPartition",
-        })
-    }
-}
 
 /// Why a leader is being elected (Kafka's `PartitionLeaderElectionStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +43,20 @@ pub enum ElectionStrategy {
 /// Outcome per partition of a state change to Online.
 pub type ElectionResults = BTreeMap<TopicPartition, std::result::Result<LeaderAndIsr, String>>;
 
-impl KafkaController {
+/// Kafka's `ZkPartitionStateMachine`: moves partitions between [`PartitionState`]s along the
+/// table above, with the side effects listed there. Built on the fly around the controller's
+/// core (`PartitionStateMachine::new(&mut core)`) for one call.
+pub struct PartitionStateMachine<'a> {
+    core: &'a mut ControllerCore,
+}
+
+impl<'a> PartitionStateMachine<'a> {
+    pub fn new(core: &'a mut ControllerCore) -> Self {
+        PartitionStateMachine { core }
+    }
+
     /// Moves `partitions` to `target` as one request batch (Kafka's `handleStateChanges`).
-    pub(crate) async fn handle_partition_state_changes(
+    pub(crate) async fn handle_state_changes(
         &mut self,
         partitions: &[TopicPartition],
         target: PartitionState,
@@ -91,23 +65,23 @@ impl KafkaController {
         if partitions.is_empty() {
             return Ok(BTreeMap::new());
         }
-        self.batch.new_batch()?;
+        self.core.batch.new_batch()?;
         match self
-            .do_handle_partition_state_changes(partitions, target, strategy)
+            .do_handle_state_changes(partitions, target, strategy)
             .await
         {
             Ok(r) => {
-                self.send_batch();
+                self.core.send_batch();
                 Ok(r)
             }
             Err(e) => {
-                self.batch.clear();
+                self.core.batch.clear();
                 Err(e)
             }
         }
     }
 
-    async fn do_handle_partition_state_changes(
+    async fn do_handle_state_changes(
         &mut self,
         partitions: &[TopicPartition],
         target: PartitionState,
@@ -115,13 +89,13 @@ impl KafkaController {
     ) -> Result<ElectionResults> {
         let mut valid = Vec::new();
         for tp in partitions {
-            let current = self.ctx.partition_state(tp);
+            let current = self.core.ctx.partition_state(tp);
             if target.valid_previous_states().contains(&current) {
                 valid.push((tp.clone(), current));
             } else {
                 error!(
                     target: "state_change",
-                    controller_epoch = self.ctx.epoch,
+                    controller_epoch = self.core.ctx.epoch,
                     topic = %tp.topic,
                     partition = tp.partition,
                     from_state = %current,
@@ -148,23 +122,18 @@ impl KafkaController {
             }
             _ => {
                 for (tp, from) in valid {
-                    self.set_partition_state(&tp, from, target);
+                    self.set_state(&tp, from, target);
                 }
             }
         }
         Ok(results)
     }
 
-    pub(crate) fn set_partition_state(
-        &mut self,
-        tp: &TopicPartition,
-        from: PartitionState,
-        to: PartitionState,
-    ) {
-        let l = self.ctx.leadership.get(tp).map(|l| &l.leader_and_isr);
+    fn set_state(&mut self, tp: &TopicPartition, from: PartitionState, to: PartitionState) {
+        let l = self.core.ctx.leadership.get(tp).map(|l| &l.leader_and_isr);
         info!(
             target: "state_change",
-            controller_epoch = self.ctx.epoch,
+            controller_epoch = self.core.ctx.epoch,
             topic = %tp.topic,
             partition = tp.partition,
             from_state = %from,
@@ -174,7 +143,7 @@ impl KafkaController {
             leader_epoch = l.map(|l| l.leader_epoch),
             "partition state change"
         );
-        self.ctx.partition_states.insert(tp.clone(), to);
+        self.core.ctx.partition_states.insert(tp.clone(), to);
     }
 
     /// New -> Online: first leader and ISR, `state` znode created (fenced).
@@ -185,14 +154,14 @@ impl KafkaController {
         let mut results = BTreeMap::new();
         let mut to_create = Vec::new();
         for tp in partitions {
-            let live = self.ctx.online_replicas(tp);
+            let live = self.core.ctx.online_replicas(tp);
             let Some(&leader) = live.first() else {
                 error!(
                     target: "state_change",
-                    controller_epoch = self.ctx.epoch,
+                    controller_epoch = self.core.ctx.epoch,
                     topic = %tp.topic,
                     partition = tp.partition,
-                    replicas = ?self.ctx.replicas(tp),
+                    replicas = ?self.core.ctx.replicas(tp),
                     "cannot initialize partition: no assigned replica is alive"
                 );
                 results.insert(tp.clone(), Err("no live replica".to_string()));
@@ -206,7 +175,7 @@ impl KafkaController {
                     leader_recovery_state: 0,
                     partition_epoch: 0,
                 },
-                controller_epoch: self.ctx.epoch,
+                controller_epoch: self.core.ctx.epoch,
             };
             to_create.push((tp.clone(), state));
         }
@@ -214,25 +183,32 @@ impl KafkaController {
             return Ok(results);
         }
         let created = self
+            .core
             .zk
-            .create_partition_states(&to_create, self.ctx.epoch_zk_version)
+            .create_partition_states(&to_create, self.core.ctx.epoch_zk_version)
             .await?;
         for (tp, mut state) in to_create {
             match created.get(&tp) {
                 Some(Ok(version)) => {
                     state.leader_and_isr.partition_epoch = *version;
-                    self.ctx.leadership.insert(tp.clone(), state.clone());
-                    let assignment = self.assignment(&tp);
+                    self.core.ctx.leadership.insert(tp.clone(), state.clone());
+                    let assignment = self.core.assignment(&tp);
                     let isr = state.leader_and_isr.isr.clone();
-                    self.batch
-                        .add_leader_and_isr(&self.ctx, &isr, &tp, &state, &assignment, true);
-                    self.set_partition_state(&tp, PartitionState::New, PartitionState::Online);
+                    self.core.batch.add_leader_and_isr(
+                        &self.core.ctx,
+                        &isr,
+                        &tp,
+                        &state,
+                        &assignment,
+                        true,
+                    );
+                    self.set_state(&tp, PartitionState::New, PartitionState::Online);
                     results.insert(tp, Ok(state.leader_and_isr));
                 }
                 Some(Err(e)) => {
                     error!(
                         target: "state_change",
-                        controller_epoch = self.ctx.epoch,
+                        controller_epoch = self.core.ctx.epoch,
                         topic = %tp.topic,
                         partition = tp.partition,
                         error = %e,
@@ -265,7 +241,7 @@ impl KafkaController {
                 break;
             }
             let read_started = std::time::Instant::now();
-            let stored = self.zk.get_partition_states(&remaining).await?;
+            let stored = self.core.zk.get_partition_states(&remaining).await?;
             let read_ms = read_started.elapsed().as_millis() as u64;
             let mut updates = Vec::new();
             let mut recipients_of = BTreeMap::new();
@@ -274,13 +250,13 @@ impl KafkaController {
                     results.insert(tp.clone(), Err("partition state znode missing".into()));
                     continue;
                 };
-                if current.controller_epoch > self.ctx.epoch {
+                if current.controller_epoch > self.core.ctx.epoch {
                     // Kafka: another controller already decided for this partition.
                     results.insert(
                         tp.clone(),
                         Err(format!(
                             "aborted: state written by controller epoch {} > ours {}",
-                            current.controller_epoch, self.ctx.epoch
+                            current.controller_epoch, self.core.ctx.epoch
                         )),
                     );
                     continue;
@@ -292,18 +268,18 @@ impl KafkaController {
                             tp.clone(),
                             LeaderIsrAndControllerEpoch {
                                 leader_and_isr: new,
-                                controller_epoch: self.ctx.epoch,
+                                controller_epoch: self.core.ctx.epoch,
                             },
                         ));
                     }
                     None => {
                         error!(
                             target: "state_change",
-                            controller_epoch = self.ctx.epoch,
+                            controller_epoch = self.core.ctx.epoch,
                             topic = %tp.topic,
                             partition = tp.partition,
                             strategy = ?strategy,
-                            replicas = ?self.ctx.replicas(tp),
+                            replicas = ?self.core.ctx.replicas(tp),
                             isr = ?current.leader_and_isr.isr,
                             "no eligible leader; partition stays offline"
                         );
@@ -313,11 +289,12 @@ impl KafkaController {
             }
             let write_started = std::time::Instant::now();
             let written = self
+                .core
                 .zk
-                .update_leader_and_isr(&updates, self.ctx.epoch_zk_version)
+                .update_leader_and_isr(&updates, self.core.ctx.epoch_zk_version)
                 .await?;
             info!(
-                controller_epoch = self.ctx.epoch,
+                controller_epoch = self.core.ctx.epoch,
                 strategy = ?strategy,
                 partitions = updates.len(),
                 zk_read_ms = read_ms,
@@ -325,15 +302,16 @@ impl KafkaController {
                 "leaders elected: partition states read from ZooKeeper, new ones written"
             );
             remaining.clear();
-            for (tp, mut state) in updates {
+            for (tp, state) in updates {
                 match written.get(&tp) {
                     Some(UpdateLeaderAndIsrResult::Updated(v)) => {
-                        state.leader_and_isr.partition_epoch = *v;
-                        self.ctx.leadership.insert(tp.clone(), state.clone());
-                        let assignment = self.assignment(&tp);
+                        let state = self
+                            .core
+                            .apply_isr_write(&tp, state, *v, IsrWrite::Election);
+                        let assignment = self.core.assignment(&tp);
                         let recipients = recipients_of.remove(&tp).unwrap_or_default();
-                        self.batch.add_leader_and_isr(
-                            &self.ctx,
+                        self.core.batch.add_leader_and_isr(
+                            &self.core.ctx,
                             &recipients,
                             &tp,
                             &state,
@@ -341,7 +319,7 @@ impl KafkaController {
                             false,
                         );
                         let prev = from.get(&tp).copied().unwrap_or(PartitionState::Offline);
-                        self.set_partition_state(&tp, prev, PartitionState::Online);
+                        self.set_state(&tp, prev, PartitionState::Online);
                         results.insert(tp, Ok(state.leader_and_isr));
                     }
                     Some(UpdateLeaderAndIsrResult::NeedsRetry) => remaining.push(tp),
@@ -367,18 +345,18 @@ impl KafkaController {
         current: &LeaderAndIsr,
         strategy: ElectionStrategy,
     ) -> Option<(LeaderAndIsr, Vec<i32>)> {
-        let assignment = self.assignment(tp);
+        let assignment = self.core.assignment(tp);
         let ar = &assignment.replicas;
         let live: BTreeSet<i32> = ar
             .iter()
             .copied()
-            .filter(|r| self.ctx.is_replica_online(*r))
+            .filter(|r| self.core.ctx.is_replica_online(*r))
             .collect();
         let live_in_ar: Vec<i32> = ar.iter().copied().filter(|r| live.contains(r)).collect();
         let isr = &current.isr;
         match strategy {
             ElectionStrategy::Offline { allow_unclean } => {
-                let unclean = allow_unclean || self.config.unclean_leader_election_enable;
+                let unclean = allow_unclean || self.core.config.unclean_leader_election_enable;
                 let leader = election::offline_partition_leader_election(ar, isr, &live, unclean)?;
                 let (new_isr, recovery) = if isr.contains(&leader) {
                     (
@@ -412,8 +390,9 @@ impl KafkaController {
                 Some((current.new_leader_and_isr(leader, isr.clone()), live_in_ar))
             }
             ElectionStrategy::ControlledShutdown => {
-                let live_or_shutting: BTreeSet<i32> = self.ctx.live_or_shutting_down_broker_ids();
-                let shutting = &self.ctx.shutting_down_broker_ids;
+                let live_or_shutting: BTreeSet<i32> =
+                    self.core.ctx.live_or_shutting_down_broker_ids();
+                let shutting = &self.core.ctx.shutting_down_broker_ids;
                 let leader = election::controlled_shutdown_partition_leader_election(
                     ar,
                     isr,
@@ -439,12 +418,13 @@ impl KafkaController {
     /// strategy (Kafka's `triggerOnlinePartitionStateChange`).
     pub(crate) async fn trigger_online_partition_state_change(&mut self) -> Result<()> {
         let partitions: Vec<TopicPartition> = self
+            .core
             .ctx
             .partitions_in_states(&[PartitionState::New, PartitionState::Offline])
             .into_iter()
-            .filter(|tp| !self.ctx.is_topic_queued_for_deletion(&tp.topic))
+            .filter(|tp| !self.core.ctx.is_topic_queued_for_deletion(&tp.topic))
             .collect();
-        self.handle_partition_state_changes(
+        self.handle_state_changes(
             &partitions,
             PartitionState::Online,
             Some(ElectionStrategy::Offline {
@@ -453,29 +433,5 @@ impl KafkaController {
         )
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use PartitionState::*;
-
-    /// Kafka's table, restated: each target with exactly its legal previous states.
-    #[test]
-    fn partition_transition_table_matches_kafka() {
-        assert_eq!(New.valid_previous_states(), &[NonExistent]);
-        assert_eq!(Online.valid_previous_states(), &[New, Online, Offline]);
-        assert_eq!(Offline.valid_previous_states(), &[New, Online, Offline]);
-        assert_eq!(NonExistent.valid_previous_states(), &[Offline]);
-        // Not allowed: straight from NonExistent to Online, or Online to NonExistent.
-        assert!(!Online.valid_previous_states().contains(&NonExistent));
-        assert!(!NonExistent.valid_previous_states().contains(&Online));
-    }
-
-    #[test]
-    fn partition_states_print_kafka_names() {
-        assert_eq!(Online.to_string(), "OnlinePartition");
-        assert_eq!(NonExistent.to_string(), "NonExistentPartition");
     }
 }
