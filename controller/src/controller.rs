@@ -41,10 +41,10 @@ use crate::event::{
     AlterReassignmentsReply, ControlledShutdownError, ControlledShutdownReply, ControllerEvent,
     EventSender, ListReassignmentsReply,
 };
-use crate::event_loop::SharedState;
 use crate::partition_state::{ElectionStrategy, PartitionStateMachine};
 use crate::reassignment::ReassignmentManager;
 use crate::replica_state::ReplicaStateMachine;
+use crate::shared_state::SharedState;
 use crate::state::{PartitionState, ReplicaState};
 use crate::topic_deletion::TopicDeletionManager;
 use crate::zk::backend::WatchKind;

@@ -12,7 +12,7 @@ use crate::admin::AdminZkClient;
 use crate::channel::{ControlRequest, SharedRecordingChannel};
 use crate::controller::KafkaController;
 use crate::event::ControllerEvent;
-use crate::event_loop::SharedState;
+use crate::shared_state::SharedState;
 use crate::state::PartitionState;
 use crate::zk::backend::MemoryZk;
 use crate::zk::client::KafkaZkClient;

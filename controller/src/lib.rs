@@ -77,6 +77,7 @@ pub mod partition_state;
 pub mod preferred_election;
 pub mod reassignment;
 pub mod replica_state;
+pub mod shared_state;
 pub mod state;
 pub mod topic_deletion;
 pub mod zk;
