@@ -74,7 +74,6 @@ pub mod error;
 pub mod event;
 pub mod event_loop;
 pub mod partition_state;
-pub mod preferred_election;
 pub mod reassignment;
 pub mod replica_state;
 pub mod shared_state;

@@ -22,6 +22,8 @@
 //! OnlineReplica when their broker returns (Kafka does, briefly recreating them); they go
 //! straight back into the deletion cycle.
 
+mod preferred_election;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
