@@ -572,7 +572,7 @@ async fn session_expiry_resigns_then_reregisters_and_reelects() {
 
     // New session (what KafkaZkClient::reinitialize does against a real ZooKeeper).
     let fresh = h.mem.new_session();
-    node.controller.core.zk.set_backend(Arc::new(fresh));
+    node.controller.zk().set_backend(Arc::new(fresh));
     let (reply, rx) = oneshot::channel();
     node.controller
         .process(ControllerEvent::RegisterBrokerAndReelect {

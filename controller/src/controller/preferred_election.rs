@@ -41,7 +41,7 @@ use crate::zk::data::{LeaderAndIsr, PreferredReplicaElectionZNode, TopicPartitio
 impl KafkaController {
     /// Kafka's `processReplicaLeaderElection`: the ElectLeaders API (`reply` set) or the
     /// `/admin/preferred_replica_election` znode (`partitions` = `None`).
-    pub(crate) async fn process_replica_leader_election(
+    pub(super) async fn process_replica_leader_election(
         &mut self,
         partitions: Option<Vec<TopicPartition>>,
         election_type: ElectionType,
@@ -94,7 +94,7 @@ impl KafkaController {
     /// Re-arms the existence watch on `/admin/preferred_replica_election` and reads it
     /// (Kafka's `registerZNodeChangeHandlerAndCheckExistence` + `getPreferredReplicaElection`).
     /// `None` if it does not exist (or was malformed and has been deleted).
-    pub(crate) async fn read_preferred_replica_election(
+    async fn read_preferred_replica_election(
         &mut self,
     ) -> Result<Option<Vec<TopicPartition>>> {
         let path = PreferredReplicaElectionZNode::path();
@@ -218,7 +218,7 @@ impl KafkaController {
     /// Kafka's `onReplicaElection`: partitions -> OnlinePartition with the preferred strategy
     /// (or, for UNCLEAN, the offline strategy with unclean allowed when an admin asked). For the
     /// znode and timer triggers, failures are logged and the znode request is cleared after.
-    pub(crate) async fn on_replica_election(
+    async fn on_replica_election(
         &mut self,
         partitions: &[TopicPartition],
         election_type: ElectionType,
@@ -293,7 +293,7 @@ impl KafkaController {
     /// Failover step 9 (Kafka's `fetchPendingPreferredReplicaElections`): a request left in
     /// `/admin/preferred_replica_election` is run, minus partitions already led by their
     /// preferred replica, deleted, or of topics being deleted.
-    pub(crate) async fn resume_pending_preferred_replica_elections(&mut self) -> Result<()> {
+    pub(super) async fn resume_pending_preferred_replica_elections(&mut self) -> Result<()> {
         let Some(requested) = self.read_preferred_replica_election().await? else {
             return Ok(());
         };
@@ -320,7 +320,7 @@ impl KafkaController {
     }
 
     /// Kafka's `processAutoPreferredReplicaLeaderElection`: check, then schedule the next check.
-    pub(crate) async fn process_auto_preferred_replica_leader_election(&mut self) -> Result<()> {
+    pub(super) async fn process_auto_preferred_replica_leader_election(&mut self) -> Result<()> {
         if !self.is_active() {
             return Ok(());
         }
