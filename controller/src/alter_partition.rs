@@ -9,9 +9,12 @@
 //! Invariant: a request from a stale broker epoch, a stale leader epoch or an older partition
 //! epoch changes nothing; an ISR may only contain live brokers.
 //!
+//! This module holds the request and reply types the broker and the event share; the handler
+//! is `KafkaController::process_alter_partition` in `controller/brokers.rs`, which records each
+//! accepted write through `ControllerCore::apply_isr_write`.
+//!
 //! Simplifications: topic ids in the request (v2+) are resolved by the broker's API handler into
-//! names before the event; reassignment completion is not checked afterwards (no reassignment
-//! yet).
+//! names before the event.
 
 use std::collections::BTreeMap;
 

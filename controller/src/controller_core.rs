@@ -9,7 +9,7 @@
 //! (`PartitionStateMachine::new(&mut core)`), so nothing holds a pointer back to the controller.
 //!
 //! Invariant: every ISR write that ZooKeeper accepted reaches the context through
-//! [`ControllerCore::apply_isr_write`], which sets the new partition epoch (the znode's
+//! `ControllerCore::apply_isr_write`, which sets the new partition epoch (the znode's
 //! version) and logs the change, whoever made it (an election, a replica going offline,
 //! AlterPartition, a reassignment's leader epoch bump).
 //!
@@ -49,7 +49,7 @@ pub struct ControllerCore {
     watches: HashMap<String, JoinHandle<()>>,
 }
 
-/// Why an ISR write was made: picks the `state_change` line [`ControllerCore::apply_isr_write`]
+/// Why an ISR write was made: picks the `state_change` line `ControllerCore::apply_isr_write`
 /// logs (an election is logged by the partition state change that follows it).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum IsrWrite {

@@ -12,7 +12,11 @@
 //! | `NonExistentPartition` | Offline | mark only |
 //!
 //! Invariant: an invalid move is logged (target `state_change`) and skipped, never applied; a
-//! partition whose election finds no candidate stays where it was.
+//! partition whose election finds no candidate stays where it was. One call of
+//! `handle_state_changes` is one request batch, opened before and sent after it.
+//!
+//! The states and their table are in [`crate::state`]; [`PartitionStateMachine`] borrows the
+//! controller's [`ControllerCore`] for one call.
 //!
 //! Simplifications: the topic-level `unclean.leader.election.enable` override is not read; the
 //! broker-level setting in `ControllerConfig` applies.

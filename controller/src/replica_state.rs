@@ -13,7 +13,11 @@
 //! | `ReplicaDeletionIneligible` | Offline, DeletionStarted | mark only |
 //! | `NonExistentReplica` | DeletionSuccessful | removed from the assignment, state dropped |
 //!
-//! Invariant: invalid moves are logged at error (target `state_change`) and skipped.
+//! Invariant: invalid moves are logged at error (target `state_change`) and skipped. One call of
+//! `handle_state_changes` is one request batch, opened before and sent after it.
+//!
+//! The states and their table are in [`crate::state`]; [`ReplicaStateMachine`] borrows the
+//! controller's [`ControllerCore`] for one call.
 
 use std::collections::BTreeMap;
 

@@ -11,6 +11,11 @@
 //! every ZooKeeper delete is fenced by the controller epoch.
 //!
 //! A reassignment in flight makes its topic ineligible; its completion resumes the deletion.
+//!
+//! [`TopicDeletionManager`] borrows the controller's [`ControllerCore`] for one call and moves
+//! partitions and replicas through the two state machines. The controller's handlers
+//! (`process_topic_deletion`, `process_stop_replica_response` in `controller/topics.rs`) read
+//! the znodes and responses and call it.
 
 use std::collections::BTreeSet;
 

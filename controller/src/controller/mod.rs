@@ -12,8 +12,15 @@
 //! state makes the controller resign and trigger a new election, as Kafka's
 //! `handleIllegalState` does.
 //!
-//! Preferred elections and the auto rebalance live in [`crate::preferred_election`], partition
-//! reassignment in [`crate::reassignment`], ISR changes in [`crate::alter_partition`].
+//! Layout: this file holds the type, `process` (one arm per event, each calling its handler,
+//! which answers its caller itself; errors are then handled in one place), the election and
+//! resignation. The other handlers are split by concept: `failover.rs`, `brokers.rs`
+//! (membership, ControlledShutdown, AlterPartition), `topics.rs` (creation, deletion
+//! requests), `preferred_election.rs`. The state machines and managers
+//! ([`crate::partition_state`], [`crate::replica_state`], [`crate::topic_deletion`],
+//! [`crate::reassignment`]) are separate types that borrow the controller's
+//! [`ControllerCore`] for one call; the controller keeps only what the election needs (the
+//! active controller id, the `/controller` watch, the rebalance timer, the handle's flags).
 //!
 //! Simplifications: no ISR change notifications (IBP < 2.7 only), no log-dir failures, no
 //! topic-level `unclean.leader.election.enable`. Session expiry follows Kafka

@@ -94,9 +94,7 @@ impl KafkaController {
     /// Re-arms the existence watch on `/admin/preferred_replica_election` and reads it
     /// (Kafka's `registerZNodeChangeHandlerAndCheckExistence` + `getPreferredReplicaElection`).
     /// `None` if it does not exist (or was malformed and has been deleted).
-    async fn read_preferred_replica_election(
-        &mut self,
-    ) -> Result<Option<Vec<TopicPartition>>> {
+    async fn read_preferred_replica_election(&mut self) -> Result<Option<Vec<TopicPartition>>> {
         let path = PreferredReplicaElectionZNode::path();
         let (exists, w) = self.core.zk.exists_and_watch(path).await?;
         // Kafka's PreferredReplicaElectionHandler reacts to creation only.
