@@ -8,10 +8,10 @@
 //! [`crate::controller::KafkaController`]; a machine is a short-lived value that borrows it
 //! (`PartitionStateMachine::new(&mut core)`), so nothing holds a pointer back to the controller.
 //!
-//! Invariant: every ISR write that ZooKeeper accepted reaches the context through
+//! Invariant: every leader-and-ISR write that ZooKeeper accepted reaches the context through
 //! `ControllerCore::apply_isr_write`, which sets the new partition epoch (the znode's
-//! version) and logs the change, whoever made it (an election, a replica going offline,
-//! AlterPartition, a reassignment's leader epoch bump).
+//! version) and logs the change, whoever made it (a new partition's first state, an election,
+//! a replica going offline, AlterPartition, a reassignment's leader epoch bump).
 //!
 //! Simplification: the watches of the active controller are kept here by znode path, so that a
 //! machine can re-arm the watch of the znode it just read (Kafka registers handler objects with
@@ -53,7 +53,8 @@ pub struct ControllerCore {
 /// logs (an election is logged by the partition state change that follows it).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum IsrWrite {
-    /// A leader election (PartitionStateMachine); logged as the partition state change.
+    /// A leader election, or a new partition's first leader and ISR (the `state` znode
+    /// created); logged as the partition state change that follows (PartitionStateMachine).
     Election,
     /// `broker_id` left the ISR as its replica went offline (ReplicaStateMachine).
     ReplicaRemoved { broker_id: i32 },

@@ -191,11 +191,12 @@ impl<'a> PartitionStateMachine<'a> {
             .zk
             .create_partition_states(&to_create, self.core.ctx.epoch_zk_version)
             .await?;
-        for (tp, mut state) in to_create {
+        for (tp, state) in to_create {
             match created.get(&tp) {
                 Some(Ok(version)) => {
-                    state.leader_and_isr.partition_epoch = *version;
-                    self.core.ctx.leadership.insert(tp.clone(), state.clone());
+                    let state = self
+                        .core
+                        .apply_isr_write(&tp, state, *version, IsrWrite::Election);
                     let assignment = self.core.assignment(&tp);
                     let isr = state.leader_and_isr.isr.clone();
                     self.core.batch.add_leader_and_isr(
