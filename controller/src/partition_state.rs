@@ -440,3 +440,125 @@ impl<'a> PartitionStateMachine<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use super::PartitionStateMachine;
+    use crate::admin::AdminZkClient;
+    use crate::channel::{ControlRequest, SharedRecordingChannel};
+    use crate::context::ReplicaAssignment;
+    use crate::controller_core::ControllerCore;
+    use crate::event::event_queue;
+    use crate::state::PartitionState;
+    use crate::zk::backend::MemoryZk;
+    use crate::zk::client::{ElectionResult, KafkaZkClient};
+    use crate::zk::data::{BrokerRegistration, EndPoint, TopicPartition};
+    use crate::ControllerConfig;
+
+    /// A core as the active controller of epoch 1 on an in-memory ZooKeeper, brokers 1 and 2
+    /// live, topic `t` with partition 0 on replicas [2, 1] in the context as `state`.
+    async fn core_with_partition(
+        state: PartitionState,
+    ) -> (ControllerCore, KafkaZkClient, SharedRecordingChannel) {
+        let zk = KafkaZkClient::from_backend(Arc::new(MemoryZk::new()));
+        zk.ensure_persistent_paths().await.unwrap();
+        for id in [1, 2] {
+            let reg = BrokerRegistration {
+                broker_id: id,
+                endpoints: vec![EndPoint {
+                    listener_name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                    security_protocol: "PLAINTEXT".into(),
+                }],
+                rack: None,
+                timestamp_ms: 1,
+            };
+            zk.register_broker(&reg).await.unwrap();
+        }
+        let assignment = BTreeMap::from([(0, vec![2, 1])]);
+        AdminZkClient::new(zk.clone())
+            .create_topic("t", &assignment, &BTreeMap::new())
+            .await
+            .unwrap();
+        let ElectionResult::Won {
+            epoch,
+            epoch_zk_version,
+        } = zk.register_controller_and_increment_epoch(1).await.unwrap()
+        else {
+            panic!("the only contender loses the election");
+        };
+        let (events, _) = event_queue();
+        let sent = SharedRecordingChannel::default();
+        let mut core = ControllerCore::new(
+            zk.clone(),
+            ControllerConfig::with_defaults(1),
+            Box::new(sent.clone()),
+            events,
+        );
+        core.ctx.epoch = epoch;
+        core.ctx.epoch_zk_version = epoch_zk_version;
+        for b in zk.get_all_brokers().await.unwrap() {
+            core.add_broker(&b);
+            core.ctx.live_brokers.insert(b.id(), b);
+        }
+        core.ctx.all_topics.insert("t".into());
+        core.ctx
+            .assignments
+            .entry("t".into())
+            .or_default()
+            .insert(0, ReplicaAssignment::new(vec![2, 1]));
+        core.ctx
+            .partition_states
+            .insert(TopicPartition::new("t", 0), state);
+        (core, zk, sent)
+    }
+
+    // Kafka: ZkPartitionStateMachine.initializeLeaderAndIsrForPartitions
+    #[tokio::test]
+    async fn new_partition_goes_online_led_by_its_first_live_replica() {
+        let (mut core, zk, sent) = core_with_partition(PartitionState::New).await;
+        let tp = TopicPartition::new("t", 0);
+        let results = PartitionStateMachine::new(&mut core)
+            .handle_state_changes(std::slice::from_ref(&tp), PartitionState::Online, None)
+            .await
+            .unwrap();
+        let elected = results[&tp].as_ref().expect("a leader");
+        assert_eq!((elected.leader, &elected.isr), (2, &vec![2, 1]));
+        assert_eq!(core.ctx.partition_state(&tp), PartitionState::Online);
+        let stored = zk
+            .get_partition_states(std::slice::from_ref(&tp))
+            .await
+            .unwrap();
+        assert_eq!(stored[&tp].leader_and_isr.leader, 2);
+        assert_eq!(
+            core.ctx.leadership[&tp].leader_and_isr.partition_epoch,
+            elected.partition_epoch
+        );
+        let told: BTreeSet<i32> = sent
+            .take()
+            .into_iter()
+            .filter(|(_, r)| matches!(r, ControlRequest::LeaderAndIsr(_)))
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(told, BTreeSet::from([1, 2]));
+    }
+
+    // Kafka: ZkPartitionStateMachine.doHandleStateChanges logs and skips invalid transitions.
+    #[tokio::test]
+    async fn invalid_partition_move_is_skipped_and_sends_nothing() {
+        let (mut core, _zk, sent) = core_with_partition(PartitionState::New).await;
+        let tp = TopicPartition::new("t", 0);
+        let results = PartitionStateMachine::new(&mut core)
+            .handle_state_changes(std::slice::from_ref(&tp), PartitionState::NonExistent, None)
+            .await
+            .unwrap();
+        assert!(results.is_empty());
+        assert_eq!(core.ctx.partition_state(&tp), PartitionState::New);
+        assert!(core.ctx.leadership.is_empty());
+        assert!(sent.take().is_empty());
+    }
+}
