@@ -12,8 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::partition_state::PartitionState;
-use crate::replica_state::ReplicaState;
+use crate::state::{PartitionState, ReplicaState};
 use crate::zk::data::{BrokerInfo, LeaderIsrAndControllerEpoch, TopicPartition};
 
 /// A replica: a partition on one broker (Kafka's `PartitionAndReplica`).

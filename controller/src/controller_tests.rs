@@ -12,8 +12,8 @@ use crate::admin::AdminZkClient;
 use crate::channel::{ControlRequest, SharedRecordingChannel};
 use crate::controller::KafkaController;
 use crate::event::ControllerEvent;
-use crate::event_loop::SharedState;
-use crate::partition_state::PartitionState;
+use crate::shared_state::SharedState;
+use crate::state::PartitionState;
 use crate::zk::backend::MemoryZk;
 use crate::zk::client::KafkaZkClient;
 use crate::zk::data::*;
@@ -572,7 +572,7 @@ async fn session_expiry_resigns_then_reregisters_and_reelects() {
 
     // New session (what KafkaZkClient::reinitialize does against a real ZooKeeper).
     let fresh = h.mem.new_session();
-    node.controller.zk.set_backend(Arc::new(fresh));
+    node.controller.zk().set_backend(Arc::new(fresh));
     let (reply, rx) = oneshot::channel();
     node.controller
         .process(ControllerEvent::RegisterBrokerAndReelect {

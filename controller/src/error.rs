@@ -47,9 +47,24 @@ pub enum Error {
     /// Any other ZooKeeper-level failure (I/O, a malformed znode, a taken broker id, ...).
     #[error(transparent)]
     Zk(zk::Error),
+    /// Contesting the controller election failed (ZooKeeper unreachable for a moment, say):
+    /// without a `/controller` watch this broker would never contest again, so the event loop
+    /// retries the election after a pause. Prints as the error it wraps.
+    #[error(transparent)]
+    ElectionFailed(Box<Error>),
 }
 
 impl Error {
+    /// Marks an error met while contesting the election (Startup, Reelect,
+    /// RegisterBrokerAndReelect) as [`Error::ElectionFailed`]; `ControllerMoved` and
+    /// `IllegalState` keep their own handling.
+    pub fn in_election(self) -> Error {
+        match self {
+            Error::ControllerMoved | Error::IllegalState(_) | Error::ElectionFailed(_) => self,
+            other => Error::ElectionFailed(Box::new(other)),
+        }
+    }
+
     /// Wraps a ZooKeeper error with the path it happened on.
     pub fn zk(path: impl Into<String>, source: zookeeper_client::Error) -> Error {
         Error::Zk(zk::Error::zk(path, source))

@@ -9,13 +9,24 @@
 //!   `AdminZkClient`, `AdminUtils`).
 //! - [`event`]: the controller's events; [`event_loop`]: the single task that drains them and
 //!   the broker's [`ControllerHandle`] (Kafka's `ControllerEventManager`).
-//! - [`controller`]: the event handlers, election and failover (Kafka's `KafkaController`);
-//!   [`topic_deletion`]: Kafka's `TopicDeletionManager`.
-//! - [`alter_partition`]: ISR changes requested by leaders (AlterPartition).
-//! - [`preferred_election`]: ElectLeaders, `/admin/preferred_replica_election` and the auto
-//!   leader rebalance; [`reassignment`]: partition reassignment (KIP-455 phases).
+//! - [`controller`]: Kafka's `KafkaController`, the event handlers split by concept:
+//!   `controller/mod.rs` (`process`, the one dispatch; election and resignation),
+//!   `failover.rs` (`on_controller_failover`), `brokers.rs` (membership, ControlledShutdown,
+//!   AlterPartition), `topics.rs` (creation, partition growth, deletion requests),
+//!   `preferred_election.rs` (ElectLeaders, `/admin/preferred_replica_election`, the auto
+//!   leader rebalance).
+//! - [`controller_core`]: [`controller_core::ControllerCore`], what the state machines share
+//!   (context, ZooKeeper client, request batch, config, the active controller's watches) and
+//!   the one place an accepted ISR write reaches the context.
+//! - [`partition_state`], [`replica_state`]: `PartitionStateMachine` and `ReplicaStateMachine`,
+//!   types that borrow the core for one call, each with its transition table and side effects;
+//!   [`state`]: the state enums and their `valid_previous_states` (a leaf module).
+//! - [`topic_deletion`]: Kafka's `TopicDeletionManager`; [`reassignment`]: the
+//!   `ReassignmentManager` (KIP-455 phases); both borrow the core the same way.
+//! - [`alter_partition`]: the AlterPartition request and reply types (the handler is in
+//!   `controller/brokers.rs`).
 //! - [`context`]: the in-memory cluster view (Kafka's `ControllerContext`).
-//! - [`partition_state`], [`replica_state`]: the two state machines and their transition tables.
+//! - [`shared_state`]: the flags and gauges the event loop publishes for the handle.
 //! - [`election`]: the leader election rules as pure functions.
 //! - [`channel`]: requests to brokers, batched per broker and sent from one queue per broker
 //!   (Kafka's `ControllerChannelManager`, `ControllerBrokerRequestBatch`).
@@ -32,9 +43,12 @@
 //! That spawns one task running [`event_loop::ControllerEventManager::run`] and queues `Startup`:
 //! the controller watches `/controller` and contests the election. The winner runs failover,
 //! watches `/brokers/ids`, `/brokers/topics` and `/admin/delete_topics`, and from then on every
-//! watch firing is an event processed by [`controller::KafkaController::process`]. Decisions
-//! change the context, are written to ZooKeeper (fenced), and become requests on the per-broker
-//! queues, which the brokers answer asynchronously.
+//! watch firing is an event processed by [`controller::KafkaController::process`], which hands
+//! it to one `process_*` handler. Handlers decide with the state machines, built on the
+//! controller's [`controller_core::ControllerCore`] for one call
+//! (`PartitionStateMachine::new(&mut core).handle_state_changes(..)`). Decisions change the
+//! context, are written to ZooKeeper (fenced), and become requests on the per-broker queues,
+//! which the brokers answer asynchronously.
 //!
 //! A broker typically does:
 //!
@@ -68,14 +82,16 @@ pub mod alter_partition;
 pub mod channel;
 pub mod context;
 pub mod controller;
+pub mod controller_core;
 pub mod election;
 pub mod error;
 pub mod event;
 pub mod event_loop;
 pub mod partition_state;
-pub mod preferred_election;
 pub mod reassignment;
 pub mod replica_state;
+pub mod shared_state;
+pub mod state;
 pub mod topic_deletion;
 /// The ZooKeeper layer moved to the `zk` crate; `crate::zk::...` paths keep working.
 pub use ::zk;

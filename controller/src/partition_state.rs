@@ -12,58 +12,25 @@
 //! | `NonExistentPartition` | Offline | mark only |
 //!
 //! Invariant: an invalid move is logged (target `state_change`) and skipped, never applied; a
-//! partition whose election finds no candidate stays where it was.
+//! partition whose election finds no candidate stays where it was. One call of
+//! `handle_state_changes` is one request batch, opened before and sent after it.
+//!
+//! The states and their table are in [`crate::state`]; [`PartitionStateMachine`] borrows the
+//! controller's [`ControllerCore`] for one call.
 //!
 //! Simplifications: the topic-level `unclean.leader.election.enable` override is not read; the
 //! broker-level setting in `ControllerConfig` applies.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use tracing::{error, info};
 
-use crate::controller::KafkaController;
+use crate::controller_core::{ControllerCore, IsrWrite};
 use crate::election;
 use crate::error::Result;
+use crate::state::PartitionState;
 use crate::zk::client::UpdateLeaderAndIsrResult;
 use crate::zk::data::{LeaderAndIsr, LeaderIsrAndControllerEpoch, TopicPartition};
-
-/// The state of a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PartitionState {
-    /// Created with an assignment but no leader yet.
-    New,
-    /// Has a live leader.
-    Online,
-    /// Its leader died; waiting for a new one.
-    Offline,
-    /// Never created, or deleted.
-    NonExistent,
-}
-
-impl PartitionState {
-    /// Kafka's `validPreviousStates`: the states this one may be entered from.
-    pub fn valid_previous_states(self) -> &'static [PartitionState] {
-        use PartitionState::*;
-        match self {
-            New => &[NonExistent],
-            Online => &[New, Online, Offline],
-            Offline => &[New, Online, Offline],
-            NonExistent => &[Offline],
-        }
-    }
-}
-
-impl fmt::Display for PartitionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PartitionState::New => "NewPartition",
-            PartitionState::Online => "OnlinePartition",
-            PartitionState::Offline => "OfflinePartition",
-            PartitionState::NonExistent => "NonExistentPartition",
-        })
-    }
-}
 
 /// Why a leader is being elected (Kafka's `PartitionLeaderElectionStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +47,20 @@ pub enum ElectionStrategy {
 /// Outcome per partition of a state change to Online.
 pub type ElectionResults = BTreeMap<TopicPartition, std::result::Result<LeaderAndIsr, String>>;
 
-impl KafkaController {
+/// Kafka's `ZkPartitionStateMachine`: moves partitions between [`PartitionState`]s along the
+/// table above, with the side effects listed there. Built on the fly around the controller's
+/// core (`PartitionStateMachine::new(&mut core)`) for one call.
+pub struct PartitionStateMachine<'a> {
+    core: &'a mut ControllerCore,
+}
+
+impl<'a> PartitionStateMachine<'a> {
+    pub fn new(core: &'a mut ControllerCore) -> Self {
+        PartitionStateMachine { core }
+    }
+
     /// Moves `partitions` to `target` as one request batch (Kafka's `handleStateChanges`).
-    pub(crate) async fn handle_partition_state_changes(
+    pub(crate) async fn handle_state_changes(
         &mut self,
         partitions: &[TopicPartition],
         target: PartitionState,
@@ -91,23 +69,23 @@ impl KafkaController {
         if partitions.is_empty() {
             return Ok(BTreeMap::new());
         }
-        self.batch.new_batch()?;
+        self.core.batch.new_batch()?;
         match self
-            .do_handle_partition_state_changes(partitions, target, strategy)
+            .do_handle_state_changes(partitions, target, strategy)
             .await
         {
             Ok(r) => {
-                self.send_batch();
+                self.core.send_batch();
                 Ok(r)
             }
             Err(e) => {
-                self.batch.clear();
+                self.core.batch.clear();
                 Err(e)
             }
         }
     }
 
-    async fn do_handle_partition_state_changes(
+    async fn do_handle_state_changes(
         &mut self,
         partitions: &[TopicPartition],
         target: PartitionState,
@@ -115,13 +93,13 @@ impl KafkaController {
     ) -> Result<ElectionResults> {
         let mut valid = Vec::new();
         for tp in partitions {
-            let current = self.ctx.partition_state(tp);
+            let current = self.core.ctx.partition_state(tp);
             if target.valid_previous_states().contains(&current) {
                 valid.push((tp.clone(), current));
             } else {
                 error!(
                     target: "state_change",
-                    controller_epoch = self.ctx.epoch,
+                    controller_epoch = self.core.ctx.epoch,
                     topic = %tp.topic,
                     partition = tp.partition,
                     from_state = %current,
@@ -148,23 +126,18 @@ impl KafkaController {
             }
             _ => {
                 for (tp, from) in valid {
-                    self.set_partition_state(&tp, from, target);
+                    self.set_state(&tp, from, target);
                 }
             }
         }
         Ok(results)
     }
 
-    pub(crate) fn set_partition_state(
-        &mut self,
-        tp: &TopicPartition,
-        from: PartitionState,
-        to: PartitionState,
-    ) {
-        let l = self.ctx.leadership.get(tp).map(|l| &l.leader_and_isr);
+    fn set_state(&mut self, tp: &TopicPartition, from: PartitionState, to: PartitionState) {
+        let l = self.core.ctx.leadership.get(tp).map(|l| &l.leader_and_isr);
         info!(
             target: "state_change",
-            controller_epoch = self.ctx.epoch,
+            controller_epoch = self.core.ctx.epoch,
             topic = %tp.topic,
             partition = tp.partition,
             from_state = %from,
@@ -174,7 +147,7 @@ impl KafkaController {
             leader_epoch = l.map(|l| l.leader_epoch),
             "partition state change"
         );
-        self.ctx.partition_states.insert(tp.clone(), to);
+        self.core.ctx.partition_states.insert(tp.clone(), to);
     }
 
     /// New -> Online: first leader and ISR, `state` znode created (fenced).
@@ -185,14 +158,14 @@ impl KafkaController {
         let mut results = BTreeMap::new();
         let mut to_create = Vec::new();
         for tp in partitions {
-            let live = self.ctx.online_replicas(tp);
+            let live = self.core.ctx.online_replicas(tp);
             let Some(&leader) = live.first() else {
                 error!(
                     target: "state_change",
-                    controller_epoch = self.ctx.epoch,
+                    controller_epoch = self.core.ctx.epoch,
                     topic = %tp.topic,
                     partition = tp.partition,
-                    replicas = ?self.ctx.replicas(tp),
+                    replicas = ?self.core.ctx.replicas(tp),
                     "cannot initialize partition: no assigned replica is alive"
                 );
                 results.insert(tp.clone(), Err("no live replica".to_string()));
@@ -206,7 +179,7 @@ impl KafkaController {
                     leader_recovery_state: 0,
                     partition_epoch: 0,
                 },
-                controller_epoch: self.ctx.epoch,
+                controller_epoch: self.core.ctx.epoch,
             };
             to_create.push((tp.clone(), state));
         }
@@ -214,25 +187,33 @@ impl KafkaController {
             return Ok(results);
         }
         let created = self
+            .core
             .zk
-            .create_partition_states(&to_create, self.ctx.epoch_zk_version)
+            .create_partition_states(&to_create, self.core.ctx.epoch_zk_version)
             .await?;
-        for (tp, mut state) in to_create {
+        for (tp, state) in to_create {
             match created.get(&tp) {
                 Some(Ok(version)) => {
-                    state.leader_and_isr.partition_epoch = *version;
-                    self.ctx.leadership.insert(tp.clone(), state.clone());
-                    let assignment = self.assignment(&tp);
+                    let state = self
+                        .core
+                        .apply_isr_write(&tp, state, *version, IsrWrite::Election);
+                    let assignment = self.core.assignment(&tp);
                     let isr = state.leader_and_isr.isr.clone();
-                    self.batch
-                        .add_leader_and_isr(&self.ctx, &isr, &tp, &state, &assignment, true);
-                    self.set_partition_state(&tp, PartitionState::New, PartitionState::Online);
+                    self.core.batch.add_leader_and_isr(
+                        &self.core.ctx,
+                        &isr,
+                        &tp,
+                        &state,
+                        &assignment,
+                        true,
+                    );
+                    self.set_state(&tp, PartitionState::New, PartitionState::Online);
                     results.insert(tp, Ok(state.leader_and_isr));
                 }
                 Some(Err(e)) => {
                     error!(
                         target: "state_change",
-                        controller_epoch = self.ctx.epoch,
+                        controller_epoch = self.core.ctx.epoch,
                         topic = %tp.topic,
                         partition = tp.partition,
                         error = %e,
@@ -265,7 +246,7 @@ impl KafkaController {
                 break;
             }
             let read_started = std::time::Instant::now();
-            let stored = self.zk.get_partition_states(&remaining).await?;
+            let stored = self.core.zk.get_partition_states(&remaining).await?;
             let read_ms = read_started.elapsed().as_millis() as u64;
             let mut updates = Vec::new();
             let mut recipients_of = BTreeMap::new();
@@ -274,13 +255,13 @@ impl KafkaController {
                     results.insert(tp.clone(), Err("partition state znode missing".into()));
                     continue;
                 };
-                if current.controller_epoch > self.ctx.epoch {
+                if current.controller_epoch > self.core.ctx.epoch {
                     // Kafka: another controller already decided for this partition.
                     results.insert(
                         tp.clone(),
                         Err(format!(
                             "aborted: state written by controller epoch {} > ours {}",
-                            current.controller_epoch, self.ctx.epoch
+                            current.controller_epoch, self.core.ctx.epoch
                         )),
                     );
                     continue;
@@ -292,18 +273,18 @@ impl KafkaController {
                             tp.clone(),
                             LeaderIsrAndControllerEpoch {
                                 leader_and_isr: new,
-                                controller_epoch: self.ctx.epoch,
+                                controller_epoch: self.core.ctx.epoch,
                             },
                         ));
                     }
                     None => {
                         error!(
                             target: "state_change",
-                            controller_epoch = self.ctx.epoch,
+                            controller_epoch = self.core.ctx.epoch,
                             topic = %tp.topic,
                             partition = tp.partition,
                             strategy = ?strategy,
-                            replicas = ?self.ctx.replicas(tp),
+                            replicas = ?self.core.ctx.replicas(tp),
                             isr = ?current.leader_and_isr.isr,
                             "no eligible leader; partition stays offline"
                         );
@@ -313,11 +294,12 @@ impl KafkaController {
             }
             let write_started = std::time::Instant::now();
             let written = self
+                .core
                 .zk
-                .update_leader_and_isr(&updates, self.ctx.epoch_zk_version)
+                .update_leader_and_isr(&updates, self.core.ctx.epoch_zk_version)
                 .await?;
             info!(
-                controller_epoch = self.ctx.epoch,
+                controller_epoch = self.core.ctx.epoch,
                 strategy = ?strategy,
                 partitions = updates.len(),
                 zk_read_ms = read_ms,
@@ -325,15 +307,16 @@ impl KafkaController {
                 "leaders elected: partition states read from ZooKeeper, new ones written"
             );
             remaining.clear();
-            for (tp, mut state) in updates {
+            for (tp, state) in updates {
                 match written.get(&tp) {
                     Some(UpdateLeaderAndIsrResult::Updated(v)) => {
-                        state.leader_and_isr.partition_epoch = *v;
-                        self.ctx.leadership.insert(tp.clone(), state.clone());
-                        let assignment = self.assignment(&tp);
+                        let state = self
+                            .core
+                            .apply_isr_write(&tp, state, *v, IsrWrite::Election);
+                        let assignment = self.core.assignment(&tp);
                         let recipients = recipients_of.remove(&tp).unwrap_or_default();
-                        self.batch.add_leader_and_isr(
-                            &self.ctx,
+                        self.core.batch.add_leader_and_isr(
+                            &self.core.ctx,
                             &recipients,
                             &tp,
                             &state,
@@ -341,7 +324,7 @@ impl KafkaController {
                             false,
                         );
                         let prev = from.get(&tp).copied().unwrap_or(PartitionState::Offline);
-                        self.set_partition_state(&tp, prev, PartitionState::Online);
+                        self.set_state(&tp, prev, PartitionState::Online);
                         results.insert(tp, Ok(state.leader_and_isr));
                     }
                     Some(UpdateLeaderAndIsrResult::NeedsRetry) => remaining.push(tp),
@@ -367,18 +350,18 @@ impl KafkaController {
         current: &LeaderAndIsr,
         strategy: ElectionStrategy,
     ) -> Option<(LeaderAndIsr, Vec<i32>)> {
-        let assignment = self.assignment(tp);
+        let assignment = self.core.assignment(tp);
         let ar = &assignment.replicas;
         let live: BTreeSet<i32> = ar
             .iter()
             .copied()
-            .filter(|r| self.ctx.is_replica_online(*r))
+            .filter(|r| self.core.ctx.is_replica_online(*r))
             .collect();
         let live_in_ar: Vec<i32> = ar.iter().copied().filter(|r| live.contains(r)).collect();
         let isr = &current.isr;
         match strategy {
             ElectionStrategy::Offline { allow_unclean } => {
-                let unclean = allow_unclean || self.config.unclean_leader_election_enable;
+                let unclean = allow_unclean || self.core.config.unclean_leader_election_enable;
                 let leader = election::offline_partition_leader_election(ar, isr, &live, unclean)?;
                 let (new_isr, recovery) = if isr.contains(&leader) {
                     (
@@ -412,8 +395,9 @@ impl KafkaController {
                 Some((current.new_leader_and_isr(leader, isr.clone()), live_in_ar))
             }
             ElectionStrategy::ControlledShutdown => {
-                let live_or_shutting: BTreeSet<i32> = self.ctx.live_or_shutting_down_broker_ids();
-                let shutting = &self.ctx.shutting_down_broker_ids;
+                let live_or_shutting: BTreeSet<i32> =
+                    self.core.ctx.live_or_shutting_down_broker_ids();
+                let shutting = &self.core.ctx.shutting_down_broker_ids;
                 let leader = election::controlled_shutdown_partition_leader_election(
                     ar,
                     isr,
@@ -439,12 +423,13 @@ impl KafkaController {
     /// strategy (Kafka's `triggerOnlinePartitionStateChange`).
     pub(crate) async fn trigger_online_partition_state_change(&mut self) -> Result<()> {
         let partitions: Vec<TopicPartition> = self
+            .core
             .ctx
             .partitions_in_states(&[PartitionState::New, PartitionState::Offline])
             .into_iter()
-            .filter(|tp| !self.ctx.is_topic_queued_for_deletion(&tp.topic))
+            .filter(|tp| !self.core.ctx.is_topic_queued_for_deletion(&tp.topic))
             .collect();
-        self.handle_partition_state_changes(
+        self.handle_state_changes(
             &partitions,
             PartitionState::Online,
             Some(ElectionStrategy::Offline {
@@ -458,24 +443,122 @@ impl KafkaController {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use PartitionState::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
 
-    /// Kafka's table, restated: each target with exactly its legal previous states.
-    #[test]
-    fn partition_transition_table_matches_kafka() {
-        assert_eq!(New.valid_previous_states(), &[NonExistent]);
-        assert_eq!(Online.valid_previous_states(), &[New, Online, Offline]);
-        assert_eq!(Offline.valid_previous_states(), &[New, Online, Offline]);
-        assert_eq!(NonExistent.valid_previous_states(), &[Offline]);
-        // Not allowed: straight from NonExistent to Online, or Online to NonExistent.
-        assert!(!Online.valid_previous_states().contains(&NonExistent));
-        assert!(!NonExistent.valid_previous_states().contains(&Online));
+    use super::PartitionStateMachine;
+    use crate::admin::AdminZkClient;
+    use crate::channel::{ControlRequest, SharedRecordingChannel};
+    use crate::context::ReplicaAssignment;
+    use crate::controller_core::ControllerCore;
+    use crate::event::event_queue;
+    use crate::state::PartitionState;
+    use crate::zk::backend::MemoryZk;
+    use crate::zk::client::{ElectionResult, KafkaZkClient};
+    use crate::zk::data::{BrokerRegistration, EndPoint, TopicPartition};
+    use crate::ControllerConfig;
+
+    /// A core as the active controller of epoch 1 on an in-memory ZooKeeper, brokers 1 and 2
+    /// live, topic `t` with partition 0 on replicas [2, 1] in the context as `state`.
+    async fn core_with_partition(
+        state: PartitionState,
+    ) -> (ControllerCore, KafkaZkClient, SharedRecordingChannel) {
+        let zk = KafkaZkClient::from_backend(Arc::new(MemoryZk::new()));
+        zk.ensure_persistent_paths().await.unwrap();
+        for id in [1, 2] {
+            let reg = BrokerRegistration {
+                broker_id: id,
+                endpoints: vec![EndPoint {
+                    listener_name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                    security_protocol: "PLAINTEXT".into(),
+                }],
+                rack: None,
+                timestamp_ms: 1,
+            };
+            zk.register_broker(&reg).await.unwrap();
+        }
+        let assignment = BTreeMap::from([(0, vec![2, 1])]);
+        AdminZkClient::new(zk.clone())
+            .create_topic("t", &assignment, &BTreeMap::new())
+            .await
+            .unwrap();
+        let ElectionResult::Won {
+            epoch,
+            epoch_zk_version,
+        } = zk.register_controller_and_increment_epoch(1).await.unwrap()
+        else {
+            panic!("the only contender loses the election");
+        };
+        let (events, _) = event_queue();
+        let sent = SharedRecordingChannel::default();
+        let mut core = ControllerCore::new(
+            zk.clone(),
+            ControllerConfig::with_defaults(1),
+            Box::new(sent.clone()),
+            events,
+        );
+        core.ctx.epoch = epoch;
+        core.ctx.epoch_zk_version = epoch_zk_version;
+        for b in zk.get_all_brokers().await.unwrap() {
+            core.add_broker(&b);
+            core.ctx.live_brokers.insert(b.id(), b);
+        }
+        core.ctx.all_topics.insert("t".into());
+        core.ctx
+            .assignments
+            .entry("t".into())
+            .or_default()
+            .insert(0, ReplicaAssignment::new(vec![2, 1]));
+        core.ctx
+            .partition_states
+            .insert(TopicPartition::new("t", 0), state);
+        (core, zk, sent)
     }
 
-    #[test]
-    fn partition_states_print_kafka_names() {
-        assert_eq!(Online.to_string(), "OnlinePartition");
-        assert_eq!(NonExistent.to_string(), "NonExistentPartition");
+    // Kafka: ZkPartitionStateMachine.initializeLeaderAndIsrForPartitions
+    #[tokio::test]
+    async fn new_partition_goes_online_led_by_its_first_live_replica() {
+        let (mut core, zk, sent) = core_with_partition(PartitionState::New).await;
+        let tp = TopicPartition::new("t", 0);
+        let results = PartitionStateMachine::new(&mut core)
+            .handle_state_changes(std::slice::from_ref(&tp), PartitionState::Online, None)
+            .await
+            .unwrap();
+        let elected = results[&tp].as_ref().expect("a leader");
+        assert_eq!((elected.leader, &elected.isr), (2, &vec![2, 1]));
+        assert_eq!(core.ctx.partition_state(&tp), PartitionState::Online);
+        let stored = zk
+            .get_partition_states(std::slice::from_ref(&tp))
+            .await
+            .unwrap();
+        assert_eq!(stored[&tp].leader_and_isr.leader, 2);
+        assert_eq!(
+            core.ctx.leadership[&tp].leader_and_isr.partition_epoch,
+            elected.partition_epoch
+        );
+        let told: BTreeSet<i32> = sent
+            .take()
+            .into_iter()
+            .filter(|(_, r)| matches!(r, ControlRequest::LeaderAndIsr(_)))
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(told, BTreeSet::from([1, 2]));
+    }
+
+    // Kafka: ZkPartitionStateMachine.doHandleStateChanges logs and skips invalid transitions.
+    #[tokio::test]
+    async fn invalid_partition_move_is_skipped_and_sends_nothing() {
+        let (mut core, _zk, sent) = core_with_partition(PartitionState::New).await;
+        let tp = TopicPartition::new("t", 0);
+        let results = PartitionStateMachine::new(&mut core)
+            .handle_state_changes(std::slice::from_ref(&tp), PartitionState::NonExistent, None)
+            .await
+            .unwrap();
+        assert!(results.is_empty());
+        assert_eq!(core.ctx.partition_state(&tp), PartitionState::New);
+        assert!(core.ctx.leadership.is_empty());
+        assert!(sent.take().is_empty());
     }
 }

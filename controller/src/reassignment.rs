@@ -34,11 +34,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{error, info, warn};
 
 use crate::context::{PartitionAndReplica, ReplicaAssignment};
-use crate::controller::KafkaController;
+use crate::controller_core::{ControllerCore, IsrWrite};
 use crate::error::{codes, Error, Result};
-use crate::event::{AlterReassignmentsReply, ApiError, ControllerEvent, ListReassignmentsReply};
-use crate::partition_state::{ElectionStrategy, PartitionState};
-use crate::replica_state::ReplicaState;
+use crate::event::{ApiError, ControllerEvent};
+use crate::partition_state::{ElectionStrategy, PartitionStateMachine};
+use crate::replica_state::ReplicaStateMachine;
+use crate::state::{PartitionState, ReplicaState};
+use crate::topic_deletion::TopicDeletionManager;
 use crate::zk::backend::WatchKind;
 use crate::zk::client::UpdateLeaderAndIsrResult;
 use crate::zk::data::{
@@ -47,35 +49,54 @@ use crate::zk::data::{
 };
 
 /// Per-partition outcome of starting a reassignment.
-type ReassignmentResults = BTreeMap<TopicPartition, std::result::Result<(), ApiError>>;
+pub(crate) type ReassignmentResults = BTreeMap<TopicPartition, std::result::Result<(), ApiError>>;
 
-impl KafkaController {
-    /// Kafka's `processZkPartitionReassignment`: re-arms the existence watch on
+/// Partition reassignment on the controller's core (`ReassignmentManager::new(&mut core)` for
+/// one call). Kafka keeps these steps in `KafkaController`; they are one concept, so one type
+/// here. The controller's handlers check that it is active before calling in.
+pub struct ReassignmentManager<'a> {
+    core: &'a mut ControllerCore,
+}
+
+impl<'a> ReassignmentManager<'a> {
+    pub fn new(core: &'a mut ControllerCore) -> Self {
+        ReassignmentManager { core }
+    }
+
+    fn partition_state_machine(&mut self) -> PartitionStateMachine<'_> {
+        PartitionStateMachine::new(self.core)
+    }
+
+    fn replica_state_machine(&mut self) -> ReplicaStateMachine<'_> {
+        ReplicaStateMachine::new(self.core)
+    }
+
+    fn topic_deletion_manager(&mut self) -> TopicDeletionManager<'_> {
+        TopicDeletionManager::new(self.core)
+    }
+
+    /// The body of Kafka's `processZkPartitionReassignment`: re-arms the existence watch on
     /// `/admin/reassign_partitions` and starts what it lists. Returns the partitions started.
-    pub(crate) async fn process_zk_partition_reassignment(
-        &mut self,
-    ) -> Result<BTreeSet<TopicPartition>> {
-        if !self.is_active() {
-            return Ok(BTreeSet::new());
-        }
+    pub(crate) async fn start_zk_reassignments(&mut self) -> Result<BTreeSet<TopicPartition>> {
         let path = ReassignPartitionsZNode::path();
-        let (exists, w) = self.zk.exists_and_watch(path).await?;
+        let (exists, w) = self.core.zk.exists_and_watch(path).await?;
         // Kafka's PartitionReassignmentHandler reacts to creation only.
-        self.arm_watch(path.into(), w, |kind| {
+        self.core.arm_watch(path.into(), w, |kind| {
             (kind == WatchKind::Created).then_some(ControllerEvent::ZkPartitionReassignment)
         });
         if !exists {
             return Ok(BTreeSet::new());
         }
-        let requested = match self.zk.get_partition_reassignment().await {
+        let requested = match self.core.zk.get_partition_reassignment().await {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(BTreeSet::new()),
             Err(zk::Error::BadZnode { path, reason }) => {
                 error!(path = %path, reason = %reason, "malformed reassignment request; deleting it");
-                self.zk
-                    .delete_partition_reassignment(self.ctx.epoch_zk_version)
+                self.core
+                    .zk
+                    .delete_partition_reassignment(self.core.ctx.epoch_zk_version)
                     .await?;
-                let _ = self.events.send(ControllerEvent::ZkPartitionReassignment);
+                self.core.enqueue(ControllerEvent::ZkPartitionReassignment);
                 return Ok(BTreeSet::new());
             }
             Err(e) => return Err(e.into()),
@@ -118,14 +139,11 @@ impl KafkaController {
             .collect())
     }
 
-    /// Kafka's `processApiPartitionReassignment` (AlterPartitionReassignments).
-    pub(crate) async fn process_api_partition_reassignment(
+    /// The body of Kafka's `processApiPartitionReassignment` (AlterPartitionReassignments).
+    pub(crate) async fn start_api_reassignments(
         &mut self,
         reassignments: BTreeMap<TopicPartition, Option<Vec<i32>>>,
-    ) -> Result<AlterReassignmentsReply> {
-        if !self.is_active() {
-            return Ok(Err(codes::NOT_CONTROLLER));
-        }
+    ) -> Result<ReassignmentResults> {
         let mut results: ReassignmentResults = BTreeMap::new();
         let mut to_reassign = BTreeMap::new();
         for (tp, target) in reassignments {
@@ -152,31 +170,28 @@ impl KafkaController {
             self.maybe_trigger_partition_reassignment(to_reassign)
                 .await?,
         );
-        Ok(Ok(results))
+        Ok(results)
     }
 
-    /// Kafka's `processListPartitionReassignments`.
-    pub(crate) fn process_list_partition_reassignments(
+    /// The body of Kafka's `processListPartitionReassignments`.
+    pub(crate) fn list_reassignments(
         &self,
         partitions: Option<Vec<TopicPartition>>,
-    ) -> ListReassignmentsReply {
-        if !self.is_active() {
-            return Err(codes::NOT_CONTROLLER);
-        }
+    ) -> BTreeMap<TopicPartition, ReplicaAssignment> {
         let list: Vec<TopicPartition> = partitions.unwrap_or_else(|| {
-            self.ctx
+            self.core
+                .ctx
                 .partitions_being_reassigned
                 .iter()
                 .cloned()
                 .collect()
         });
-        Ok(list
-            .into_iter()
+        list.into_iter()
             .filter_map(|tp| {
-                let a = self.ctx.partition_full_replica_assignment(&tp);
+                let a = self.core.ctx.partition_full_replica_assignment(&tp);
                 a.is_being_reassigned().then_some((tp, a))
             })
-            .collect())
+            .collect()
     }
 
     /// Kafka's `validateReplicas` (API path): non-empty, distinct, non-negative, and every
@@ -186,11 +201,12 @@ impl KafkaController {
             return Some(err);
         }
         let adding = self
+            .core
             .ctx
             .partition_full_replica_assignment(tp)
             .reassign_to(target)
             .adding_replicas;
-        let live = self.ctx.live_broker_ids();
+        let live = self.core.ctx.live_broker_ids();
         if adding.iter().any(|r| !live.contains(r)) {
             return Some((
                 codes::INVALID_REPLICA_ASSIGNMENT,
@@ -209,7 +225,7 @@ impl KafkaController {
         tp: &TopicPartition,
         target: Option<&[i32]>,
     ) -> Option<ReplicaAssignment> {
-        let current = self.ctx.partition_full_replica_assignment(tp);
+        let current = self.core.ctx.partition_full_replica_assignment(tp);
         if current.is_being_reassigned() {
             let origin = current.origin_replicas();
             Some(current.reassign_to(target.unwrap_or(&origin)))
@@ -230,11 +246,11 @@ impl KafkaController {
                 codes::UNKNOWN_TOPIC_OR_PARTITION,
                 Some("The partition does not exist.".to_string()),
             );
-            let r = if self.ctx.is_topic_queued_for_deletion(&tp.topic) {
+            let r = if self.core.ctx.is_topic_queued_for_deletion(&tp.topic) {
                 info!(topic = %tp.topic, partition = tp.partition,
                     "skipping reassignment: the topic is being deleted");
                 Err(unknown)
-            } else if self.ctx.replicas(&tp).is_empty() {
+            } else if self.core.ctx.replicas(&tp).is_empty() {
                 Err(unknown)
             } else {
                 match self.on_partition_reassignment(&tp, reassignment).await {
@@ -259,14 +275,15 @@ impl KafkaController {
         reassignment: ReplicaAssignment,
     ) -> Result<()> {
         // While a reassignment is in flight the topic cannot be deleted.
-        if self.ctx.is_topic_queued_for_deletion(&tp.topic) {
-            self.ctx
+        if self.core.ctx.is_topic_queued_for_deletion(&tp.topic) {
+            self.core
+                .ctx
                 .topics_ineligible_for_deletion
                 .insert(tp.topic.clone());
         }
         self.update_current_reassignment(tp, &reassignment).await?;
         if !self.is_reassignment_complete(tp, &reassignment).await? {
-            info!(target: "state_change", controller_epoch = self.ctx.epoch, topic = %tp.topic,
+            info!(target: "state_change", controller_epoch = self.core.ctx.epoch, topic = %tp.topic,
                 partition = tp.partition, replicas = ?reassignment.replicas,
                 adding_replicas = ?reassignment.adding_replicas,
                 removing_replicas = ?reassignment.removing_replicas,
@@ -281,11 +298,13 @@ impl KafkaController {
         }
         // B1.
         let adding = replicas_of(tp, &reassignment.adding_replicas);
-        self.handle_replica_state_changes(&adding, ReplicaState::Online)
+        self.replica_state_machine()
+            .handle_state_changes(&adding, ReplicaState::Online)
             .await?;
         // B2.
         let completed = ReplicaAssignment::new(reassignment.target_replicas());
-        self.ctx
+        self.core
+            .ctx
             .update_partition_full_replica_assignment(tp, completed.clone());
         // B3.
         self.move_reassigned_partition_leader_if_required(tp, &completed)
@@ -301,21 +320,25 @@ impl KafkaController {
             .await?;
         // B8.
         let all: Vec<i32> = self
+            .core
             .ctx
             .live_or_shutting_down_broker_ids()
             .into_iter()
             .collect();
-        self.send_update_metadata(&all, std::slice::from_ref(tp))?;
+        self.core
+            .send_update_metadata(&all, std::slice::from_ref(tp))?;
         let l = self
+            .core
             .ctx
             .leadership
             .get(tp)
             .map(|l| l.leader_and_isr.clone());
-        info!(target: "state_change", controller_epoch = self.ctx.epoch, topic = %tp.topic,
+        info!(target: "state_change", controller_epoch = self.core.ctx.epoch, topic = %tp.topic,
             partition = tp.partition, replicas = ?completed.replicas,
             leader = l.as_ref().map(|l| l.leader), isr = ?l.as_ref().map(|l| l.isr.clone()),
             leader_epoch = l.as_ref().map(|l| l.leader_epoch), "reassignment completed");
-        self.resume_deletion_for_topics(&BTreeSet::from([tp.topic.clone()]))
+        self.topic_deletion_manager()
+            .resume_deletion_for_topics(&BTreeSet::from([tp.topic.clone()]))
             .await
     }
 
@@ -325,13 +348,14 @@ impl KafkaController {
         tp: &TopicPartition,
         reassignment: &ReplicaAssignment,
     ) -> Result<()> {
-        let current = self.ctx.partition_full_replica_assignment(tp);
+        let current = self.core.ctx.partition_full_replica_assignment(tp);
         if current != *reassignment {
             // U1: ZooKeeper first, so a new controller can resume.
             self.update_replica_assignment_for_partition(tp, reassignment)
                 .await?;
             // U2.
-            self.ctx
+            self.core
+                .ctx
                 .update_partition_full_replica_assignment(tp, reassignment.clone());
             // U3: replicas of a replaced reassignment that the new one drops.
             let unneeded: Vec<i32> = current
@@ -345,7 +369,7 @@ impl KafkaController {
                     .await?;
             }
         }
-        self.ctx.partitions_being_reassigned.insert(tp.clone());
+        self.core.ctx.partitions_being_reassigned.insert(tp.clone());
         Ok(())
     }
 
@@ -359,6 +383,7 @@ impl KafkaController {
             return Ok(true);
         }
         let states = self
+            .core
             .zk
             .get_partition_states(std::slice::from_ref(tp))
             .await?;
@@ -372,10 +397,10 @@ impl KafkaController {
 
     /// Kafka's `maybeCompleteReassignment`, run after an accepted ISR change.
     pub(crate) async fn maybe_complete_reassignment(&mut self, tp: &TopicPartition) -> Result<()> {
-        if !self.is_active() || !self.ctx.partitions_being_reassigned.contains(tp) {
+        if !self.core.ctx.partitions_being_reassigned.contains(tp) {
             return Ok(());
         }
-        let reassignment = self.ctx.partition_full_replica_assignment(tp);
+        let reassignment = self.core.ctx.partition_full_replica_assignment(tp);
         if self.is_reassignment_complete(tp, &reassignment).await? {
             info!(topic = %tp.topic, partition = tp.partition,
                 target_replicas = ?reassignment.target_replicas(),
@@ -392,13 +417,14 @@ impl KafkaController {
         should_resume: impl Fn(&TopicPartition, &ReplicaAssignment) -> bool,
     ) -> Result<()> {
         let partitions: Vec<TopicPartition> = self
+            .core
             .ctx
             .partitions_being_reassigned
             .iter()
             .cloned()
             .collect();
         for tp in partitions {
-            let a = self.ctx.partition_full_replica_assignment(&tp);
+            let a = self.core.ctx.partition_full_replica_assignment(&tp);
             if !should_resume(&tp, &a) {
                 continue;
             }
@@ -418,7 +444,7 @@ impl KafkaController {
     /// Failover step 9 (Kafka's `initializePartitionReassignments`): znode requests first
     /// (they supersede), then resume the API ones found in the topic znodes.
     pub(crate) async fn initialize_partition_reassignments(&mut self) -> Result<()> {
-        let from_zk = self.process_zk_partition_reassignment().await?;
+        let from_zk = self.start_zk_reassignments().await?;
         self.maybe_resume_reassignments(|tp, _| !from_zk.contains(tp))
             .await
     }
@@ -430,20 +456,22 @@ impl KafkaController {
         completed: &ReplicaAssignment,
     ) -> Result<()> {
         let leader = self
+            .core
             .ctx
             .leadership
             .get(tp)
             .map_or(-1, |l| l.leader_and_isr.leader);
-        if !completed.replicas.contains(&leader) || !self.ctx.is_replica_online(leader) {
+        if !completed.replicas.contains(&leader) || !self.core.ctx.is_replica_online(leader) {
             info!(topic = %tp.topic, partition = tp.partition, leader,
                 replicas = ?completed.replicas,
                 "leader of the reassigned partition is not a live target replica; re-electing");
-            self.handle_partition_state_changes(
-                std::slice::from_ref(tp),
-                PartitionState::Online,
-                Some(ElectionStrategy::Reassign),
-            )
-            .await?;
+            self.partition_state_machine()
+                .handle_state_changes(
+                    std::slice::from_ref(tp),
+                    PartitionState::Online,
+                    Some(ElectionStrategy::Reassign),
+                )
+                .await?;
             Ok(())
         } else {
             info!(topic = %tp.topic, partition = tp.partition, leader,
@@ -469,7 +497,9 @@ impl KafkaController {
             ReplicaState::DeletionSuccessful,
             ReplicaState::NonExistent,
         ] {
-            self.handle_replica_state_changes(&replicas, state).await?;
+            self.replica_state_machine()
+                .handle_state_changes(&replicas, state)
+                .await?;
         }
         Ok(())
     }
@@ -482,9 +512,10 @@ impl KafkaController {
     ) -> Result<()> {
         let new: Vec<PartitionAndReplica> = replicas_of(tp, adding)
             .into_iter()
-            .filter(|r| self.ctx.replica_state(r) == ReplicaState::NonExistent)
+            .filter(|r| self.core.ctx.replica_state(r) == ReplicaState::NonExistent)
             .collect();
-        self.handle_replica_state_changes(&new, ReplicaState::New)
+        self.replica_state_machine()
+            .handle_state_changes(&new, ReplicaState::New)
             .await
     }
 
@@ -496,6 +527,7 @@ impl KafkaController {
         assignment: &ReplicaAssignment,
     ) -> Result<()> {
         let mut partitions = self
+            .core
             .ctx
             .assignments
             .get(&tp.topic)
@@ -503,7 +535,12 @@ impl KafkaController {
             .unwrap_or_default();
         partitions.insert(tp.partition, assignment.clone());
         let mut znode = TopicAssignment {
-            topic_id: self.ctx.topic_ids.get(&tp.topic).map(|id| encode_uuid(*id)),
+            topic_id: self
+                .core
+                .ctx
+                .topic_ids
+                .get(&tp.topic)
+                .map(|id| encode_uuid(*id)),
             ..TopicAssignment::default()
         };
         for (p, a) in partitions {
@@ -517,8 +554,9 @@ impl KafkaController {
                     .insert(p, a.removing_replicas.clone());
             }
         }
-        self.zk
-            .set_topic_assignment(&tp.topic, &znode, Some(self.ctx.epoch_zk_version))
+        self.core
+            .zk
+            .set_topic_assignment(&tp.topic, &znode, Some(self.core.ctx.epoch_zk_version))
             .await?;
         info!(topic = %tp.topic, partition = tp.partition, replicas = ?assignment.replicas,
             adding_replicas = ?assignment.adding_replicas,
@@ -535,26 +573,27 @@ impl KafkaController {
         assignment: &ReplicaAssignment,
     ) -> Result<()> {
         let Some(state) = self.update_leader_epoch(tp).await? else {
-            error!(target: "state_change", controller_epoch = self.ctx.epoch, topic = %tp.topic,
+            error!(target: "state_change", controller_epoch = self.core.ctx.epoch, topic = %tp.topic,
                 partition = tp.partition,
                 "failed to send LeaderAndIsr with the new assignment of a partition being reassigned");
             return Ok(());
         };
-        self.batch.new_batch()?;
+        self.core.batch.new_batch()?;
         let origin = assignment.origin_replicas();
-        self.batch
-            .add_leader_and_isr(&self.ctx, &origin, tp, &state, assignment, false);
-        self.batch.add_leader_and_isr(
-            &self.ctx,
+        self.core
+            .batch
+            .add_leader_and_isr(&self.core.ctx, &origin, tp, &state, assignment, false);
+        self.core.batch.add_leader_and_isr(
+            &self.core.ctx,
             &assignment.adding_replicas,
             tp,
             &state,
             assignment,
             true,
         );
-        self.send_batch();
+        self.core.send_batch();
         let l = &state.leader_and_isr;
-        info!(target: "state_change", controller_epoch = self.ctx.epoch, topic = %tp.topic,
+        info!(target: "state_change", controller_epoch = self.core.ctx.epoch, topic = %tp.topic,
             partition = tp.partition, leader = l.leader, isr = ?l.isr, leader_epoch = l.leader_epoch,
             replicas = ?assignment.replicas, "sent LeaderAndIsr with the new replica assignment");
         Ok(())
@@ -570,14 +609,15 @@ impl KafkaController {
         const MAX_ATTEMPTS: usize = 10;
         for _ in 0..MAX_ATTEMPTS {
             let states = self
+                .core
                 .zk
                 .get_partition_states(std::slice::from_ref(tp))
                 .await?;
             let Some(current) = states.get(tp) else {
                 return Ok(None);
             };
-            if current.controller_epoch > self.ctx.epoch {
-                error!(target: "state_change", controller_epoch = self.ctx.epoch, topic = %tp.topic,
+            if current.controller_epoch > self.core.ctx.epoch {
+                error!(target: "state_change", controller_epoch = self.core.ctx.epoch, topic = %tp.topic,
                     partition = tp.partition,
                     "leader and ISR written by a newer controller; aborting the leader epoch bump");
                 return Ok(None);
@@ -585,17 +625,21 @@ impl KafkaController {
             let l = &current.leader_and_isr;
             let update = LeaderIsrAndControllerEpoch {
                 leader_and_isr: l.new_leader_and_isr(l.leader, l.isr.clone()),
-                controller_epoch: self.ctx.epoch,
+                controller_epoch: self.core.ctx.epoch,
             };
             let written = self
+                .core
                 .zk
-                .update_leader_and_isr(&[(tp.clone(), update.clone())], self.ctx.epoch_zk_version)
+                .update_leader_and_isr(
+                    &[(tp.clone(), update.clone())],
+                    self.core.ctx.epoch_zk_version,
+                )
                 .await?;
             match written.get(tp) {
                 Some(UpdateLeaderAndIsrResult::Updated(v)) => {
-                    let mut state = update;
-                    state.leader_and_isr.partition_epoch = *v;
-                    self.ctx.leadership.insert(tp.clone(), state.clone());
+                    let state =
+                        self.core
+                            .apply_isr_write(tp, update, *v, IsrWrite::LeaderEpochBump);
                     return Ok(Some(state));
                 }
                 Some(UpdateLeaderAndIsrResult::NeedsRetry) => continue,
@@ -616,7 +660,7 @@ impl KafkaController {
         tp: &TopicPartition,
         completed: &ReplicaAssignment,
     ) -> Result<()> {
-        if self.ctx.partitions_being_reassigned.remove(tp) {
+        if self.core.ctx.partitions_being_reassigned.remove(tp) {
             let replicas = completed.replicas.clone();
             self.maybe_remove_from_zk_reassignment(|t, r| t == tp && *r == replicas)
                 .await
@@ -633,7 +677,7 @@ impl KafkaController {
         &mut self,
         should_remove: impl Fn(&TopicPartition, &Vec<i32>) -> bool,
     ) -> Result<()> {
-        let current = match self.zk.get_partition_reassignment().await {
+        let current = match self.core.zk.get_partition_reassignment().await {
             Ok(Some(c)) => c,
             Ok(None) | Err(zk::Error::BadZnode { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -647,14 +691,16 @@ impl KafkaController {
         info!(partitions = ?removing.iter().map(|(tp, _)| tp.to_string()).collect::<Vec<_>>(),
             "removing partitions from /admin/reassign_partitions");
         if remaining.is_empty() {
-            self.zk
-                .delete_partition_reassignment(self.ctx.epoch_zk_version)
+            self.core
+                .zk
+                .delete_partition_reassignment(self.core.ctx.epoch_zk_version)
                 .await?;
             // Re-arms the watch so that the next request is seen.
-            let _ = self.events.send(ControllerEvent::ZkPartitionReassignment);
+            self.core.enqueue(ControllerEvent::ZkPartitionReassignment);
         } else {
-            self.zk
-                .set_or_create_partition_reassignment(&remaining, self.ctx.epoch_zk_version)
+            self.core
+                .zk
+                .set_or_create_partition_reassignment(&remaining, self.core.ctx.epoch_zk_version)
                 .await?;
         }
         Ok(())

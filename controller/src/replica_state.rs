@@ -13,71 +13,37 @@
 //! | `ReplicaDeletionIneligible` | Offline, DeletionStarted | mark only |
 //! | `NonExistentReplica` | DeletionSuccessful | removed from the assignment, state dropped |
 //!
-//! Invariant: invalid moves are logged at error (target `state_change`) and skipped.
+//! Invariant: invalid moves are logged at error (target `state_change`) and skipped. One call of
+//! `handle_state_changes` is one request batch, opened before and sent after it.
+//!
+//! The states and their table are in [`crate::state`]; [`ReplicaStateMachine`] borrows the
+//! controller's [`ControllerCore`] for one call.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use tracing::{error, info, trace};
+use tracing::{error, trace};
 
 use crate::context::PartitionAndReplica;
-use crate::controller::KafkaController;
+use crate::controller_core::{ControllerCore, IsrWrite};
 use crate::error::Result;
+use crate::state::ReplicaState;
 use crate::zk::client::UpdateLeaderAndIsrResult;
 use crate::zk::data::{LeaderAndIsr, LeaderIsrAndControllerEpoch, TopicPartition};
 
-/// The state of one replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReplicaState {
-    /// Assigned, created during partition creation or reassignment; may only be a follower.
-    New,
-    /// Started and part of the assigned replicas; may lead or follow.
-    Online,
-    /// Its broker died (or it is being stopped).
-    Offline,
-    /// StopReplica(delete) sent during topic deletion.
-    DeletionStarted,
-    /// The broker confirmed the deletion.
-    DeletionSuccessful,
-    /// Deletion failed or cannot happen now (broker down); retried later.
-    DeletionIneligible,
-    /// Not assigned (or fully deleted).
-    NonExistent,
+/// Kafka's `ZkReplicaStateMachine`: moves replicas between [`ReplicaState`]s along the table
+/// above, with the side effects listed there. Built on the fly around the controller's core
+/// (`ReplicaStateMachine::new(&mut core)`) for one call.
+pub struct ReplicaStateMachine<'a> {
+    core: &'a mut ControllerCore,
 }
 
-impl ReplicaState {
-    /// Kafka's `validPreviousStates`.
-    pub fn valid_previous_states(self) -> &'static [ReplicaState] {
-        use ReplicaState::*;
-        match self {
-            New => &[NonExistent],
-            Online => &[New, Online, Offline, DeletionIneligible],
-            Offline => &[New, Online, Offline, DeletionIneligible],
-            DeletionStarted => &[Offline],
-            DeletionSuccessful => &[DeletionStarted],
-            DeletionIneligible => &[Offline, DeletionStarted],
-            NonExistent => &[DeletionSuccessful],
-        }
+impl<'a> ReplicaStateMachine<'a> {
+    pub fn new(core: &'a mut ControllerCore) -> Self {
+        ReplicaStateMachine { core }
     }
-}
 
-impl fmt::Display for ReplicaState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ReplicaState::New => "NewReplica",
-            ReplicaState::Online => "OnlineReplica",
-            ReplicaState::Offline => "OfflineReplica",
-            ReplicaState::DeletionStarted => "ReplicaDeletionStarted",
-            ReplicaState::DeletionSuccessful => "ReplicaDeletionSuccessful",
-            ReplicaState::DeletionIneligible => "ReplicaDeletionIneligible",
-            ReplicaState::NonExistent => "NonExistentReplica",
-        })
-    }
-}
-
-impl KafkaController {
     /// Moves `replicas` to `target` as one request batch.
-    pub(crate) async fn handle_replica_state_changes(
+    pub(crate) async fn handle_state_changes(
         &mut self,
         replicas: &[PartitionAndReplica],
         target: ReplicaState,
@@ -85,25 +51,25 @@ impl KafkaController {
         if replicas.is_empty() {
             return Ok(());
         }
-        self.batch.new_batch()?;
-        match self.do_handle_replica_state_changes(replicas, target).await {
+        self.core.batch.new_batch()?;
+        match self.do_handle_state_changes(replicas, target).await {
             Ok(()) => {
-                self.send_batch();
+                self.core.send_batch();
                 Ok(())
             }
             Err(e) => {
-                self.batch.clear();
+                self.core.batch.clear();
                 Err(e)
             }
         }
     }
 
-    fn set_replica_state(&mut self, r: &PartitionAndReplica, from: ReplicaState, to: ReplicaState) {
+    fn set_state(&mut self, r: &PartitionAndReplica, from: ReplicaState, to: ReplicaState) {
         // TRACE, as Kafka's `logSuccessfulTransition` (a failover moves every replica of the
         // cluster: 300,000 lines at 100,000 partitions). RUST_LOG=state_change=trace shows them.
         trace!(
             target: "state_change",
-            controller_epoch = self.ctx.epoch,
+            controller_epoch = self.core.ctx.epoch,
             topic = %r.tp.topic,
             partition = r.tp.partition,
             broker_id = r.replica,
@@ -112,26 +78,26 @@ impl KafkaController {
             "replica state change"
         );
         if to == ReplicaState::NonExistent {
-            self.ctx.replica_states.remove(r);
+            self.core.ctx.replica_states.remove(r);
         } else {
-            self.ctx.replica_states.insert(r.clone(), to);
+            self.core.ctx.replica_states.insert(r.clone(), to);
         }
     }
 
-    async fn do_handle_replica_state_changes(
+    async fn do_handle_state_changes(
         &mut self,
         replicas: &[PartitionAndReplica],
         target: ReplicaState,
     ) -> Result<()> {
         let mut valid = Vec::new();
         for r in replicas {
-            let current = self.ctx.replica_state(r);
+            let current = self.core.ctx.replica_state(r);
             if target.valid_previous_states().contains(&current) {
                 valid.push((r.clone(), current));
             } else {
                 error!(
                     target: "state_change",
-                    controller_epoch = self.ctx.epoch,
+                    controller_epoch = self.core.ctx.epoch,
                     topic = %r.tp.topic,
                     partition = r.tp.partition,
                     broker_id = r.replica,
@@ -144,11 +110,11 @@ impl KafkaController {
         match target {
             ReplicaState::New => {
                 for (r, from) in valid {
-                    if let Some(l) = self.ctx.leadership.get(&r.tp).cloned() {
+                    if let Some(l) = self.core.ctx.leadership.get(&r.tp).cloned() {
                         if l.leader_and_isr.leader == r.replica {
                             error!(
                                 target: "state_change",
-                                controller_epoch = self.ctx.epoch,
+                                controller_epoch = self.core.ctx.epoch,
                                 topic = %r.tp.topic,
                                 partition = r.tp.partition,
                                 broker_id = r.replica,
@@ -156,17 +122,24 @@ impl KafkaController {
                             );
                             continue;
                         }
-                        let a = self.assignment(&r.tp);
-                        self.batch
-                            .add_leader_and_isr(&self.ctx, &[r.replica], &r.tp, &l, &a, true);
+                        let a = self.core.assignment(&r.tp);
+                        self.core.batch.add_leader_and_isr(
+                            &self.core.ctx,
+                            &[r.replica],
+                            &r.tp,
+                            &l,
+                            &a,
+                            true,
+                        );
                     }
-                    self.set_replica_state(&r, from, ReplicaState::New);
+                    self.set_state(&r, from, ReplicaState::New);
                 }
             }
             ReplicaState::Online => {
                 for (r, from) in valid {
                     if from == ReplicaState::New {
                         let entry = self
+                            .core
                             .ctx
                             .assignments
                             .entry(r.tp.topic.clone())
@@ -176,10 +149,10 @@ impl KafkaController {
                         if !entry.replicas.contains(&r.replica) {
                             entry.replicas.push(r.replica);
                         }
-                    } else if let Some(l) = self.ctx.leadership.get(&r.tp).cloned() {
-                        let a = self.assignment(&r.tp);
-                        self.batch.add_leader_and_isr(
-                            &self.ctx,
+                    } else if let Some(l) = self.core.ctx.leadership.get(&r.tp).cloned() {
+                        let a = self.core.assignment(&r.tp);
+                        self.core.batch.add_leader_and_isr(
+                            &self.core.ctx,
                             &[r.replica],
                             &r.tp,
                             &l,
@@ -187,13 +160,14 @@ impl KafkaController {
                             false,
                         );
                     }
-                    self.set_replica_state(&r, from, ReplicaState::Online);
+                    self.set_state(&r, from, ReplicaState::Online);
                 }
             }
             ReplicaState::Offline => {
                 for (r, _) in &valid {
-                    self.batch
-                        .add_stop_replica(&self.ctx, &[r.replica], &r.tp, false);
+                    self.core
+                        .batch
+                        .add_stop_replica(&self.core.ctx, &[r.replica], &r.tp, false);
                 }
                 // Group by broker: one ISR removal pass per broker, as Kafka does.
                 let mut by_broker: BTreeMap<i32, Vec<(TopicPartition, ReplicaState)>> =
@@ -207,22 +181,22 @@ impl KafkaController {
                 for (replica, parts) in by_broker {
                     let (with_leader, without): (Vec<_>, Vec<_>) = parts
                         .into_iter()
-                        .partition(|(tp, _)| self.ctx.leadership.contains_key(tp));
+                        .partition(|(tp, _)| self.core.ctx.leadership.contains_key(tp));
                     let tps: Vec<TopicPartition> =
                         with_leader.iter().map(|(tp, _)| tp.clone()).collect();
                     let updated = self.remove_replicas_from_isr(replica, &tps).await?;
                     for (tp, from) in with_leader {
                         if let Some(state) = updated.get(&tp) {
-                            if !self.ctx.is_topic_queued_for_deletion(&tp.topic) {
-                                let a = self.assignment(&tp);
+                            if !self.core.ctx.is_topic_queued_for_deletion(&tp.topic) {
+                                let a = self.core.assignment(&tp);
                                 let recipients: Vec<i32> = a
                                     .replicas
                                     .iter()
                                     .copied()
                                     .filter(|b| *b != replica)
                                     .collect();
-                                self.batch.add_leader_and_isr(
-                                    &self.ctx,
+                                self.core.batch.add_leader_and_isr(
+                                    &self.core.ctx,
                                     &recipients,
                                     &tp,
                                     state,
@@ -231,37 +205,41 @@ impl KafkaController {
                                 );
                             }
                             let r = PartitionAndReplica { tp, replica };
-                            self.set_replica_state(&r, from, ReplicaState::Offline);
+                            self.set_state(&r, from, ReplicaState::Offline);
                         }
                     }
                     for (tp, from) in without {
                         let all: Vec<i32> = self
+                            .core
                             .ctx
                             .live_or_shutting_down_broker_ids()
                             .into_iter()
                             .collect();
-                        self.batch
+                        self.core
+                            .batch
                             .add_update_metadata(&all, std::slice::from_ref(&tp));
                         let r = PartitionAndReplica { tp, replica };
-                        self.set_replica_state(&r, from, ReplicaState::Offline);
+                        self.set_state(&r, from, ReplicaState::Offline);
                     }
                 }
             }
             ReplicaState::DeletionStarted => {
                 for (r, from) in valid {
-                    self.batch
-                        .add_stop_replica(&self.ctx, &[r.replica], &r.tp, true);
-                    self.set_replica_state(&r, from, ReplicaState::DeletionStarted);
+                    self.core
+                        .batch
+                        .add_stop_replica(&self.core.ctx, &[r.replica], &r.tp, true);
+                    self.set_state(&r, from, ReplicaState::DeletionStarted);
                 }
             }
             ReplicaState::DeletionSuccessful | ReplicaState::DeletionIneligible => {
                 for (r, from) in valid {
-                    self.set_replica_state(&r, from, target);
+                    self.set_state(&r, from, target);
                 }
             }
             ReplicaState::NonExistent => {
                 for (r, from) in valid {
                     if let Some(a) = self
+                        .core
                         .ctx
                         .assignments
                         .get_mut(&r.tp.topic)
@@ -269,7 +247,7 @@ impl KafkaController {
                     {
                         a.remove_replica(r.replica);
                     }
-                    self.set_replica_state(&r, from, ReplicaState::NonExistent);
+                    self.set_state(&r, from, ReplicaState::NonExistent);
                 }
             }
         }
@@ -292,16 +270,16 @@ impl KafkaController {
             if remaining.is_empty() {
                 break;
             }
-            let stored = self.zk.get_partition_states(&remaining).await?;
+            let stored = self.core.zk.get_partition_states(&remaining).await?;
             let mut updates = Vec::new();
             for tp in &remaining {
                 let Some(current) = stored.get(tp) else {
                     continue;
                 };
-                if current.controller_epoch > self.ctx.epoch {
+                if current.controller_epoch > self.core.ctx.epoch {
                     error!(
                         target: "state_change",
-                        controller_epoch = self.ctx.epoch,
+                        controller_epoch = self.core.ctx.epoch,
                         topic = %tp.topic,
                         partition = tp.partition,
                         "aborted ISR shrink: state written by a newer controller"
@@ -310,7 +288,7 @@ impl KafkaController {
                 }
                 let l = &current.leader_and_isr;
                 if !l.isr.contains(&replica) {
-                    self.ctx.leadership.insert(tp.clone(), current.clone());
+                    self.core.ctx.leadership.insert(tp.clone(), current.clone());
                     done.insert(tp.clone(), current.clone());
                     continue;
                 }
@@ -328,38 +306,27 @@ impl KafkaController {
                     tp.clone(),
                     LeaderIsrAndControllerEpoch {
                         leader_and_isr: l.new_leader_and_isr(new_leader, new_isr),
-                        controller_epoch: self.ctx.epoch,
+                        controller_epoch: self.core.ctx.epoch,
                     },
                 ));
             }
             let written = self
+                .core
                 .zk
-                .update_leader_and_isr(&updates, self.ctx.epoch_zk_version)
+                .update_leader_and_isr(&updates, self.core.ctx.epoch_zk_version)
                 .await?;
             remaining.clear();
-            for (tp, mut state) in updates {
+            for (tp, state) in updates {
                 match written.get(&tp) {
                     Some(UpdateLeaderAndIsrResult::Updated(v)) => {
-                        state.leader_and_isr.partition_epoch = *v;
-                        let l = &state.leader_and_isr;
-                        info!(
-                            target: "state_change",
-                            controller_epoch = self.ctx.epoch,
-                            topic = %tp.topic,
-                            partition = tp.partition,
-                            broker_id = replica,
-                            leader = l.leader,
-                            isr = ?l.isr,
-                            leader_epoch = l.leader_epoch,
-                            "removed replica from ISR"
-                        );
-                        self.ctx.leadership.insert(tp.clone(), state.clone());
+                        let why = IsrWrite::ReplicaRemoved { broker_id: replica };
+                        let state = self.core.apply_isr_write(&tp, state, *v, why);
                         done.insert(tp, state);
                     }
                     Some(UpdateLeaderAndIsrResult::NeedsRetry) => remaining.push(tp),
                     Some(UpdateLeaderAndIsrResult::Failed(e)) => error!(
                         target: "state_change",
-                        controller_epoch = self.ctx.epoch,
+                        controller_epoch = self.core.ctx.epoch,
                         topic = %tp.topic,
                         partition = tp.partition,
                         error = %e,
@@ -370,34 +337,5 @@ impl KafkaController {
             }
         }
         Ok(done)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ReplicaState::*;
-
-    #[test]
-    fn replica_transition_table_matches_kafka() {
-        assert_eq!(New.valid_previous_states(), &[NonExistent]);
-        assert_eq!(
-            Online.valid_previous_states(),
-            &[New, Online, Offline, DeletionIneligible]
-        );
-        assert_eq!(
-            Offline.valid_previous_states(),
-            &[New, Online, Offline, DeletionIneligible]
-        );
-        assert_eq!(DeletionStarted.valid_previous_states(), &[Offline]);
-        assert_eq!(
-            DeletionSuccessful.valid_previous_states(),
-            &[DeletionStarted]
-        );
-        assert_eq!(
-            DeletionIneligible.valid_previous_states(),
-            &[Offline, DeletionStarted]
-        );
-        assert_eq!(NonExistent.valid_previous_states(), &[DeletionSuccessful]);
-        assert_eq!(DeletionStarted.to_string(), "ReplicaDeletionStarted");
     }
 }

@@ -11,12 +11,12 @@
 //! that is not the active controller answers what the controller handle says, NOT_CONTROLLER).
 
 use controller::alter_partition::AlterPartitionItem;
-use zk::data::TopicPartition;
 use kafka_protocol::messages::alter_partition_response as resp;
 use kafka_protocol::messages::{
     AlterPartitionRequest, AlterPartitionResponse, BrokerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use zk::data::TopicPartition;
 
 use crate::api::context::KafkaApis;
 

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use controller::admin::AdminZkClient;
-use zk::client::KafkaZkClient;
 use controller::ControllerHandle;
+use zk::client::KafkaZkClient;
 
 use crate::config::BrokerConfig;
 use crate::fetch_session::FetchSessionCache;

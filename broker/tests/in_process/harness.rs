@@ -44,11 +44,6 @@ use broker::broker::Running;
 use broker::client::Connection;
 use broker::config::BrokerConfig;
 use bytes::{Bytes, BytesMut};
-use zk::backend::{
-    MemoryZk, MultiError, NodeData, NodeMode, Watch, ZkBackend, ZkOp, ZkOpResult, ZkResult, ZkStat,
-};
-use zk::client::KafkaZkClient;
-use zk::data::{LeaderIsrAndControllerEpoch, TopicPartition};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
@@ -63,6 +58,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use zk::backend::{
+    MemoryZk, MultiError, NodeData, NodeMode, Watch, ZkBackend, ZkOp, ZkOpResult, ZkResult, ZkStat,
+};
+use zk::client::KafkaZkClient;
+use zk::data::{LeaderIsrAndControllerEpoch, TopicPartition};
 
 /// How long a condition may take before the test fails: generous, since a passing test sees it
 /// in milliseconds and only a failing one waits this long.

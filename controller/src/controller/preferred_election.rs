@@ -23,7 +23,6 @@
 //! leaves it in place, which blocks later requests until the controller moves).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
@@ -34,17 +33,15 @@ use crate::error::{codes, Error, Result};
 use crate::event::{
     not_controller_results, ControllerEvent, ElectLeadersResults, ElectionTrigger, ElectionType,
 };
-use crate::partition_state::{ElectionResults, ElectionStrategy, PartitionState};
+use crate::partition_state::{ElectionResults, ElectionStrategy};
+use crate::state::PartitionState;
 use crate::zk::backend::WatchKind;
 use crate::zk::data::{LeaderAndIsr, PreferredReplicaElectionZNode, TopicPartition};
-
-/// Delay of the first automatic rebalance check after becoming controller (Kafka: 5 s).
-pub const FIRST_AUTO_REBALANCE_DELAY: Duration = Duration::from_secs(5);
 
 impl KafkaController {
     /// Kafka's `processReplicaLeaderElection`: the ElectLeaders API (`reply` set) or the
     /// `/admin/preferred_replica_election` znode (`partitions` = `None`).
-    pub(crate) async fn process_replica_leader_election(
+    pub(super) async fn process_replica_leader_election(
         &mut self,
         partitions: Option<Vec<TopicPartition>>,
         election_type: ElectionType,
@@ -97,13 +94,11 @@ impl KafkaController {
     /// Re-arms the existence watch on `/admin/preferred_replica_election` and reads it
     /// (Kafka's `registerZNodeChangeHandlerAndCheckExistence` + `getPreferredReplicaElection`).
     /// `None` if it does not exist (or was malformed and has been deleted).
-    pub(crate) async fn read_preferred_replica_election(
-        &mut self,
-    ) -> Result<Option<Vec<TopicPartition>>> {
+    async fn read_preferred_replica_election(&mut self) -> Result<Option<Vec<TopicPartition>>> {
         let path = PreferredReplicaElectionZNode::path();
-        let (exists, w) = self.zk.exists_and_watch(path).await?;
+        let (exists, w) = self.core.zk.exists_and_watch(path).await?;
         // Kafka's PreferredReplicaElectionHandler reacts to creation only.
-        self.arm_watch(path.into(), w, |kind| {
+        self.core.arm_watch(path.into(), w, |kind| {
             (kind == WatchKind::Created).then_some(ControllerEvent::ReplicaLeaderElection {
                 partitions: None,
                 election_type: ElectionType::Preferred,
@@ -114,12 +109,13 @@ impl KafkaController {
         if !exists {
             return Ok(None);
         }
-        match self.zk.get_preferred_replica_election().await {
+        match self.core.zk.get_preferred_replica_election().await {
             Ok(p) => Ok(p),
             Err(zk::Error::BadZnode { path, reason }) => {
                 error!(path = %path, reason = %reason, "malformed preferred replica election request; deleting it");
-                self.zk
-                    .delete_preferred_replica_election(self.ctx.epoch_zk_version)
+                self.core
+                    .zk
+                    .delete_preferred_replica_election(self.core.ctx.epoch_zk_version)
                     .await?;
                 self.requeue_zk_preferred_election();
                 Ok(None)
@@ -130,7 +126,7 @@ impl KafkaController {
 
     fn requeue_zk_preferred_election(&self) {
         // Re-arms the watch (the handler checks existence first), as Kafka re-queues the event.
-        let _ = self.events.send(ControllerEvent::ReplicaLeaderElection {
+        self.core.enqueue(ControllerEvent::ReplicaLeaderElection {
             partitions: None,
             election_type: ElectionType::Preferred,
             trigger: ElectionTrigger::Zk,
@@ -150,7 +146,7 @@ impl KafkaController {
         let mut electable = Vec::new();
         let requested: BTreeSet<TopicPartition> = partitions.into_iter().collect();
         for tp in requested {
-            let replicas = self.ctx.replicas(&tp);
+            let replicas = self.core.ctx.replicas(&tp);
             if replicas.is_empty() {
                 info!(topic = %tp.topic, partition = tp.partition, ?election_type, ?trigger,
                     "skipping leader election: partition does not exist");
@@ -163,7 +159,7 @@ impl KafkaController {
                 );
                 continue;
             }
-            if self.ctx.is_topic_queued_for_deletion(&tp.topic) {
+            if self.core.ctx.is_topic_queued_for_deletion(&tp.topic) {
                 warn!(topic = %tp.topic, partition = tp.partition, ?election_type, ?trigger,
                     "skipping leader election: topic is being deleted");
                 results.insert(
@@ -176,6 +172,7 @@ impl KafkaController {
                 continue;
             }
             let leader = self
+                .core
                 .ctx
                 .leadership
                 .get(&tp)
@@ -183,7 +180,7 @@ impl KafkaController {
             let needed = match election_type {
                 ElectionType::Preferred => replicas.first() != Some(&leader),
                 ElectionType::Unclean => {
-                    leader == LeaderAndIsr::NO_LEADER || !self.ctx.is_live(leader)
+                    leader == LeaderAndIsr::NO_LEADER || !self.core.ctx.is_live(leader)
                 }
             };
             if needed {
@@ -207,7 +204,7 @@ impl KafkaController {
                     codes::UNKNOWN_SERVER_ERROR,
                     Some(format!(
                         "invalid partition state change from {}",
-                        self.ctx.partition_state(&tp)
+                        self.core.ctx.partition_state(&tp)
                     )),
                 )),
             };
@@ -219,14 +216,14 @@ impl KafkaController {
     /// Kafka's `onReplicaElection`: partitions -> OnlinePartition with the preferred strategy
     /// (or, for UNCLEAN, the offline strategy with unclean allowed when an admin asked). For the
     /// znode and timer triggers, failures are logged and the znode request is cleared after.
-    pub(crate) async fn on_replica_election(
+    async fn on_replica_election(
         &mut self,
         partitions: &[TopicPartition],
         election_type: ElectionType,
         trigger: ElectionTrigger,
     ) -> Result<ElectionResults> {
         info!(
-            controller_epoch = self.ctx.epoch,
+            controller_epoch = self.core.ctx.epoch,
             ?election_type,
             ?trigger,
             partitions = ?partitions.iter().map(|tp| tp.to_string()).collect::<Vec<_>>(),
@@ -239,7 +236,8 @@ impl KafkaController {
             },
         };
         let results = self
-            .handle_partition_state_changes(partitions, PartitionState::Online, Some(strategy))
+            .partition_state_machine()
+            .handle_state_changes(partitions, PartitionState::Online, Some(strategy))
             .await?;
         if trigger != ElectionTrigger::AdminClient {
             for (tp, r) in &results {
@@ -265,8 +263,13 @@ impl KafkaController {
         triggered_by_auto_rebalance: bool,
     ) -> Result<()> {
         for tp in partitions {
-            let leader = self.ctx.leadership.get(tp).map(|l| l.leader_and_isr.leader);
-            let preferred = self.ctx.replicas(tp).first().copied();
+            let leader = self
+                .core
+                .ctx
+                .leadership
+                .get(tp)
+                .map(|l| l.leader_and_isr.leader);
+            let preferred = self.core.ctx.replicas(tp).first().copied();
             if leader.is_some() && leader == preferred {
                 info!(topic = %tp.topic, partition = tp.partition, leader,
                     "partition completed preferred replica leader election");
@@ -276,8 +279,9 @@ impl KafkaController {
             }
         }
         if !triggered_by_auto_rebalance {
-            self.zk
-                .delete_preferred_replica_election(self.ctx.epoch_zk_version)
+            self.core
+                .zk
+                .delete_preferred_replica_election(self.core.ctx.epoch_zk_version)
                 .await?;
             self.requeue_zk_preferred_election();
         }
@@ -287,23 +291,23 @@ impl KafkaController {
     /// Failover step 9 (Kafka's `fetchPendingPreferredReplicaElections`): a request left in
     /// `/admin/preferred_replica_election` is run, minus partitions already led by their
     /// preferred replica, deleted, or of topics being deleted.
-    pub(crate) async fn resume_pending_preferred_replica_elections(&mut self) -> Result<()> {
+    pub(super) async fn resume_pending_preferred_replica_elections(&mut self) -> Result<()> {
         let Some(requested) = self.read_preferred_replica_election().await? else {
             return Ok(());
         };
-        let pending: Vec<TopicPartition> = requested
-            .into_iter()
-            .filter(|tp| {
-                let replicas = self.ctx.replicas(tp);
-                let done = replicas.is_empty()
-                    || self
-                        .ctx
-                        .leadership
-                        .get(tp)
-                        .is_some_and(|l| Some(&l.leader_and_isr.leader) == replicas.first());
-                !done && !self.ctx.is_topic_queued_for_deletion(&tp.topic)
-            })
-            .collect();
+        let pending: Vec<TopicPartition> =
+            requested
+                .into_iter()
+                .filter(|tp| {
+                    let replicas = self.core.ctx.replicas(tp);
+                    let done =
+                        replicas.is_empty()
+                            || self.core.ctx.leadership.get(tp).is_some_and(|l| {
+                                Some(&l.leader_and_isr.leader) == replicas.first()
+                            });
+                    !done && !self.core.ctx.is_topic_queued_for_deletion(&tp.topic)
+                })
+                .collect();
         info!(
             partitions = pending.len(),
             "resuming preferred replica election"
@@ -314,37 +318,38 @@ impl KafkaController {
     }
 
     /// Kafka's `processAutoPreferredReplicaLeaderElection`: check, then schedule the next check.
-    pub(crate) async fn process_auto_preferred_replica_leader_election(&mut self) -> Result<()> {
+    pub(super) async fn process_auto_preferred_replica_leader_election(&mut self) -> Result<()> {
         if !self.is_active() {
             return Ok(());
         }
         info!(
-            controller_epoch = self.ctx.epoch,
+            controller_epoch = self.core.ctx.epoch,
             "processing automatic preferred replica leader election"
         );
         let r = self.check_and_trigger_auto_leader_rebalance().await;
         // Scheduled even after an error, as Kafka's `finally`; a resignation cancels it.
-        self.schedule_auto_leader_rebalance_task(self.config.leader_imbalance_check_interval);
+        self.schedule_auto_leader_rebalance_task(self.core.config.leader_imbalance_check_interval);
         r
     }
 
     /// Kafka's `checkAndTriggerAutoLeaderRebalance` (reference §2.12).
     async fn check_and_trigger_auto_leader_rebalance(&mut self) -> Result<()> {
         let mut by_preferred: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
-        for tp in self.ctx.all_partitions() {
-            if self.ctx.is_topic_queued_for_deletion(&tp.topic) {
+        for tp in self.core.ctx.all_partitions() {
+            if self.core.ctx.is_topic_queued_for_deletion(&tp.topic) {
                 continue;
             }
-            if let Some(&preferred) = self.ctx.replicas(&tp).first() {
+            if let Some(&preferred) = self.core.ctx.replicas(&tp).first() {
                 by_preferred.entry(preferred).or_default().push(tp);
             }
         }
-        let threshold = f64::from(self.config.leader_imbalance_per_broker_percentage) / 100.0;
+        let threshold = f64::from(self.core.config.leader_imbalance_per_broker_percentage) / 100.0;
         for (broker, partitions) in by_preferred {
             let not_preferred: Vec<TopicPartition> = partitions
                 .iter()
                 .filter(|tp| {
-                    self.ctx
+                    self.core
+                        .ctx
                         .leadership
                         .get(*tp)
                         .is_some_and(|l| l.leader_and_isr.leader != broker)
@@ -363,8 +368,8 @@ impl KafkaController {
             let candidates: Vec<TopicPartition> = not_preferred
                 .into_iter()
                 .filter(|tp| {
-                    !self.ctx.is_topic_queued_for_deletion(&tp.topic)
-                        && self.ctx.all_topics.contains(&tp.topic)
+                    !self.core.ctx.is_topic_queued_for_deletion(&tp.topic)
+                        && self.core.ctx.all_topics.contains(&tp.topic)
                         && self.can_preferred_replica_be_leader(tp)
                 })
                 .collect();
@@ -388,13 +393,13 @@ impl KafkaController {
 
     /// Kafka's `canPreferredReplicaBeLeader`: the preferred replica is online and in the ISR.
     fn can_preferred_replica_be_leader(&self, tp: &TopicPartition) -> bool {
-        let assignment = self.ctx.replicas(tp);
+        let assignment = self.core.ctx.replicas(tp);
         let live: BTreeSet<i32> = assignment
             .iter()
             .copied()
-            .filter(|r| self.ctx.is_replica_online(*r))
+            .filter(|r| self.core.ctx.is_replica_online(*r))
             .collect();
-        let Some(l) = self.ctx.leadership.get(tp) else {
+        let Some(l) = self.core.ctx.leadership.get(tp) else {
             return false;
         };
         election::preferred_replica_partition_leader_election(
@@ -403,25 +408,5 @@ impl KafkaController {
             &live,
         )
         .is_some()
-    }
-
-    /// Kafka's `scheduleAutoLeaderRebalanceTask`: a timer task that only enqueues
-    /// `AutoPreferredReplicaLeaderElection` after `delay` (replacing any pending one).
-    pub(crate) fn schedule_auto_leader_rebalance_task(&mut self, delay: Duration) {
-        let events = self.events.clone();
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = events.send(ControllerEvent::AutoPreferredReplicaLeaderElection);
-        });
-        if let Some(old) = self.rebalance_timer.replace(task) {
-            old.abort();
-        }
-    }
-
-    /// Cancels the pending rebalance check (resignation, shutdown).
-    pub(crate) fn cancel_auto_leader_rebalance_task(&mut self) {
-        if let Some(t) = self.rebalance_timer.take() {
-            t.abort();
-        }
     }
 }
