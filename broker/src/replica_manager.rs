@@ -326,6 +326,12 @@ impl ReplicaManager {
                         continue;
                     }
                 }
+                // A topic's config is read only for partitions new here (see api/control.rs):
+                // a hosted partition keeps the min.insync.replicas it was created with.
+                let min_isr = match (&existing, topic_configs.get(&topic)) {
+                    (Some(part), None) => part.state().min_isr,
+                    _ => self.config.min_isr_for(overrides),
+                };
                 let part = match existing {
                     Some(p) => p,
                     None => match self.create_partition(
@@ -344,11 +350,7 @@ impl ReplicaManager {
                     },
                 };
                 let isr: Vec<i32> = p.isr.iter().map(|b| b.0).collect();
-                let is_leader = part.make_leader_or_follower(
-                    self.broker_id,
-                    p,
-                    self.config.min_isr_for(overrides),
-                );
+                let is_leader = part.make_leader_or_follower(self.broker_id, p, min_isr);
                 if is_leader {
                     new_epochs.push((part.clone(), p.leader_epoch));
                 }

@@ -123,9 +123,6 @@ async fn acks_all_with_isr_below_min_insync_replicas_answers_not_enough_replicas
 // Kafka: LogConfig: a topic's min.insync.replicas override holds for the partition's whole
 // life, whatever LeaderAndIsr requests follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: replica_manager.rs resets min_isr to the broker default on every \
-            LeaderAndIsr for a partition already hosted (topic configs are read only for new \
-            ones), so the override is lost at the first leader or ISR change"]
 async fn a_topics_min_insync_replicas_override_survives_an_isr_change() {
     let mut c = Cluster::start(2).await;
     c.create_topic("t", &[&[1, 2]], &[("min.insync.replicas", "2")])
