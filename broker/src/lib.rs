@@ -24,7 +24,11 @@
 //!   callback that tells the coordinator which of its partitions this broker leads.
 //! - [`group`]: the consumer group coordinator (`GroupCoordinator`).
 //!
-//! The controller itself lives in the `controller` crate; [`broker::start`] starts it.
+//! The controller itself lives in the `controller` crate; [`broker::start`] starts it. ZooKeeper
+//! is reached through the `zk` crate (`KafkaZkClient`); [`broker::start_with_zk`] takes a session
+//! opened by the caller, as the in-process test cluster (`tests/in_process/`) does on the
+//! in-memory ZooKeeper. Error codes come from the `common` crate (`ErrorCode`). The flow of a
+//! produce request through these files: docs/architecture.md.
 
 pub mod alloc;
 pub mod api;

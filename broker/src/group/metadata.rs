@@ -22,7 +22,8 @@ use kafka_protocol::messages::{
 };
 use tokio::sync::oneshot;
 
-use super::{code, partition_for, s, GroupCoordinator};
+use super::coordinator::{code, s, GroupCoordinator};
+use super::placement::partition_for;
 
 /// The states of a classic group (Kafka's `GroupState`; `Dead` is a group we no longer hold,
 /// which here means it is simply absent from the map).

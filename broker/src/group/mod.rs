@@ -38,6 +38,7 @@
 //! The leader of a new generation is the previous leader if it rejoined, else the member with
 //! the smallest id (Kafka: the first to join).
 
+mod coordinator;
 mod metadata;
 mod offsets;
 mod persist;
@@ -48,12 +49,18 @@ mod rebalance_tests;
 pub mod records;
 mod timers;
 
+pub use coordinator::{GroupConfig, GroupCoordinator};
 pub use metadata::GroupState;
 pub use placement::partition_for;
 
-use metadata::{Group, Member};
+use coordinator::code;
+use metadata::Group;
 // The unit tests (`tests` below and `rebalance_tests`) reach the handlers' request types
 // through `use super::*`.
+#[cfg(test)]
+use bytes::Bytes;
+#[cfg(test)]
+use coordinator::s;
 #[cfg(test)]
 use kafka_protocol::messages::{
     DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
@@ -68,68 +75,8 @@ use tokio::time::Instant;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::protocol::StrBytes;
 use tracing::info;
-
-/// Group settings with Kafka's broker defaults.
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// `group.min.session.timeout.ms` (6000).
-    pub min_session_timeout_ms: i32,
-    /// `group.max.session.timeout.ms` (1800000).
-    pub max_session_timeout_ms: i32,
-    /// `group.initial.rebalance.delay.ms` (3000).
-    pub initial_rebalance_delay_ms: i32,
-    /// `offsets.topic.num.partitions` (50).
-    pub offsets_topic_num_partitions: i32,
-}
-
-impl Default for GroupConfig {
-    fn default() -> Self {
-        GroupConfig {
-            min_session_timeout_ms: 6000,
-            max_session_timeout_ms: 1_800_000,
-            initial_rebalance_delay_ms: 3000,
-            offsets_topic_num_partitions: 50,
-        }
-    }
-}
-
-/// Kafka's `GroupCoordinator`.
-pub struct GroupCoordinator {
-    broker_id: i32,
-    config: GroupConfig,
-    groups: Mutex<HashMap<String, Group>>,
-    /// `__consumer_offsets` partitions this broker leads (groups it coordinates).
-    owned: Mutex<HashSet<i32>>,
-    /// Partitions being loaded from the log since `on_elected`, with the load's token (a
-    /// resignation or a newer election invalidates an older load). Their groups answer
-    /// COORDINATOR_LOAD_IN_PROGRESS.
-    loading: Mutex<HashMap<i32, u64>>,
-    /// Where offsets and group metadata are written (`None`: in memory only).
-    log: Option<Arc<dyn records::GroupLog>>,
-    /// Group metadata writes, in the order the state changes happened, to one writer task.
-    store_tx: Option<tokio::sync::mpsc::UnboundedSender<(i32, Bytes)>>,
-    /// Hands out load tokens.
-    next_load: std::sync::atomic::AtomicU64,
-    /// Ourselves, for the tasks we spawn (loads).
-    me: std::sync::Weak<GroupCoordinator>,
-    /// Wakes the timer task when a handler may have created an earlier deadline (a new
-    /// rebalance, a new member session); the task otherwise sleeps until the next deadline.
-    wake: Arc<tokio::sync::Notify>,
-    /// How many times the timer task ran (tests check that it does not poll).
-    timer_runs: std::sync::atomic::AtomicU64,
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-fn code(e: ResponseError) -> i16 {
-    e.code()
-}
 
 impl GroupCoordinator {
     /// (api_key, min_version, max_version) implemented here, for ApiVersions.

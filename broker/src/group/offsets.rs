@@ -23,8 +23,9 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
+use super::coordinator::{code, s, GroupCoordinator};
 use super::metadata::{Group, GroupState};
-use super::{code, persist, records, s, GroupCoordinator};
+use super::{persist, records};
 
 /// Kafka's `offset.metadata.max.bytes` default.
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;

@@ -26,8 +26,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::coordinator::GroupCoordinator;
+use super::metadata::{Group, GroupState, Member};
+use super::placement::partition_for;
 use super::records::{self, GroupLog, GroupValue, MemberValue, OffsetValue, Record};
-use super::{partition_for, Group, GroupCoordinator, GroupState, Member};
 
 /// Wall-clock milliseconds, for commit timestamps.
 pub(super) fn now_ms() -> i64 {

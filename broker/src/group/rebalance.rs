@@ -26,8 +26,8 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
+use super::coordinator::{code, s, GroupCoordinator};
 use super::metadata::{Group, GroupState, Member};
-use super::{code, s, GroupCoordinator};
 
 impl GroupCoordinator {
     /// JoinGroup from a client whose address is unknown (DescribeGroups then shows an empty

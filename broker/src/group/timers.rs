@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use tracing::info;
 
+use super::coordinator::GroupCoordinator;
 use super::metadata::{Group, GroupState};
 use super::rebalance::{member_gone, try_complete_join};
-use super::GroupCoordinator;
 
 /// Starts the coordinator's clock: one task that runs [`GroupCoordinator::on_tick`] at each
 /// deadline it returns, or when a handler wakes it, and ends once the coordinator is dropped.
