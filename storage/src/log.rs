@@ -851,17 +851,26 @@ impl Log {
 
     /// Renames to `<topic>-<p>.<uuid>-delete` and removes the files.
     pub fn delete(self) -> Result<()> {
-        let name = format!("{}-{}.{}-delete", self.topic, self.partition, pseudo_uuid());
-        let target = self.dir.with_file_name(name);
         let dir = self.dir.clone();
+        let target = self.rename_for_deletion()?;
         drop(self);
-        std::fs::rename(&dir, &target).ctx(&dir)?;
-        if let Some(parent) = target.parent() {
-            crate::checkpoint::fsync_dir(parent)?;
-        }
         std::fs::remove_dir_all(&target).ctx(&target)?;
         info!(dir = %dir.display(), "deleted log");
         Ok(())
+    }
+
+    /// Kafka's first step of deleting a log: the folder becomes `<topic>-<p>.<uuid>-delete`
+    /// (durably), so that nothing writing by the old path (a leader-epoch checkpoint, say) can
+    /// put a file back into it, and a restart that finds the renamed folder only finishes
+    /// removing it. Returns the new path; the caller removes it.
+    pub fn rename_for_deletion(&self) -> Result<PathBuf> {
+        let name = format!("{}-{}.{}-delete", self.topic, self.partition, pseudo_uuid());
+        let target = self.dir.with_file_name(name);
+        std::fs::rename(&self.dir, &target).ctx(&self.dir)?;
+        if let Some(parent) = target.parent() {
+            crate::checkpoint::fsync_dir(parent)?;
+        }
+        Ok(target)
     }
 
     /// Swaps in a cleaned copy of a non-active segment (used by the cleaner). Returns false,

@@ -314,12 +314,14 @@ impl LogManager {
         let log = match Arc::try_unwrap(shared) {
             Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
             Err(shared) => {
-                // Someone still holds it: delete the files under the lock; their handles see
-                // an unlinked folder, as in Kafka after a StopReplica.
+                // Someone still holds it (a leader-epoch checkpoint in the background, a
+                // fetch): rename the folder under the log's lock, as Kafka does first, so that
+                // their later writes by the old path fail instead of re-filling the folder we
+                // remove; their open handles see unlinked files, as in Kafka after StopReplica.
                 let log = shared.lock().unwrap_or_else(|e| e.into_inner());
-                let dir = log.dir().to_path_buf();
+                let target = log.rename_for_deletion()?;
                 drop(log);
-                std::fs::remove_dir_all(&dir).ctx(&dir)?;
+                std::fs::remove_dir_all(&target).ctx(&target)?;
                 self.high_watermarks
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
