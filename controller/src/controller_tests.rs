@@ -33,7 +33,8 @@ struct Node {
     rx: crate::event::EventReceiver,
 }
 
-fn registration(id: i32) -> BrokerRegistration {
+/// Broker `id`'s registration at 127.0.0.1:9000+id (also used by the state machines' tests).
+pub(crate) fn registration(id: i32) -> BrokerRegistration {
     BrokerRegistration {
         broker_id: id,
         endpoints: vec![EndPoint {

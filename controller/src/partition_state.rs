@@ -455,7 +455,7 @@ mod tests {
     use crate::state::PartitionState;
     use crate::zk::backend::MemoryZk;
     use crate::zk::client::{ElectionResult, KafkaZkClient};
-    use crate::zk::data::{BrokerRegistration, EndPoint, TopicPartition};
+    use crate::zk::data::TopicPartition;
     use crate::ControllerConfig;
 
     /// A core as the active controller of epoch 1 on an in-memory ZooKeeper, brokers 1 and 2
@@ -466,18 +466,9 @@ mod tests {
         let zk = KafkaZkClient::from_backend(Arc::new(MemoryZk::new()));
         zk.ensure_persistent_paths().await.unwrap();
         for id in [1, 2] {
-            let reg = BrokerRegistration {
-                broker_id: id,
-                endpoints: vec![EndPoint {
-                    listener_name: "PLAINTEXT".into(),
-                    host: "127.0.0.1".into(),
-                    port: 9000 + id as u16,
-                    security_protocol: "PLAINTEXT".into(),
-                }],
-                rack: None,
-                timestamp_ms: 1,
-            };
-            zk.register_broker(&reg).await.unwrap();
+            zk.register_broker(&crate::controller_tests::registration(id))
+                .await
+                .unwrap();
         }
         let assignment = BTreeMap::from([(0, vec![2, 1])]);
         AdminZkClient::new(zk.clone())
