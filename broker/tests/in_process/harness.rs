@@ -408,6 +408,27 @@ impl Cluster {
         .await
     }
 
+    /// Waits until broker `id`'s metadata cache shows `isr` for the partition. The controller
+    /// sends a broker its LeaderAndIsr before the UpdateMetadata of the same change, one
+    /// request at a time, so from then on the broker's replica holds that ISR too (the znode
+    /// alone says only that the controller wrote it).
+    pub async fn wait_isr_seen_by(&self, id: i32, topic: &str, p: i32, isr: &[i32]) {
+        wait_for(
+            &format!("{topic}-{p} ISR {isr:?} at broker {id}"),
+            || async {
+                let md = self.metadata(id, &[topic]).await;
+                let seen = md.topics.iter().any(|t| {
+                    t.partitions.iter().any(|q| {
+                        q.partition_index == p
+                            && q.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>() == isr
+                    })
+                });
+                seen.then_some(())
+            },
+        )
+        .await
+    }
+
     /// Waits until the `state` znode names `leader`; returns its leader epoch.
     pub async fn wait_leader(&self, topic: &str, p: i32, leader: i32) -> i32 {
         wait_for(&format!("{topic}-{p} leader {leader}"), || async {

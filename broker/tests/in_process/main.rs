@@ -113,6 +113,7 @@ async fn acks_all_with_isr_below_min_insync_replicas_answers_not_enough_replicas
     c.create_topic("t", &[&[1, 2]], &[]).await;
     c.crash(2).await;
     c.wait_isr("t", 0, &[1]).await;
+    c.wait_isr_seen_by(1, "t", 0, &[1]).await;
     let (err, _) = c.produce(1, "t", 0, -1, &["a"]).await;
     assert_eq!(err, code::NOT_ENOUGH_REPLICAS);
     // Nothing was appended.
@@ -129,6 +130,7 @@ async fn a_topics_min_insync_replicas_override_survives_an_isr_change() {
         .await;
     c.crash(2).await;
     c.wait_isr("t", 0, &[1]).await;
+    c.wait_isr_seen_by(1, "t", 0, &[1]).await;
     let (err, _) = c.produce(1, "t", 0, -1, &["a"]).await;
     assert_eq!(err, code::NOT_ENOUGH_REPLICAS);
 }
