@@ -151,4 +151,35 @@ mod tests {
         };
         assert_eq!(Error::from(io).code(), 56);
     }
+
+    /// `common::ErrorCode` (the one table the crates share) agrees with kafka-protocol's,
+    /// generated from Kafka's `Errors.java`, on every code both know: the broker answers with
+    /// the former and clients decode with tables like the latter.
+    #[test]
+    fn error_code_table_agrees_with_kafka_protocol() {
+        use kafka_protocol::error::ResponseError;
+        let mut checked = 0;
+        for &e in common::ErrorCode::ALL {
+            let theirs = match ResponseError::try_from_code(e.code()) {
+                None | Some(ResponseError::Unknown(_)) => continue,
+                Some(theirs) => theirs,
+            };
+            assert_eq!(theirs.code(), e.code());
+            let their_name = format!("{theirs:?}");
+            let ours: String = e
+                .name()
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next().map_or(String::new(), |f| {
+                        f.to_string() + &c.as_str().to_lowercase()
+                    })
+                })
+                .collect();
+            assert_eq!(ours, their_name, "code {}", e.code());
+            assert_eq!(theirs.is_retriable(), e.is_retriable(), "{}", e.name());
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} codes compared");
+    }
 }

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::FetchRequest;
 
 /// `session_epoch` of a full fetch that asks for a session.
@@ -336,11 +336,11 @@ impl FetchSessionCache {
         }
         let mut inner = self.inner();
         let Some(session) = inner.sessions.get(&id).cloned() else {
-            return FetchContext::Error(ResponseError::FetchSessionIdNotFound.code());
+            return FetchContext::Error(ErrorCode::FETCH_SESSION_ID_NOT_FOUND.code());
         };
         let mut s = session_lock(&session);
         if s.epoch != epoch {
-            return FetchContext::Error(ResponseError::InvalidFetchSessionEpoch.code());
+            return FetchContext::Error(ErrorCode::INVALID_FETCH_SESSION_EPOCH.code());
         }
         let before = s.len();
         s.update_from(req);

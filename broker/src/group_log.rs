@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 
 use crate::group::placement::OFFSETS_TOPIC;
 use crate::group::records::{BoxFuture, GroupLog};
@@ -41,7 +41,7 @@ impl GroupLog for OffsetsTopicLog {
             let part = self
                 .replicas
                 .get(OFFSETS_TOPIC, partition)
-                .ok_or(ResponseError::NotLeaderOrFollower.code())?;
+                .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER.code())?;
             let mut out = BytesMut::new();
             let log = part.log();
             let end = log.log_end_offset();

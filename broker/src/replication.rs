@@ -18,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -510,8 +510,8 @@ async fn fetch(
         .with_topics(topics)
         .with_forgotten_topics_data(forgotten_topics);
     let resp: FetchResponse = c.send(ApiKey::Fetch, FETCH_VERSION, &req).await?;
-    if resp.error_code == ResponseError::FetchSessionIdNotFound.code()
-        || resp.error_code == ResponseError::InvalidFetchSessionEpoch.code()
+    if resp.error_code == ErrorCode::FETCH_SESSION_ID_NOT_FOUND.code()
+        || resp.error_code == ErrorCode::INVALID_FETCH_SESSION_EPOCH.code()
     {
         debug!(
             leader = f.leader,
@@ -519,7 +519,7 @@ async fn fetch(
             error_code = resp.error_code,
             "fetch session lost; the next fetch is full"
         );
-        session.reset(resp.error_code == ResponseError::FetchSessionIdNotFound.code());
+        session.reset(resp.error_code == ErrorCode::FETCH_SESSION_ID_NOT_FOUND.code());
         return Ok(());
     }
     if resp.error_code != 0 {
@@ -596,7 +596,7 @@ async fn fetch(
                         }
                     }
                 }
-                code if code == ResponseError::OffsetOutOfRange.code() => {
+                code if code == ErrorCode::OFFSET_OUT_OF_RANGE.code() => {
                     handle_out_of_range(b, c, part).await?;
                 }
                 code => {

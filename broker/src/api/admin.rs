@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -32,14 +32,14 @@ use crate::api::context::KafkaApis;
 pub fn error_code(e: &controller::Error) -> i16 {
     use controller::Error as E;
     match e {
-        E::TopicExists(_) => ResponseError::TopicAlreadyExists.code(),
-        E::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition.code(),
-        E::InvalidTopic(_) => ResponseError::InvalidTopicException.code(),
-        E::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor.code(),
-        E::InvalidPartitions(_) => ResponseError::InvalidPartitions.code(),
-        E::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment.code(),
-        E::ControllerMoved | E::NotController => ResponseError::NotController.code(),
-        _ => ResponseError::UnknownServerError.code(),
+        E::TopicExists(_) => ErrorCode::TOPIC_ALREADY_EXISTS.code(),
+        E::UnknownTopic(_) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
+        E::InvalidTopic(_) => ErrorCode::INVALID_TOPIC_EXCEPTION.code(),
+        E::InvalidReplicationFactor { .. } => ErrorCode::INVALID_REPLICATION_FACTOR.code(),
+        E::InvalidPartitions(_) => ErrorCode::INVALID_PARTITIONS.code(),
+        E::InvalidReplicaAssignment(_) => ErrorCode::INVALID_REPLICA_ASSIGNMENT.code(),
+        E::ControllerMoved | E::NotController => ErrorCode::NOT_CONTROLLER.code(),
+        _ => ErrorCode::UNKNOWN_SERVER_ERROR.code(),
     }
 }
 
@@ -159,7 +159,7 @@ pub async fn create_topics(
         if !is_controller {
             results.push(fail(
                 r,
-                ResponseError::NotController.code(),
+                ErrorCode::NOT_CONTROLLER.code(),
                 "This is not the correct controller for this cluster.".into(),
             ));
             continue;
@@ -167,7 +167,7 @@ pub async fn create_topics(
         if dupes.contains(&topic) {
             results.push(fail(
                 r,
-                ResponseError::InvalidRequest.code(),
+                ErrorCode::INVALID_REQUEST.code(),
                 format!("Create topics request from client contains duplicate topic {topic}"),
             ));
             continue;
@@ -178,7 +178,7 @@ pub async fn create_topics(
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
         if let Err(msg) = validate_configs(broker, &configs) {
-            results.push(fail(r, ResponseError::InvalidConfig.code(), msg));
+            results.push(fail(r, ErrorCode::INVALID_CONFIG.code(), msg));
             continue;
         }
         let assignment: Result<BTreeMap<i32, Vec<i32>>, (i16, String)> = if !t
@@ -186,7 +186,7 @@ pub async fn create_topics(
             .is_empty()
         {
             if t.num_partitions != -1 || t.replication_factor != -1 {
-                Err((ResponseError::InvalidRequest.code(), "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()))
+                Err((ErrorCode::INVALID_REQUEST.code(), "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()))
             } else {
                 Ok(t.assignments
                     .iter()
@@ -211,17 +211,17 @@ pub async fn create_topics(
             } as i32;
             if partitions <= 0 {
                 Err((
-                    ResponseError::InvalidPartitions.code(),
+                    ErrorCode::INVALID_PARTITIONS.code(),
                     "Number of partitions must be larger than 0.".into(),
                 ))
             } else if rf <= 0 {
                 Err((
-                    ResponseError::InvalidReplicationFactor.code(),
+                    ErrorCode::INVALID_REPLICATION_FACTOR.code(),
                     "Replication factor must be larger than 0.".into(),
                 ))
             } else if rf as usize > live.len() {
                 Err((
-                    ResponseError::InvalidReplicationFactor.code(),
+                    ErrorCode::INVALID_REPLICATION_FACTOR.code(),
                     format!(
                         "Replication factor: {rf} larger than available brokers: {}.",
                         live.len()
@@ -242,7 +242,7 @@ pub async fn create_topics(
         if let Err(e) = controller::admin::validate_topic_name(&topic) {
             results.push(fail(
                 r,
-                ResponseError::InvalidTopicException.code(),
+                ErrorCode::INVALID_TOPIC_EXCEPTION.code(),
                 e.to_string(),
             ));
             continue;
@@ -253,7 +253,7 @@ pub async fn create_topics(
             if broker.admin.topic_exists(&topic).await.unwrap_or(false) {
                 results.push(fail(
                     r,
-                    ResponseError::TopicAlreadyExists.code(),
+                    ErrorCode::TOPIC_ALREADY_EXISTS.code(),
                     format!("Topic '{topic}' already exists."),
                 ));
                 continue;
@@ -274,7 +274,7 @@ pub async fn create_topics(
                 Err(controller::Error::TopicExists(_)) => {
                     results.push(fail(
                         r,
-                        ResponseError::TopicAlreadyExists.code(),
+                        ErrorCode::TOPIC_ALREADY_EXISTS.code(),
                         format!("Topic '{topic}' already exists."),
                     ));
                     continue;
@@ -315,7 +315,7 @@ pub async fn create_topics(
                     && created.contains(&r.name.to_string())
                     && !broker.metadata.has_leaders(&r.name)
                 {
-                    r.error_code = ResponseError::RequestTimedOut.code();
+                    r.error_code = ErrorCode::REQUEST_TIMED_OUT.code();
                     r.error_message = Some(StrBytes::from_static_str(
                         "Timed out waiting for the topic's partitions to get leaders.",
                     ));
@@ -354,7 +354,7 @@ pub async fn delete_topics(
                         DeletableTopicResult::default()
                             .with_name(None)
                             .with_topic_id(id)
-                            .with_error_code(ResponseError::UnknownTopicId.code()),
+                            .with_error_code(ErrorCode::UNKNOWN_TOPIC_ID.code()),
                     );
                     continue;
                 }
@@ -369,9 +369,9 @@ pub async fn delete_topics(
             .with_name(Some(name(&topic)))
             .with_topic_id(topic_id);
         let code = if !is_controller {
-            ResponseError::NotController.code()
+            ErrorCode::NOT_CONTROLLER.code()
         } else if !broker.config.delete_topic_enable {
-            ResponseError::TopicDeletionDisabled.code()
+            ErrorCode::TOPIC_DELETION_DISABLED.code()
         } else {
             match broker.admin.delete_topic(&topic).await {
                 Ok(()) => {
@@ -399,7 +399,7 @@ pub async fn delete_topics(
             for r in results.iter_mut() {
                 let n = r.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
                 if r.error_code == 0 && broker.metadata.topic(&n).is_some() {
-                    r.error_code = ResponseError::RequestTimedOut.code();
+                    r.error_code = ErrorCode::REQUEST_TIMED_OUT.code();
                 }
             }
         }
@@ -420,16 +420,16 @@ pub async fn create_partitions(
         let mut r = CreatePartitionsTopicResult::default().with_name(name(&topic));
         let outcome: Result<(), (i16, String)> = if !is_controller {
             Err((
-                ResponseError::NotController.code(),
+                ErrorCode::NOT_CONTROLLER.code(),
                 "This is not the correct controller for this cluster.".into(),
             ))
         } else {
             let current = broker.metadata.partition_count(&topic) as i32;
             if current > 0 && t.count < current {
-                Err((ResponseError::InvalidPartitions.code(), format!("Topic currently has {current} partitions, which is higher than the requested {}.", t.count)))
+                Err((ErrorCode::INVALID_PARTITIONS.code(), format!("Topic currently has {current} partitions, which is higher than the requested {}.", t.count)))
             } else if current > 0 && t.count == current {
                 Err((
-                    ResponseError::InvalidPartitions.code(),
+                    ErrorCode::INVALID_PARTITIONS.code(),
                     format!("Topic already has {current} partitions."),
                 ))
             } else if req.validate_only {
@@ -470,7 +470,7 @@ pub async fn create_partitions(
         if !ok {
             for r in results.iter_mut() {
                 if r.error_code == 0 {
-                    r.error_code = ResponseError::RequestTimedOut.code();
+                    r.error_code = ErrorCode::REQUEST_TIMED_OUT.code();
                 }
             }
         }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -162,7 +162,7 @@ pub async fn describe_configs(
         let entries = match r.resource_type {
             RESOURCE_TOPIC => {
                 if broker.metadata.topic(&name).is_none() {
-                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    result.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code();
                     result.error_message = Some(StrBytes::from_string(format!(
                         "Topic {name} does not exist"
                     )));
@@ -172,7 +172,7 @@ pub async fn describe_configs(
                 match broker.zk.get_topic_config(&name).await {
                     Ok(o) => topic_entries(broker, &o),
                     Err(e) => {
-                        result.error_code = ResponseError::UnknownServerError.code();
+                        result.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.code();
                         result.error_message = Some(StrBytes::from_string(e.to_string()));
                         results.push(result);
                         continue;
@@ -181,7 +181,7 @@ pub async fn describe_configs(
             }
             RESOURCE_BROKER => {
                 if !name.is_empty() && name != broker.broker_id.to_string() {
-                    result.error_code = ResponseError::InvalidRequest.code();
+                    result.error_code = ErrorCode::INVALID_REQUEST.code();
                     result.error_message = Some(StrBytes::from_string(format!(
                         "Unexpected broker id, expected {} or empty string, but received {name}",
                         broker.broker_id
@@ -192,7 +192,7 @@ pub async fn describe_configs(
                 broker_entries(broker)
             }
             other => {
-                result.error_code = ResponseError::InvalidRequest.code();
+                result.error_code = ErrorCode::INVALID_REQUEST.code();
                 result.error_message = Some(StrBytes::from_string(format!(
                     "Unsupported resource type {other}"
                 )));

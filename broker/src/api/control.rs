@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::controlled_shutdown_response::RemainingPartition;
 use kafka_protocol::messages::leader_and_isr_response::{
     LeaderAndIsrPartitionError, LeaderAndIsrTopicError,
@@ -41,7 +41,7 @@ pub async fn leader_and_isr(broker: &KafkaApis, req: LeaderAndIsrRequest) -> Lea
             broker_epoch = req.broker_epoch,
             "ignoring LeaderAndIsr for an older broker epoch"
         );
-        return fail(ResponseError::StaleBrokerEpoch.code());
+        return fail(ErrorCode::STALE_BROKER_EPOCH.code());
     }
     if !broker.replicas.check_controller_epoch(req.controller_epoch) {
         warn!(
@@ -50,7 +50,7 @@ pub async fn leader_and_isr(broker: &KafkaApis, req: LeaderAndIsrRequest) -> Lea
             controller_id = req.controller_id.0,
             "ignoring LeaderAndIsr from a controller with an older epoch"
         );
-        return fail(ResponseError::StaleControllerEpoch.code());
+        return fail(ErrorCode::STALE_CONTROLLER_EPOCH.code());
     }
     // Topic configs for partitions we do not host yet (read once per topic).
     let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
@@ -96,7 +96,7 @@ pub async fn leader_and_isr(broker: &KafkaApis, req: LeaderAndIsrRequest) -> Lea
 pub fn update_metadata(broker: &KafkaApis, req: UpdateMetadataRequest) -> UpdateMetadataResponse {
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         return UpdateMetadataResponse::default()
-            .with_error_code(ResponseError::StaleBrokerEpoch.code());
+            .with_error_code(ErrorCode::STALE_BROKER_EPOCH.code());
     }
     if !broker.replicas.check_controller_epoch(req.controller_epoch) {
         warn!(
@@ -105,7 +105,7 @@ pub fn update_metadata(broker: &KafkaApis, req: UpdateMetadataRequest) -> Update
             "ignoring UpdateMetadata from a controller with an older epoch"
         );
         return UpdateMetadataResponse::default()
-            .with_error_code(ResponseError::StaleControllerEpoch.code());
+            .with_error_code(ErrorCode::STALE_CONTROLLER_EPOCH.code());
     }
     let deleted = broker.metadata.update(&req);
     info!(
@@ -128,7 +128,7 @@ pub fn update_metadata(broker: &KafkaApis, req: UpdateMetadataRequest) -> Update
 pub fn stop_replica(broker: &KafkaApis, req: StopReplicaRequest) -> StopReplicaResponse {
     if broker_epoch_is_stale(broker, req.broker_epoch) {
         return StopReplicaResponse::default()
-            .with_error_code(ResponseError::StaleBrokerEpoch.code());
+            .with_error_code(ErrorCode::STALE_BROKER_EPOCH.code());
     }
     if !broker.replicas.check_controller_epoch(req.controller_epoch) {
         warn!(
@@ -137,7 +137,7 @@ pub fn stop_replica(broker: &KafkaApis, req: StopReplicaRequest) -> StopReplicaR
             "ignoring StopReplica from a controller with an older epoch"
         );
         return StopReplicaResponse::default()
-            .with_error_code(ResponseError::StaleControllerEpoch.code());
+            .with_error_code(ErrorCode::STALE_CONTROLLER_EPOCH.code());
     }
     let replicas = broker.replicas.clone();
     let results = tokio::task::block_in_place(|| replicas.stop_replicas(&req));
@@ -181,10 +181,10 @@ pub async fn controlled_shutdown(
         ),
         Err(e) => {
             let code = match e {
-                E::NotController => ResponseError::StaleControllerEpoch.code(),
-                E::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch.code(),
-                E::BrokerNotAvailable(_) => ResponseError::BrokerNotAvailable.code(),
-                E::Failed(_) => ResponseError::UnknownServerError.code(),
+                E::NotController => ErrorCode::STALE_CONTROLLER_EPOCH.code(),
+                E::StaleBrokerEpoch { .. } => ErrorCode::STALE_BROKER_EPOCH.code(),
+                E::BrokerNotAvailable(_) => ErrorCode::BROKER_NOT_AVAILABLE.code(),
+                E::Failed(_) => ErrorCode::UNKNOWN_SERVER_ERROR.code(),
             };
             ControlledShutdownResponse::default().with_error_code(code)
         }

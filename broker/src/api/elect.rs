@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::ErrorCode;
 use controller::ElectionType;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -40,7 +40,7 @@ pub async fn handle(
                 "ElectLeaders with an unknown election type"
             );
             return ElectLeadersResponse::default()
-                .with_error_code(ResponseError::InvalidRequest.code());
+                .with_error_code(ErrorCode::INVALID_REQUEST.code());
         }
     };
     let _ = version;
@@ -82,7 +82,7 @@ pub async fn handle(
                 expected.insert(tp, leader);
             }
             Err((code, msg)) => {
-                if !(all_partitions && code == ResponseError::ElectionNotNeeded.code()) {
+                if !(all_partitions && code == ErrorCode::ELECTION_NOT_NEEDED.code()) {
                     answers.insert(tp, (code, msg));
                 }
             }
@@ -108,7 +108,7 @@ pub async fn handle(
                 (0, None)
             } else {
                 (
-                    ResponseError::RequestTimedOut.code(),
+                    ErrorCode::REQUEST_TIMED_OUT.code(),
                     Some("Timed out waiting for the new leader in the metadata".to_string()),
                 )
             };

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
@@ -83,9 +83,9 @@ fn read_partition(
         None => {
             let known = broker.metadata.partition(topic, partition);
             d.error_code = if known.is_some() {
-                ResponseError::NotLeaderOrFollower.code()
+                ErrorCode::NOT_LEADER_OR_FOLLOWER.code()
             } else {
-                ResponseError::UnknownTopicOrPartition.code()
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
             };
             if let Some(info) = known {
                 d.current_leader = LeaderIdAndEpoch::default()
@@ -136,13 +136,13 @@ fn leader_error(
         d.current_leader = LeaderIdAndEpoch::default()
             .with_leader_id(BrokerId(leader))
             .with_leader_epoch(leader_epoch);
-        return Some(ResponseError::NotLeaderOrFollower.code());
+        return Some(ErrorCode::NOT_LEADER_OR_FOLLOWER.code());
     }
     if want.current_leader_epoch >= 0 && want.current_leader_epoch < leader_epoch {
-        return Some(ResponseError::FencedLeaderEpoch.code());
+        return Some(ErrorCode::FENCED_LEADER_EPOCH.code());
     }
     if want.current_leader_epoch > leader_epoch {
-        return Some(ResponseError::UnknownLeaderEpoch.code());
+        return Some(ErrorCode::UNKNOWN_LEADER_EPOCH.code());
     }
     None
 }
@@ -176,7 +176,7 @@ fn read_for_follower(
         if let Some(code) = leader_error(broker, want, st.leader, st.leader_epoch, &mut d) {
             d.error_code = code;
             // Only an epoch we have not seen yet means our LeaderAndIsr is still coming.
-            let behind = behind && code != ResponseError::FencedLeaderEpoch.code();
+            let behind = behind && code != ErrorCode::FENCED_LEADER_EPOCH.code();
             return (d, behind);
         }
         if version >= 5 {
@@ -369,7 +369,7 @@ fn answer(
                 // Another fetch on this session came in meanwhile (Kafka: "possible duplicate
                 // request"); this answer no longer matches the session.
                 return FetchResponse::default()
-                    .with_error_code(ResponseError::InvalidFetchSessionEpoch.code())
+                    .with_error_code(ErrorCode::INVALID_FETCH_SESSION_EPOCH.code())
                     .with_session_id(s.id);
             }
             let keep = s.settle(

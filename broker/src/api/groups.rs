@@ -7,7 +7,7 @@
 //! most the live brokers) the first time a client looks for a coordinator.
 //! Kafka: `KafkaApis.handleFindCoordinatorRequest`.
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{
     BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, RequestKind, ResponseKind,
@@ -49,10 +49,10 @@ pub async fn handle(
 async fn coordinator_for(broker: &KafkaApis, key: &str, key_type: i8) -> (i16, i32, String, i32) {
     if key_type != 0 {
         // Transaction coordinators (key type 1) need the transaction state topic: not served.
-        return (ResponseError::InvalidRequest.code(), -1, String::new(), -1);
+        return (ErrorCode::INVALID_REQUEST.code(), -1, String::new(), -1);
     }
     if key.is_empty() {
-        return (ResponseError::InvalidGroupId.code(), -1, String::new(), -1);
+        return (ErrorCode::INVALID_GROUP_ID.code(), -1, String::new(), -1);
     }
     let n = broker.config.offsets_topic_num_partitions;
     let partition = crate::group::partition_for(key, n);
@@ -66,7 +66,7 @@ async fn coordinator_for(broker: &KafkaApis, key: &str, key_type: i8) -> (i16, i
             {
                 Some(ep) => (0, p.leader, ep.host, ep.port),
                 None => (
-                    ResponseError::CoordinatorNotAvailable.code(),
+                    ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
                     -1,
                     String::new(),
                     -1,
@@ -74,7 +74,7 @@ async fn coordinator_for(broker: &KafkaApis, key: &str, key_type: i8) -> (i16, i
             }
         }
         Some(_) => (
-            ResponseError::CoordinatorNotAvailable.code(),
+            ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
             -1,
             String::new(),
             -1,
@@ -86,7 +86,7 @@ async fn coordinator_for(broker: &KafkaApis, key: &str, key_type: i8) -> (i16, i
                 }
             }
             (
-                ResponseError::CoordinatorNotAvailable.code(),
+                ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
                 -1,
                 String::new(),
                 -1,

@@ -7,7 +7,7 @@
 //! then says LEADER_NOT_AVAILABLE until the controller has elected leaders).
 //! Kafka: `KafkaApis.handleTopicMetadataRequest`, `ZkMetadataCache.getTopicMetadata`.
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -102,7 +102,7 @@ fn topic_metadata(
             let error = if leader_alive {
                 0
             } else {
-                ResponseError::LeaderNotAvailable.code()
+                ErrorCode::LEADER_NOT_AVAILABLE.code()
             };
             let mut replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
             let mut isr: Vec<BrokerId> = p.isr.iter().map(|r| BrokerId(*r)).collect();
@@ -156,7 +156,7 @@ pub fn build(
                     Wanted::Topic(name) => match view.topics.get(name) {
                         Some(t) => topic_metadata(view, name, t, version),
                         None => failed_topic(
-                            ResponseError::UnknownTopicOrPartition.code(),
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                             Some(name),
                             Uuid::nil(),
                         ),
@@ -201,7 +201,7 @@ async fn resolve(broker: &KafkaApis, req: &MetadataRequest, version: i16) -> Opt
                 Some(n) => n,
                 None => {
                     wanted.push(Wanted::Failed {
-                        error: ResponseError::UnknownTopicId.code(),
+                        error: ErrorCode::UNKNOWN_TOPIC_ID.code(),
                         name: None,
                         id: rt.topic_id,
                     });
@@ -214,14 +214,14 @@ async fn resolve(broker: &KafkaApis, req: &MetadataRequest, version: i16) -> Opt
             continue;
         }
         let error = if controller::admin::validate_topic_name(&name).is_err() {
-            ResponseError::InvalidTopicException.code()
+            ErrorCode::INVALID_TOPIC_EXCEPTION.code()
         } else if allow_auto_create && broker.config.auto_create_topics_enable {
             match super::admin::auto_create_topic(broker, &name).await {
-                Ok(()) => ResponseError::LeaderNotAvailable.code(),
+                Ok(()) => ErrorCode::LEADER_NOT_AVAILABLE.code(),
                 Err(code) => code,
             }
         } else {
-            ResponseError::UnknownTopicOrPartition.code()
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
         };
         wanted.push(Wanted::Failed {
             error,

@@ -18,7 +18,7 @@
 //! length prefix, a version outside 0..=12) returns `None` and the caller falls back to it.
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use uuid::Uuid;
 
 use super::metadata::{is_internal, Options, Wanted, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
@@ -222,7 +222,7 @@ impl Answer<'_> {
                             Some(t) => self.topic(&mut e, name, t.id, t.partitions.iter())?,
                             None => self.failed(
                                 &mut e,
-                                ResponseError::UnknownTopicOrPartition.code(),
+                                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                                 Some(name),
                                 Uuid::nil(),
                             )?,
@@ -304,7 +304,7 @@ impl Answer<'_> {
         e.i16(if leader_alive {
             0
         } else {
-            ResponseError::LeaderNotAvailable.code()
+            ErrorCode::LEADER_NOT_AVAILABLE.code()
         });
         e.i32(idx);
         e.i32(if leader_alive { p.leader } else { -1 });
@@ -496,17 +496,17 @@ mod tests {
             Wanted::Topic("orders".into()),
             Wanted::Topic("deleted-meanwhile".into()),
             Wanted::Failed {
-                error: ResponseError::UnknownTopicId.code(),
+                error: ErrorCode::UNKNOWN_TOPIC_ID.code(),
                 name: None,
                 id: Uuid::from_u128(77),
             },
             Wanted::Failed {
-                error: ResponseError::LeaderNotAvailable.code(),
+                error: ErrorCode::LEADER_NOT_AVAILABLE.code(),
                 name: Some("auto-created".into()),
                 id: Uuid::nil(),
             },
             Wanted::Failed {
-                error: ResponseError::InvalidTopicException.code(),
+                error: ErrorCode::INVALID_TOPIC_EXCEPTION.code(),
                 name: Some("bad name!".into()),
                 id: Uuid::nil(),
             },

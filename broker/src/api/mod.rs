@@ -71,9 +71,7 @@ pub fn parse_request(api_key: i16, version: i16, mut frame: Bytes) -> Result<Req
             } else {
                 0
             };
-            let body = api_versions::response(
-                kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
-            );
+            let body = api_versions::response(common::ErrorCode::UNSUPPORTED_VERSION.code());
             return match encode_response(correlation_id, 0, &ResponseKind::ApiVersions(body)) {
                 Some(b) => Err(ParseError::Respond(b)),
                 None => Err(ParseError::Close("cannot encode ApiVersions".into())),

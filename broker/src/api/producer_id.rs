@@ -14,7 +14,7 @@
 //! Simplification: transactions are not implemented (no transaction coordinator), so a request
 //! with a transactional id is answered INVALID_REQUEST, as FindCoordinator for a transaction is.
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -53,7 +53,7 @@ pub async fn handle(broker: &KafkaApis, req: InitProducerIdRequest) -> InitProdu
         .with_producer_epoch(-1);
     if let Some(txn) = req.transactional_id.as_ref() {
         warn!(transactional_id = %txn.0, "InitProducerId for a transactional producer: transactions are not implemented");
-        return resp.with_error_code(ResponseError::InvalidRequest.code());
+        return resp.with_error_code(ErrorCode::INVALID_REQUEST.code());
     }
     match broker.producer_ids.next_id(broker).await {
         Ok(id) => {
@@ -66,7 +66,7 @@ pub async fn handle(broker: &KafkaApis, req: InitProducerIdRequest) -> InitProdu
         }
         Err(e) => {
             warn!(error = %e, "cannot claim a producer id block in ZooKeeper");
-            resp.with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            resp.with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code())
         }
     }
 }

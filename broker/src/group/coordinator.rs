@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::Group;
@@ -73,6 +73,6 @@ pub(super) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-pub(super) fn code(e: ResponseError) -> i16 {
+pub(super) fn code(e: ErrorCode) -> i16 {
     e.code()
 }

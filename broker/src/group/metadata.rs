@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
@@ -129,11 +129,11 @@ impl GroupCoordinator {
                     d.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8);
                 }
                 if !self.owns(gid) {
-                    d.error_code = code(ResponseError::NotCoordinator);
+                    d.error_code = code(ErrorCode::NOT_COORDINATOR);
                     return d;
                 }
                 if self.is_loading(gid) {
-                    d.error_code = code(ResponseError::CoordinatorLoadInProgress);
+                    d.error_code = code(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS);
                     return d;
                 }
                 let groups = self.groups();
@@ -193,7 +193,7 @@ impl GroupCoordinator {
         {
             // Kafka answers the whole list with this error while any partition loads.
             return ListGroupsResponse::default()
-                .with_error_code(code(ResponseError::CoordinatorLoadInProgress));
+                .with_error_code(code(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS));
         }
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let n = self.config.offsets_topic_num_partitions;

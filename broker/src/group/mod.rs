@@ -75,7 +75,7 @@ use tokio::time::Instant;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use tracing::info;
 
 impl GroupCoordinator {
@@ -200,13 +200,13 @@ impl GroupCoordinator {
 
     fn check_group(&self, group: &str) -> Result<(), i16> {
         if group.is_empty() {
-            return Err(code(ResponseError::InvalidGroupId));
+            return Err(code(ErrorCode::INVALID_GROUP_ID));
         }
         if !self.owns(group) {
-            return Err(code(ResponseError::NotCoordinator));
+            return Err(code(ErrorCode::NOT_COORDINATOR));
         }
         if self.is_loading(group) {
-            return Err(code(ResponseError::CoordinatorLoadInProgress));
+            return Err(code(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS));
         }
         Ok(())
     }
@@ -256,7 +256,7 @@ mod tests {
     async fn two_members_rebalance_and_sync() {
         let gc = coordinator();
         let r = gc.join_group(join(""), 5, "c").await;
-        assert_eq!(r.error_code, code(ResponseError::MemberIdRequired));
+        assert_eq!(r.error_code, code(ErrorCode::MEMBER_ID_REQUIRED));
         let a = r.member_id.to_string();
         let r = gc.join_group(join(""), 5, "c").await;
         let b = r.member_id.to_string();
@@ -333,7 +333,7 @@ mod tests {
             .await;
         assert_eq!(
             r.topics[0].partitions[0].error_code,
-            code(ResponseError::IllegalGeneration)
+            code(ErrorCode::ILLEGAL_GENERATION)
         );
     }
 
@@ -354,13 +354,13 @@ mod tests {
                 3,
             )
             .await;
-        assert_eq!(hb.error_code, code(ResponseError::UnknownMemberId));
+        assert_eq!(hb.error_code, code(ErrorCode::UNKNOWN_MEMBER_ID));
     }
 
     #[tokio::test(start_paused = true)]
     async fn not_coordinator_for_other_partitions() {
         let gc = GroupCoordinator::new(1, GroupConfig::default());
         let r = gc.join_group(join(""), 5, "c").await;
-        assert_eq!(r.error_code, code(ResponseError::NotCoordinator));
+        assert_eq!(r.error_code, code(ErrorCode::NOT_COORDINATOR));
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::time::Instant;
 
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -78,7 +78,7 @@ impl GroupCoordinator {
         for (t, rt) in req.topics.iter().zip(resp.topics.iter_mut()) {
             for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
                 if too_large(p) {
-                    rp.error_code = code(ResponseError::OffsetMetadataTooLarge);
+                    rp.error_code = code(ErrorCode::OFFSET_METADATA_TOO_LARGE);
                 }
             }
         }
@@ -137,7 +137,7 @@ impl GroupCoordinator {
         // Kafka: GroupCoordinator.handleCommitOffsets. An unknown group is created only for a
         // "simple" commit (generation -1) from a consumer that assigns partitions itself.
         if !groups.contains_key(group_id) && generation >= 0 {
-            return Err(code(ResponseError::IllegalGeneration));
+            return Err(code(ErrorCode::ILLEGAL_GENERATION));
         }
         let g = groups
             .entry(group_id.to_string())
@@ -145,23 +145,23 @@ impl GroupCoordinator {
         // Kafka: GroupCoordinator.validateOffsetCommit.
         if generation >= 0 || !member_id.is_empty() {
             if !g.members.contains_key(member_id) {
-                return Err(code(ResponseError::UnknownMemberId));
+                return Err(code(ErrorCode::UNKNOWN_MEMBER_ID));
             }
             if generation != g.generation {
-                return Err(code(ResponseError::IllegalGeneration));
+                return Err(code(ErrorCode::ILLEGAL_GENERATION));
             }
             // The member got this generation's JoinGroup answer but not its assignment yet.
             // (PreparingRebalance is allowed: a consumer commits what it consumed before it
             // rejoins, in its partitions-revoked callback.)
             if g.state == GroupState::CompletingRebalance {
-                return Err(code(ResponseError::RebalanceInProgress));
+                return Err(code(ErrorCode::REBALANCE_IN_PROGRESS));
             }
             if let Some(m) = g.members.get_mut(member_id) {
                 m.last_heartbeat = Instant::now();
             }
         } else if g.state != GroupState::Empty {
             // A non-empty group takes commits from its members only.
-            return Err(code(ResponseError::UnknownMemberId));
+            return Err(code(ErrorCode::UNKNOWN_MEMBER_ID));
         }
         Ok(())
     }

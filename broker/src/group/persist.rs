@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -61,14 +61,14 @@ pub(super) fn spawn_group_writer(
 /// Kafka's mapping of a failed `__consumer_offsets` append to the error a committer sees
 /// (`GroupMetadataManager.storeOffsets`).
 fn commit_error(log_error: i16) -> i16 {
-    use ResponseError as E;
-    match ResponseError::try_from_code(log_error) {
-        Some(
-            E::UnknownTopicOrPartition | E::NotEnoughReplicas | E::NotEnoughReplicasAfterAppend,
-        ) => E::CoordinatorNotAvailable.code(),
-        Some(E::NotLeaderOrFollower | E::KafkaStorageError) => E::NotCoordinator.code(),
-        Some(E::MessageTooLarge | E::RecordListTooLarge | E::InvalidFetchSize) => {
-            E::InvalidCommitOffsetSize.code()
+    use ErrorCode as E;
+    match ErrorCode::from_code(log_error) {
+        E::UNKNOWN_TOPIC_OR_PARTITION
+        | E::NOT_ENOUGH_REPLICAS
+        | E::NOT_ENOUGH_REPLICAS_AFTER_APPEND => E::COORDINATOR_NOT_AVAILABLE.code(),
+        E::NOT_LEADER_OR_FOLLOWER | E::KAFKA_STORAGE_ERROR => E::NOT_COORDINATOR.code(),
+        E::MESSAGE_TOO_LARGE | E::RECORD_LIST_TOO_LARGE | E::INVALID_FETCH_SIZE => {
+            E::INVALID_COMMIT_OFFSET_SIZE.code()
         }
         _ => log_error,
     }
@@ -406,7 +406,7 @@ mod tests {
     async fn until_loaded(gc: &GroupCoordinator) {
         for _ in 0..100 {
             let f = gc.offset_fetch(fetch_req(), 7).await;
-            if f.error_code != ResponseError::CoordinatorLoadInProgress.code() {
+            if f.error_code != ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.code() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -483,7 +483,7 @@ mod tests {
         });
         let gc = GroupCoordinator::with_log(1, GroupConfig::default(), log);
         gc.on_elected(p());
-        let lip = ResponseError::CoordinatorLoadInProgress.code();
+        let lip = ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.code();
         assert_eq!(gc.join_group(join_req(""), 5, "c").await.error_code, lip);
         assert_eq!(gc.offset_fetch(fetch_req(), 7).await.error_code, lip);
         assert_eq!(
@@ -493,7 +493,7 @@ mod tests {
         gate.notify_one();
         until_loaded(&gc).await;
         let r = gc.join_group(join_req(""), 5, "c").await;
-        assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
+        assert_eq!(r.error_code, ErrorCode::MEMBER_ID_REQUIRED.code());
     }
 
     /// A failed append fails the commit with Kafka's mapped error and stores nothing.
@@ -503,17 +503,17 @@ mod tests {
         let gc = GroupCoordinator::with_log(1, GroupConfig::default(), log.clone());
         gc.on_elected(p());
         until_loaded(&gc).await;
-        *log.fail_appends.lock().unwrap() = Some(ResponseError::NotLeaderOrFollower.code());
+        *log.fail_appends.lock().unwrap() = Some(ErrorCode::NOT_LEADER_OR_FOLLOWER.code());
         let r = gc.offset_commit(commit_req("", -1, 5), 8).await;
         assert_eq!(
             r.topics[0].partitions[0].error_code,
-            ResponseError::NotCoordinator.code()
+            ErrorCode::NOT_COORDINATOR.code()
         );
-        *log.fail_appends.lock().unwrap() = Some(ResponseError::NotEnoughReplicas.code());
+        *log.fail_appends.lock().unwrap() = Some(ErrorCode::NOT_ENOUGH_REPLICAS.code());
         let r = gc.offset_commit(commit_req("", -1, 5), 8).await;
         assert_eq!(
             r.topics[0].partitions[0].error_code,
-            ResponseError::CoordinatorNotAvailable.code()
+            ErrorCode::COORDINATOR_NOT_AVAILABLE.code()
         );
         let f = gc.offset_fetch(fetch_req(), 7).await;
         assert_eq!(f.topics[0].partitions[0].committed_offset, -1);

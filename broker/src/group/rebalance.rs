@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
+use common::ErrorCode;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{
@@ -67,7 +67,7 @@ impl GroupCoordinator {
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
-            return fail(code(ResponseError::InvalidSessionTimeout), &req.member_id);
+            return fail(code(ErrorCode::INVALID_SESSION_TIMEOUT), &req.member_id);
         }
         if let Some(reason) = &req.reason {
             debug!(group = %group_id, member_id = %req.member_id, %reason, "JoinGroup reason");
@@ -90,10 +90,7 @@ impl GroupCoordinator {
                                 .any(|(n, _)| protocols.iter().any(|(p, _)| p == n))
                         })))
             {
-                return fail(
-                    code(ResponseError::InconsistentGroupProtocol),
-                    &req.member_id,
-                );
+                return fail(code(ErrorCode::INCONSISTENT_GROUP_PROTOCOL), &req.member_id);
             }
             let client_id = client_id.to_string();
             let mut member_id = req.member_id.to_string();
@@ -105,11 +102,11 @@ impl GroupCoordinator {
                         Instant::now() + Duration::from_millis(req.session_timeout_ms as u64);
                     g.pending.insert(member_id.clone(), expires);
                     self.wake.notify_one(); // a new pending-member deadline
-                    return fail(code(ResponseError::MemberIdRequired), &member_id);
+                    return fail(code(ErrorCode::MEMBER_ID_REQUIRED), &member_id);
                 }
             } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
             {
-                return fail(code(ResponseError::UnknownMemberId), &member_id);
+                return fail(code(ErrorCode::UNKNOWN_MEMBER_ID), &member_id);
             }
             let session = Duration::from_millis(req.session_timeout_ms as u64);
             let rebalance = if version >= 1 {
@@ -173,7 +170,7 @@ impl GroupCoordinator {
         };
         match rx.await {
             Ok(r) => r,
-            Err(_) => fail(code(ResponseError::UnknownMemberId), &req.member_id),
+            Err(_) => fail(code(ErrorCode::UNKNOWN_MEMBER_ID), &req.member_id),
         }
     }
 
@@ -192,26 +189,26 @@ impl GroupCoordinator {
         let rx = {
             let mut groups = self.groups();
             let Some(g) = groups.get_mut(&group_id) else {
-                return fail(code(ResponseError::UnknownMemberId));
+                return fail(code(ErrorCode::UNKNOWN_MEMBER_ID));
             };
             let member_id = req.member_id.to_string();
             if !g.members.contains_key(&member_id) {
-                return fail(code(ResponseError::UnknownMemberId));
+                return fail(code(ErrorCode::UNKNOWN_MEMBER_ID));
             }
             if req.generation_id != g.generation {
-                return fail(code(ResponseError::IllegalGeneration));
+                return fail(code(ErrorCode::ILLEGAL_GENERATION));
             }
             if version >= 5 {
                 let t = req.protocol_type.as_ref().map(|x| x.to_string());
                 let n = req.protocol_name.as_ref().map(|x| x.to_string());
                 if (t.is_some() && t != g.protocol_type) || (n.is_some() && n != g.protocol) {
-                    return fail(code(ResponseError::InconsistentGroupProtocol));
+                    return fail(code(ErrorCode::INCONSISTENT_GROUP_PROTOCOL));
                 }
             }
             match g.state {
-                GroupState::Empty => return fail(code(ResponseError::UnknownMemberId)),
+                GroupState::Empty => return fail(code(ErrorCode::UNKNOWN_MEMBER_ID)),
                 GroupState::PreparingRebalance => {
-                    return fail(code(ResponseError::RebalanceInProgress))
+                    return fail(code(ErrorCode::REBALANCE_IN_PROGRESS))
                 }
                 GroupState::Stable => {
                     let m = g.members.get_mut(&member_id).expect("checked");
@@ -263,7 +260,7 @@ impl GroupCoordinator {
         };
         match rx.await {
             Ok(r) => r,
-            Err(_) => fail(code(ResponseError::RebalanceInProgress)),
+            Err(_) => fail(code(ErrorCode::REBALANCE_IN_PROGRESS)),
         }
     }
 
@@ -275,20 +272,20 @@ impl GroupCoordinator {
         }
         let mut groups = self.groups();
         let Some(g) = groups.get_mut(&group_id) else {
-            return r(code(ResponseError::UnknownMemberId));
+            return r(code(ErrorCode::UNKNOWN_MEMBER_ID));
         };
         let Some(m) = g.members.get_mut(&req.member_id.to_string()) else {
-            return r(code(ResponseError::UnknownMemberId));
+            return r(code(ErrorCode::UNKNOWN_MEMBER_ID));
         };
         // Kafka: GroupCoordinator.handleHeartbeat checks membership, then the generation,
         // then the state; only a valid heartbeat extends the session.
         if req.generation_id != g.generation {
-            return r(code(ResponseError::IllegalGeneration));
+            return r(code(ErrorCode::ILLEGAL_GENERATION));
         }
         m.last_heartbeat = Instant::now();
         match g.state {
-            GroupState::Empty => r(code(ResponseError::UnknownMemberId)),
-            GroupState::PreparingRebalance => r(code(ResponseError::RebalanceInProgress)),
+            GroupState::Empty => r(code(ErrorCode::UNKNOWN_MEMBER_ID)),
+            GroupState::PreparingRebalance => r(code(ErrorCode::REBALANCE_IN_PROGRESS)),
             GroupState::CompletingRebalance | GroupState::Stable => r(0),
         }
     }
@@ -317,7 +314,7 @@ impl GroupCoordinator {
         match groups.get_mut(&group_id) {
             None => {
                 // Kafka: every member unknown; v3+ keeps the top-level error NONE.
-                let c = code(ResponseError::UnknownMemberId);
+                let c = code(ErrorCode::UNKNOWN_MEMBER_ID);
                 if version < 3 {
                     top = c;
                 }
@@ -341,7 +338,7 @@ impl GroupCoordinator {
                         removed = true;
                         0
                     } else {
-                        code(ResponseError::UnknownMemberId)
+                        code(ErrorCode::UNKNOWN_MEMBER_ID)
                     };
                     if version < 3 {
                         top = c;
@@ -396,7 +393,7 @@ pub(super) fn prepare_rebalance(group: &str, g: &mut Group, from_empty: bool) {
             if let Some((v, tx)) = m.sync.take() {
                 let _ = tx.send(fit_sync(
                     SyncGroupResponse::default()
-                        .with_error_code(code(ResponseError::RebalanceInProgress)),
+                        .with_error_code(code(ErrorCode::REBALANCE_IN_PROGRESS)),
                     v,
                     None,
                 ));

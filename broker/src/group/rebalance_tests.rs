@@ -58,7 +58,7 @@ async fn member_id(gc: &GroupCoordinator, version: i16) -> Option<String> {
         return None;
     }
     let r = gc.join_group(join_req(G, ""), version, "client").await;
-    assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
+    assert_eq!(r.error_code, ErrorCode::MEMBER_ID_REQUIRED.code());
     assert!(r.member_id.starts_with("client-"), "{:?}", r.member_id);
     Some(r.member_id.to_string())
 }
@@ -177,10 +177,7 @@ async fn join_picks_common_protocol_and_only_leader_gets_members() {
     let mut bad = join_req(G, "");
     bad.protocols = vec![JoinGroupRequestProtocol::default().with_name(s("sticky"))];
     let r = gc.join_group(bad, 7, "client").await;
-    assert_eq!(
-        r.error_code,
-        ResponseError::InconsistentGroupProtocol.code()
-    );
+    assert_eq!(r.error_code, ErrorCode::INCONSISTENT_GROUP_PROTOCOL.code());
 }
 
 /// One member leaves: the other is told REBALANCE_IN_PROGRESS by its heartbeat, rejoins and
@@ -203,17 +200,17 @@ async fn leave_triggers_rebalance_for_the_rest() {
     assert_eq!(r.error_code, 0);
     assert_eq!(r.members[0].error_code, 0);
     let h = gc.heartbeat(hb(&follower, 1), 4).await;
-    assert_eq!(h.error_code, ResponseError::RebalanceInProgress.code());
+    assert_eq!(h.error_code, ErrorCode::REBALANCE_IN_PROGRESS.code());
     let r = gc.join_group(join_req(G, &follower), 5, "client").await;
     assert_eq!(r.error_code, 0);
     assert_eq!(r.generation_id, 2);
     assert_eq!(r.leader.as_str(), follower);
     assert_eq!(r.members.len(), 1);
     let h = gc.heartbeat(hb(&leader, 2), 4).await;
-    assert_eq!(h.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(h.error_code, ErrorCode::UNKNOWN_MEMBER_ID.code());
     // A stale generation is refused.
     let h = gc.heartbeat(hb(&follower, 1), 4).await;
-    assert_eq!(h.error_code, ResponseError::IllegalGeneration.code());
+    assert_eq!(h.error_code, ErrorCode::ILLEGAL_GENERATION.code());
 }
 
 /// A follower that stops heartbeating is removed after its session timeout; the leader,
@@ -227,14 +224,14 @@ async fn session_expiry_removes_only_the_silent_member() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let h = gc.heartbeat(hb(&leader, 1), 4).await;
         if h.error_code != 0 {
-            assert_eq!(h.error_code, ResponseError::RebalanceInProgress.code());
+            assert_eq!(h.error_code, ErrorCode::REBALANCE_IN_PROGRESS.code());
             break;
         }
     }
     let h = gc.heartbeat(hb(&follower, 1), 4).await;
-    assert_eq!(h.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(h.error_code, ErrorCode::UNKNOWN_MEMBER_ID.code());
     let h = gc.heartbeat(hb(&leader, 1), 4).await;
-    assert_eq!(h.error_code, ResponseError::RebalanceInProgress.code());
+    assert_eq!(h.error_code, ErrorCode::REBALANCE_IN_PROGRESS.code());
 }
 
 /// A consumer commits what it consumed while a rebalance is being prepared (its
@@ -257,7 +254,7 @@ async fn commit_during_preparing_rebalance_is_accepted() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(
         gc.heartbeat(hb(&leader, 1), 4).await.error_code,
-        ResponseError::RebalanceInProgress.code()
+        ErrorCode::REBALANCE_IN_PROGRESS.code()
     );
     assert_eq!(
         commit_error(&gc.offset_commit(commit_req(&follower, 1, 20), 8).await),
@@ -267,16 +264,16 @@ async fn commit_during_preparing_rebalance_is_accepted() {
     // A stale generation is refused, and so is a stranger.
     assert_eq!(
         commit_error(&gc.offset_commit(commit_req(&follower, 0, 30), 8).await),
-        ResponseError::IllegalGeneration.code()
+        ErrorCode::ILLEGAL_GENERATION.code()
     );
     assert_eq!(
         commit_error(&gc.offset_commit(commit_req("nobody", 1, 30), 8).await),
-        ResponseError::UnknownMemberId.code()
+        ErrorCode::UNKNOWN_MEMBER_ID.code()
     );
     // A simple commit into a non-empty group is refused.
     assert_eq!(
         commit_error(&gc.offset_commit(commit_req("", -1, 30), 8).await),
-        ResponseError::UnknownMemberId.code()
+        ErrorCode::UNKNOWN_MEMBER_ID.code()
     );
     // Let the rebalance finish: the others rejoin, generation 2.
     let (rl, rf) = tokio::join!(
@@ -291,7 +288,7 @@ async fn commit_during_preparing_rebalance_is_accepted() {
     // CompletingRebalance: the member knows generation 2 but has no assignment yet.
     assert_eq!(
         commit_error(&gc.offset_commit(commit_req(&follower, 2, 40), 8).await),
-        ResponseError::RebalanceInProgress.code()
+        ErrorCode::REBALANCE_IN_PROGRESS.code()
     );
     assert_eq!(fetch_offset(&gc, G).await, 20);
 }
@@ -303,7 +300,7 @@ async fn commit_during_preparing_rebalance_is_accepted() {
 async fn simple_commit_without_membership() {
     let gc = coordinator();
     let r = gc.offset_commit(commit_req("m", 3, 5), 8).await;
-    assert_eq!(commit_error(&r), ResponseError::IllegalGeneration.code());
+    assert_eq!(commit_error(&r), ErrorCode::ILLEGAL_GENERATION.code());
     assert!(gc
         .list_groups(ListGroupsRequest::default(), 4)
         .groups
@@ -332,7 +329,7 @@ async fn simple_commit_without_membership() {
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     assert_eq!(
         r.topics[0].partitions[1].error_code,
-        ResponseError::OffsetMetadataTooLarge.code()
+        ErrorCode::OFFSET_METADATA_TOO_LARGE.code()
     );
     let d = gc.describe_groups(
         DescribeGroupsRequest::default().with_groups(vec![gid(G)]),
@@ -365,7 +362,7 @@ async fn pending_member_and_missing_sync_do_not_stall_the_group() {
     assert_eq!(gc.heartbeat(hb(&a, 1), 4).await.error_code, 0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let h = gc.heartbeat(hb(&a, 1), 4).await;
-    assert_eq!(h.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(h.error_code, ErrorCode::UNKNOWN_MEMBER_ID.code());
 }
 
 /// DescribeGroups shows the members with metadata and assignment once Stable, an unknown
@@ -408,9 +405,9 @@ async fn describe_and_list_groups() {
     if mine {
         assert_eq!(d.groups[1].group_state.as_str(), "Dead");
     } else {
-        assert_eq!(d.groups[1].error_code, ResponseError::NotCoordinator.code());
+        assert_eq!(d.groups[1].error_code, ErrorCode::NOT_COORDINATOR.code());
     }
-    assert_eq!(d.groups[2].error_code, ResponseError::NotCoordinator.code());
+    assert_eq!(d.groups[2].error_code, ErrorCode::NOT_COORDINATOR.code());
     let l = gc.list_groups(
         ListGroupsRequest::default().with_states_filter(vec![s("stable")]),
         4,
@@ -435,7 +432,7 @@ async fn not_coordinator_before_election_and_after_resignation() {
         0
     );
     gc.on_resigned(partition_for(G, 50));
-    let nc = ResponseError::NotCoordinator.code();
+    let nc = ErrorCode::NOT_COORDINATOR.code();
     assert_eq!(gc.join_group(join_req(G, ""), 5, "c").await.error_code, nc);
     assert_eq!(gc.sync_group(sync_req("m", 1, &[]), 5).await.error_code, nc);
     assert_eq!(gc.heartbeat(hb("m", 1), 4).await.error_code, nc);
@@ -560,7 +557,7 @@ async fn every_advertised_response_version_round_trips() {
         assert!(r.protocol_name.is_some() || v >= 7);
         round_trip("JoinGroup", &r, v);
         let bad = gc.join_group(join_req(G, "stranger"), v, "client").await;
-        assert_eq!(bad.error_code, ResponseError::UnknownMemberId.code());
+        assert_eq!(bad.error_code, ErrorCode::UNKNOWN_MEMBER_ID.code());
         assert!(bad.protocol_name.is_some() || v >= 7);
         round_trip("JoinGroup(error)", &bad, v);
     }
@@ -701,7 +698,7 @@ async fn timer_wakes_at_deadlines_only() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         gc.heartbeat(hb(&leader, 1), 4).await.error_code,
-        ResponseError::RebalanceInProgress.code()
+        ErrorCode::REBALANCE_IN_PROGRESS.code()
     );
 }
 
