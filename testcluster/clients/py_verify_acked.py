@@ -2,7 +2,7 @@
 py_acked_producer.py.
 
 usage: py_verify_acked.py <bootstrap> <topic> <acked-file> [--report-loss] [--allow-duplicates]
-                          [--allow-reorder]
+                          [--allow-reorder] [--list-duplicates]
 Checks: every record appears at most once in the log, each partition's records are in
 increasing order, and every acknowledged record is present. With --report-loss, lost
 acknowledged records are counted and reported instead of failing (acks=1 loses them in Kafka
@@ -10,6 +10,8 @@ too). With --allow-duplicates and --allow-reorder, second copies and records sto
 higher-numbered one of their partition are counted and reported (the first few reorders with
 their offsets) instead of failing: a producer without idempotence makes both, whatever the
 broker. Prints "OK acked=<n> consumed=<m> lost=<k> duplicates=<d> reordered=<r>".
+With --list-duplicates, second copies are allowed and each is printed after the OK line as
+"duplicate: record <i> at offsets (<p>, <o1>) and (<p>, <o2>)", for the caller to explain.
 """
 import sys
 import time
@@ -20,7 +22,9 @@ bootstrap, topic, acked_file = sys.argv[1:4]
 report_loss = "--report-loss" in sys.argv
 # A producer retrying without idempotence may write a record twice (Kafka's semantics too);
 # with this flag such copies are counted and reported instead of failing.
-allow_dups = "--allow-duplicates" in sys.argv
+list_dups = "--list-duplicates" in sys.argv
+allow_dups = "--allow-duplicates" in sys.argv or list_dups
+dup_lines = []
 # librdkafka limits requests in flight per connection, not per partition
 # (confluentinc/librdkafka#1969): when a partition's leader moves, a batch still in flight to
 # the old leader can fail and be retried after newer batches went to the new one. Without
@@ -51,6 +55,9 @@ while len(eof) < len(parts) and time.time() < deadline:
         if i in seen:
             if allow_dups:
                 dups += 1
+                if list_dups:
+                    dup_lines.append(f"duplicate: record {i} at offsets {seen[i]} and "
+                                     f"{(m.partition(), m.offset())}")
                 continue
             print(f"FAIL record {i} at offsets {seen[i]} and {(m.partition(), m.offset())}")
             sys.exit(1)
@@ -78,3 +85,5 @@ print(f"OK acked={len(acked)} consumed={len(seen)} lost={len(lost)} duplicates={
       f"reordered={len(reordered)}")
 for where in reordered[:5]:
     print(f"reordered: {where}")
+for line in dup_lines:
+    print(line)
