@@ -7,6 +7,7 @@
 //! real ZooKeeper.
 
 mod harness;
+mod initial_metadata;
 
 use std::time::{Duration, Instant};
 
