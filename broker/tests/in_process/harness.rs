@@ -396,6 +396,12 @@ impl Cluster {
         );
     }
 
+    /// Broker `id`'s metrics page, as `GET /metrics` would serve it.
+    pub fn metrics_page(&self, id: i32) -> String {
+        let running = self.nodes[&id].running.as_ref().expect("broker is up");
+        broker::metrics::render_broker(&running.broker.apis)
+    }
+
     /// Broker `id`'s client address.
     pub fn addr(&self, id: i32) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.nodes[&id].port))
