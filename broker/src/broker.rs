@@ -189,6 +189,24 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
     cc.controller_socket_timeout = Duration::from_millis(config.controller_socket_timeout_ms);
     cc.request_timeout = Duration::from_millis(config.request_timeout_ms);
     let handle = controller::start(zk.clone(), cc, broker_epoch);
+    // Registered by this session (the metrics' ZooKeeperRegistered). The session expiry handler
+    // is the one to clear it on expiry and set it on re-registration: hand it a clone.
+    let registered = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // This broker as Metadata lists it before the first UpdateMetadata (`api::metadata`).
+    let local_broker = crate::metadata_cache::BrokerEntry {
+        id,
+        endpoints: registration
+            .endpoints
+            .iter()
+            .map(|e| crate::metadata_cache::Endpoint {
+                listener: e.listener_name.clone(),
+                host: e.host.clone(),
+                port: i32::from(e.port),
+                security_protocol: e.security_protocol_id(),
+            })
+            .collect(),
+        rack: registration.rack.clone(),
+    };
     let expiry = controller::spawn_session_expiry_handler(zk.clone(), handle.clone(), registration);
 
     let metadata = Arc::new(MetadataCache::new());
@@ -217,6 +235,7 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         zk,
         controller: handle,
         metadata,
+        local_broker,
         replicas: replicas.clone(),
         fetch_sessions: crate::fetch_session::FetchSessionCache::new(
             config.max_incremental_fetch_session_cache_slots,
@@ -226,6 +245,7 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         ),
         groups,
         producer_ids: Default::default(),
+        registered,
     });
     let broker = Arc::new(Broker {
         apis: apis.clone(),

@@ -14,6 +14,25 @@
 //! Invariant: one change per partition is in flight at a time (Kafka's `PendingShrinkIsr` /
 //! `PendingExpandIsr`); the high watermark keeps using the current ISR until the answer.
 //! Changes are batched per broker by [`AlterPartitionManager`], as Kafka's is.
+//!
+//! What a refusal does (Kafka: `Partition.handleAlterPartitionError`,
+//! `DefaultAlterPartitionManager.handleAlterPartitionResponse`; [`classify`] is the table):
+//! - the request failed as a whole (no controller known, a broken connection, top-level
+//!   NOT_CONTROLLER or STALE_BROKER_EPOCH), or one partition got an error not listed below:
+//!   the same change is sent again after a back-off (50 ms doubling to 2 s; Kafka: 50 ms), for as
+//!   long as it is still the partition's pending change;
+//! - OPERATION_NOT_ATTEMPTED or INELIGIBLE_REPLICA: the controller says the change was not
+//!   applied and our state is current, so the pending mark is cleared and the leader may
+//!   propose again (a follower still out of sync is proposed again at the next check);
+//! - FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID,
+//!   INVALID_REQUEST, NEW_LEADER_ELECTED: this leader's view is out of date; the change stays
+//!   pending and nothing more is proposed for the partition until the controller's next
+//!   LeaderAndIsr replaces its state. (Before, every refusal cleared the mark and the next ISR
+//!   check, every `replica.lag.time.max.ms / 2`, proposed the same refused change again,
+//!   forever, on a broker the cluster had moved on from.)
+//!
+//! Metrics: [`IsrMetrics`] also counts failed ISR updates (Kafka's `FailedIsrUpdatesPerSec`),
+//! and `crate::metrics` shows how many partitions have a change pending or refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +46,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::partition::{IsrProposal, Partition};
@@ -36,11 +55,13 @@ use crate::replica_manager::ReplicaManager;
 /// Version we send (names, not topic ids).
 const ALTER_PARTITION_VERSION: i16 = 1;
 
-/// The ISR change counters (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec` meters).
+/// The ISR change counters (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec` /
+/// `FailedIsrUpdatesPerSec` meters).
 #[derive(Debug, Default)]
 pub struct IsrMetrics {
     isr_shrinks: AtomicU64,
     isr_expands: AtomicU64,
+    failed_isr_updates: AtomicU64,
 }
 
 impl IsrMetrics {
@@ -51,6 +72,16 @@ impl IsrMetrics {
         } else if after > before {
             self.isr_expands.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Called when the controller refused a partition's ISR change (Kafka's `markFailed`).
+    pub fn record_failed_isr_update(&self) {
+        self.failed_isr_updates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refused ISR changes so far.
+    pub fn failed_isr_updates(&self) -> u64 {
+        self.failed_isr_updates.load(Ordering::Relaxed)
     }
 
     /// (shrinks, expands) so far.
@@ -95,7 +126,7 @@ impl AlterPartitionManager {
     pub fn submit(&self, part: &Arc<Partition>, proposal: IsrProposal) {
         let tx = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_sender(self.replicas.clone(), rx));
+            tokio::spawn(run_sender(self.replicas.clone(), rx, tx.downgrade()));
             tx
         });
         let change = PendingChange {
@@ -116,11 +147,59 @@ impl AlterPartitionManager {
     }
 }
 
+/// First wait before a failed change is sent again (Kafka: 50 ms after a top-level error).
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between two sends of a failing change: a broker the controller keeps
+/// refusing asks again every 2 s, not 20 times a second.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What the leader does with the controller's answer for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted: take the ISR the controller wrote.
+    Accepted(IsrProposal),
+    /// Not applied, and our state is current: clear the pending mark (may propose again).
+    Reset(i16),
+    /// Our view is out of date: keep the change pending until the next LeaderAndIsr.
+    AwaitLeaderAndIsr(i16),
+    /// Send the same change again after a back-off.
+    Retry(String),
+}
+
+/// Kafka's `Partition.handleAlterPartitionError` (per-partition codes) and
+/// `DefaultAlterPartitionManager` (a failed request: retried) as one table.
+pub fn classify(result: Result<resp::PartitionData>) -> Outcome {
+    use common::ErrorCode as E;
+    let p = match result {
+        Ok(p) => p,
+        Err(e) => return Outcome::Retry(e.to_string()),
+    };
+    match E::from_code(p.error_code) {
+        E::NONE => Outcome::Accepted(IsrProposal {
+            isr: p.isr.iter().map(|r| r.0).collect(),
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+        }),
+        E::OPERATION_NOT_ATTEMPTED | E::INELIGIBLE_REPLICA => Outcome::Reset(p.error_code),
+        E::FENCED_LEADER_EPOCH
+        | E::INVALID_UPDATE_VERSION
+        | E::UNKNOWN_TOPIC_OR_PARTITION
+        | E::UNKNOWN_TOPIC_ID
+        | E::INVALID_REQUEST
+        | E::NEW_LEADER_ELECTED => Outcome::AwaitLeaderAndIsr(p.error_code),
+        other => Outcome::Retry(format!("controller answered {other:?}")),
+    }
+}
+
 async fn run_sender(
     replicas: Weak<ReplicaManager>,
     mut rx: mpsc::UnboundedReceiver<PendingChange>,
+    retry_tx: mpsc::WeakUnboundedSender<PendingChange>,
 ) {
     let mut conn: Option<(i32, crate::client::Connection)> = None;
+    // Consecutive requests with a change to retry: the back-off grows with them, and only the
+    // first of a streak is logged at warn.
+    let mut failures: u32 = 0;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -132,34 +211,76 @@ async fn run_sender(
         let Some(rm) = replicas.upgrade() else {
             return;
         };
-        match send_alter_partition(&rm, &mut conn, &batch).await {
-            Ok(mut answers) => {
-                for c in &batch {
-                    let key = (c.part.topic.clone(), c.part.partition);
-                    let r = answers.remove(&key).ok_or_else(|| {
+        // A retried change that a LeaderAndIsr (or an answer) has settled meanwhile is dropped.
+        batch.retain(|c| c.part.is_pending(rm.broker_id, &c.proposal));
+        if batch.is_empty() {
+            continue;
+        }
+        let answers = send_alter_partition(&rm, &mut conn, &batch).await;
+        if answers.is_err() {
+            conn = None;
+        }
+        let mut retry = Vec::new();
+        for c in batch {
+            let result = match &answers {
+                Ok(a) => a
+                    .get(&(c.part.topic.clone(), c.part.partition))
+                    .cloned()
+                    .ok_or_else(|| {
                         Error::network("partition missing from the AlterPartition answer")
-                    });
-                    on_answer(&rm, &c.part, r);
+                    }),
+                Err(e) => Err(Error::network(e)),
+            };
+            match classify(result) {
+                Outcome::Retry(why) => {
+                    if failures == 0 {
+                        warn!(topic = %c.part.topic, partition = c.part.partition,
+                            isr = ?c.proposal.isr, leader_epoch = c.proposal.leader_epoch,
+                            error = %why, "AlterPartition failed; retrying with back-off");
+                    } else {
+                        debug!(topic = %c.part.topic, partition = c.part.partition,
+                            error = %why, failures, "AlterPartition failed again; retrying");
+                    }
+                    retry.push(c);
                 }
-            }
-            Err(e) => {
-                conn = None;
-                for c in &batch {
-                    on_answer(&rm, &c.part, Err(Error::network(&e)));
-                }
+                outcome => on_answer(&rm, &c.part, &c.proposal, outcome),
             }
         }
+        if retry.is_empty() {
+            if failures > 0 {
+                info!(failures, "AlterPartition reaches the controller again");
+            }
+            failures = 0;
+            continue;
+        }
+        let backoff = RETRY_BACKOFF_MIN
+            .saturating_mul(1u32 << failures.min(16))
+            .min(RETRY_BACKOFF_MAX);
+        failures = failures.saturating_add(1);
+        let Some(tx) = retry_tx.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(backoff).await;
+            for c in retry {
+                if tx.send(c).is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
-fn on_answer(rm: &ReplicaManager, part: &Partition, result: Result<resp::PartitionData>) {
-    match result {
-        Ok(p) if p.error_code == 0 => {
-            let accepted = IsrProposal {
-                isr: p.isr.iter().map(|r| r.0).collect(),
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
-            };
+/// Applies a settled answer (`Accepted`, `Reset` or `AwaitLeaderAndIsr`) to `part`, unless the
+/// change is no longer pending (a LeaderAndIsr came first: Kafka ignores such an answer).
+fn on_answer(rm: &ReplicaManager, part: &Partition, proposal: &IsrProposal, outcome: Outcome) {
+    if !part.is_pending(rm.broker_id, proposal) {
+        debug!(topic = %part.topic, partition = part.partition, ?outcome,
+            "ignoring the answer to an ISR change that is no longer pending");
+        return;
+    }
+    match outcome {
+        Outcome::Accepted(accepted) => {
             if let Some((before, after)) = part.complete_isr_change(Some(accepted)) {
                 rm.isr_metrics.record_isr_change(before, after);
             }
@@ -168,16 +289,25 @@ fn on_answer(rm: &ReplicaManager, part: &Partition, result: Result<resp::Partiti
             }
             rm.notify_progress();
         }
-        Ok(p) => {
+        Outcome::Reset(code) => {
+            rm.isr_metrics.record_failed_isr_update();
             part.complete_isr_change(None);
-            warn!(topic = %part.topic, partition = part.partition, error_code = p.error_code,
-                "AlterPartition refused; waiting for the controller's LeaderAndIsr")
+            info!(topic = %part.topic, partition = part.partition, isr = ?proposal.isr,
+                error_code = code, error = %common::ErrorCode::from_code(code),
+                "AlterPartition not applied; back to the last committed ISR");
         }
-        Err(e) => {
-            part.complete_isr_change(None);
-            warn!(topic = %part.topic, partition = part.partition, error = %e,
-                "AlterPartition failed; will retry")
+        Outcome::AwaitLeaderAndIsr(code) => {
+            rm.isr_metrics.record_failed_isr_update();
+            part.await_leader_and_isr(rm.broker_id, proposal, code);
+            warn!(topic = %part.topic, partition = part.partition, isr = ?proposal.isr,
+                leader_epoch = proposal.leader_epoch,
+                partition_epoch = proposal.partition_epoch,
+                error_code = code, error = %common::ErrorCode::from_code(code),
+                "AlterPartition refused: this leader's state is out of date; proposing no \
+                 ISR change until the controller's next LeaderAndIsr");
         }
+        // Never passed here: `run_sender` queues retries again itself.
+        Outcome::Retry(_) => {}
     }
 }
 
@@ -249,4 +379,52 @@ async fn send_alter_partition(
                 .map(move |p| ((name.clone(), p.partition_index), p))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: common::ErrorCode) -> Result<resp::PartitionData> {
+        Ok(resp::PartitionData::default().with_error_code(code.code()))
+    }
+
+    /// Kafka's `Partition.handleAlterPartitionError`, code by code, and a failed request.
+    #[test]
+    fn each_refusal_is_classified_as_kafka_does() {
+        use common::ErrorCode as E;
+        for code in [E::OPERATION_NOT_ATTEMPTED, E::INELIGIBLE_REPLICA] {
+            assert_eq!(classify(answer(code)), Outcome::Reset(code.code()));
+        }
+        for code in [
+            E::FENCED_LEADER_EPOCH,
+            E::INVALID_UPDATE_VERSION,
+            E::UNKNOWN_TOPIC_OR_PARTITION,
+            E::UNKNOWN_TOPIC_ID,
+            E::INVALID_REQUEST,
+            E::NEW_LEADER_ELECTED,
+        ] {
+            assert_eq!(
+                classify(answer(code)),
+                Outcome::AwaitLeaderAndIsr(code.code())
+            );
+        }
+        for code in [E::NOT_CONTROLLER, E::UNKNOWN_SERVER_ERROR] {
+            assert!(matches!(classify(answer(code)), Outcome::Retry(_)));
+        }
+        let top_level = Err(Error::Peer(E::STALE_BROKER_EPOCH.code()));
+        assert!(matches!(classify(top_level), Outcome::Retry(_)));
+        let accepted = Ok(resp::PartitionData::default()
+            .with_isr(vec![BrokerId(1), BrokerId(2)])
+            .with_leader_epoch(4)
+            .with_partition_epoch(9));
+        assert_eq!(
+            classify(accepted),
+            Outcome::Accepted(IsrProposal {
+                isr: vec![1, 2],
+                leader_epoch: 4,
+                partition_epoch: 9,
+            })
+        );
+    }
 }

@@ -9,9 +9,21 @@
 //! Invariant: a partition whose leader is `LeaderDuringDelete` (-2) is being deleted and is
 //! removed from the cache, as Kafka does; an UpdateMetadata from an older controller epoch is
 //! rejected by the caller before it gets here.
+//!
+//! Initialisation: a (re)started broker's cache is empty until the controller's first
+//! UpdateMetadata for this run arrives (the controller sends it, with every partition, as soon as
+//! it sees our registration: `onBrokerStartup`). An empty cache answers "no brokers, no topics,
+//! no controller", which clients believe (librdkafka fails every queued record of a topic it is
+//! told has 0 partitions). So the cache records when it was first filled
+//! ([`MetadataCache::is_initialized`]) and request handlers wait for it
+//! ([`MetadataCache::wait_until_initialized`], used by `crate::api::handle`). Kafka 3.6 in
+//! ZooKeeper mode does not wait (its `ZkMetadataCache` answers from the empty snapshot); its
+//! KRaft broker does (`BrokerServer.startup` blocks on the initial metadata catch-up before it
+//! enables request processing), and that is the behaviour we take.
 
 use std::collections::{btree_map, BTreeMap};
 use std::sync::RwLock;
+use std::time::Duration;
 
 use kafka_protocol::messages::update_metadata_request::UpdateMetadataPartitionState;
 use kafka_protocol::messages::{BrokerId, UpdateMetadataRequest};
@@ -131,14 +143,45 @@ fn apply_topic(
 }
 
 /// Shared, read-mostly: a std `RwLock` because every access is short and never awaits.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MetadataCache {
     inner: RwLock<Inner>,
+    /// Turns true, once per broker run, when the first UpdateMetadata has been applied; never
+    /// turns false again (a later session expiry keeps the last known state, as Kafka does).
+    /// A watch channel so that waiting requests wake up together, without polling.
+    initialized: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for MetadataCache {
+    fn default() -> Self {
+        MetadataCache {
+            inner: RwLock::default(),
+            initialized: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl MetadataCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// True once an UpdateMetadata has been applied since this broker started.
+    pub fn is_initialized(&self) -> bool {
+        *self.initialized.borrow()
+    }
+
+    /// Waits until the first UpdateMetadata has been applied, at most `timeout`; returns
+    /// whether the cache is initialized. Immediate once it is.
+    pub async fn wait_until_initialized(&self, timeout: Duration) -> bool {
+        if self.is_initialized() {
+            return true;
+        }
+        let mut rx = self.initialized.subscribe();
+        let ready = tokio::time::timeout(timeout, rx.wait_for(|ready| *ready))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        ready
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -193,6 +236,10 @@ impl MetadataCache {
                 &mut deleted,
             );
         }
+        drop(g);
+        // After the write lock is released, so that woken requests read the new state.
+        self.initialized
+            .send_if_modified(|ready| !std::mem::replace(ready, true));
         deleted
     }
 
@@ -313,6 +360,25 @@ mod tests {
                     .with_leader_epoch(3)
                     .with_isr(vec![BrokerId(1)])
                     .with_replicas(vec![BrokerId(1)])])])
+    }
+
+    /// The cache is not initialized until its first UpdateMetadata; a waiter gives up after
+    /// its timeout before that, and is woken by the update (not by its timeout) after.
+    #[tokio::test]
+    async fn waiters_are_released_by_the_first_update_metadata() {
+        let c = std::sync::Arc::new(MetadataCache::new());
+        assert!(!c.is_initialized());
+        assert!(!c.wait_until_initialized(Duration::from_millis(10)).await);
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.wait_until_initialized(Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        c.update(&req(1));
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(woken.expect("woken by the update").unwrap());
+        assert!(c.is_initialized());
+        assert!(c.wait_until_initialized(Duration::ZERO).await);
     }
 
     #[test]

@@ -15,8 +15,17 @@
 //! - replica manager (`kafka.server:type=ReplicaManager`), computed from the partitions this
 //!   broker leads: `UnderReplicatedPartitions` (ISR smaller than the replica set),
 //!   `UnderMinIsrPartitionCount` (ISR below `min.insync.replicas`), `PartitionCount`,
-//!   `LeaderCount`, and the counters `IsrShrinksPerSec` / `IsrExpandsPerSec` (Kafka's meters;
-//!   a counter here, so `rate()` gives the per-second figure);
+//!   `LeaderCount`, and the counters `IsrShrinksPerSec` / `IsrExpandsPerSec` /
+//!   `FailedIsrUpdatesPerSec` (Kafka's meters; a counter here, so `rate()` gives the per-second
+//!   figure);
+//! - the leader's ISR changes (`type=AlterPartitionManager`, our addition):
+//!   `PendingIsrChangeCount` (partitions led here with an AlterPartition sent, being retried
+//!   or refused) and `RefusedIsrChangeCount` (of those, the ones the controller refused for
+//!   good: this broker's view is out of date and it waits for a LeaderAndIsr; non-zero for
+//!   long means a leader the cluster has moved on from);
+//! - registration (`type=KafkaServer`, our addition): `ZooKeeperRegistered`, 1 while this
+//!   broker's `/brokers/ids/<id>` belongs to its current session, 0 before it registered and
+//!   after a session expiry until it registers again;
 //! - fetch sessions (`kafka.server:type=FetchSessionCache`): `NumIncrementalFetchSessions` and
 //!   `NumIncrementalFetchPartitionsCached` (KIP-227; each follower fetcher holds one session on
 //!   each leader it fetches from).
@@ -58,10 +67,17 @@ pub struct ReplicaMetrics {
     pub under_min_isr_partition_count: u64,
     pub isr_shrinks: u64,
     pub isr_expands: u64,
+    /// ISR changes the controller refused (Kafka's `FailedIsrUpdatesPerSec`).
+    pub failed_isr_updates: u64,
+    /// Partitions led here with an ISR change pending (sent, retried, or refused).
+    pub pending_isr_changes: u64,
+    /// Of those, the ones refused for good (waiting for a LeaderAndIsr).
+    pub refused_isr_changes: u64,
 }
 
-/// One hosted partition as the gauges see it: (leader, ISR size, replica count, min ISR).
-pub type PartitionView = (i32, usize, usize, i32);
+/// One hosted partition as the gauges see it: (leader, ISR size, replica count, min ISR,
+/// ISR change pending, ISR change refused).
+pub type PartitionView = (i32, usize, usize, i32, bool, bool);
 
 impl ReplicaMetrics {
     /// Counts over the partitions hosted by `broker_id` (Kafka's `Partition.isUnderReplicated`
@@ -74,14 +90,17 @@ impl ReplicaMetrics {
         let mut m = ReplicaMetrics {
             isr_shrinks: counters.counts().0,
             isr_expands: counters.counts().1,
+            failed_isr_updates: counters.failed_isr_updates(),
             ..ReplicaMetrics::default()
         };
-        for (leader, isr, replicas, min_isr) in partitions {
+        for (leader, isr, replicas, min_isr, pending, refused) in partitions {
             m.partition_count += 1;
             if leader != broker_id {
                 continue;
             }
             m.leader_count += 1;
+            m.pending_isr_changes += u64::from(pending);
+            m.refused_isr_changes += u64::from(refused);
             if isr < replicas {
                 m.under_replicated_partitions += 1;
             }
@@ -182,6 +201,25 @@ pub fn render(c: &ControllerMetrics, r: &ReplicaMetrics) -> String {
         "ISR expansions of partitions led here (accepted by the controller).",
         r.isr_expands.to_string(),
     );
+    metric(
+        &format!("{rm}FailedIsrUpdatesPerSec_total"),
+        "counter",
+        "ISR changes of partitions led here that the controller refused.",
+        r.failed_isr_updates.to_string(),
+    );
+    let ap = "kafka_server_AlterPartitionManager_";
+    metric(
+        &format!("{ap}PendingIsrChangeCount"),
+        "gauge",
+        "Partitions led here with an ISR change sent to the controller and not settled.",
+        r.pending_isr_changes.to_string(),
+    );
+    metric(
+        &format!("{ap}RefusedIsrChangeCount"),
+        "gauge",
+        "Partitions led here whose ISR change the controller refused for good (waiting for LeaderAndIsr).",
+        r.refused_isr_changes.to_string(),
+    );
     let h = format!("{em}EventQueueTimeMs");
     out.push_str(&format!(
         "# HELP {h} Time events waited in the controller's queue, in milliseconds.\n# TYPE {h} histogram\n"
@@ -204,11 +242,22 @@ pub fn render_broker(broker: &KafkaApis) -> String {
         .iter()
         .map(|p| {
             let st = p.state();
-            (st.leader, st.isr.len(), st.replicas.len(), st.min_isr)
+            (
+                st.leader,
+                st.isr.len(),
+                st.replicas.len(),
+                st.min_isr,
+                st.isr_change_in_flight,
+                st.isr_change_refused.is_some(),
+            )
         })
         .collect();
     let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.replicas.isr_metrics);
     let mut out = render(&broker.controller.metrics(), &r);
+    render_registered(
+        &mut out,
+        broker.registered.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let mut lags: Vec<(String, i32, i64)> = broker
         .replicas
         .all()
@@ -240,6 +289,15 @@ pub fn render_broker(broker: &KafkaApis) -> String {
         ));
     }
     out
+}
+
+/// `ZooKeeperRegistered`: whether this broker's registration belongs to its current session.
+fn render_registered(out: &mut String, registered: bool) {
+    let name = "kafka_server_KafkaServer_ZooKeeperRegistered";
+    out.push_str(&format!(
+        "# HELP {name} 1 while /brokers/ids/<id> is held by this broker's current ZooKeeper session.\n# TYPE {name} gauge\n{name} {}\n",
+        u8::from(registered)
+    ));
 }
 
 /// Kafka's `kafka.server:type=FetcherLagMetrics,name=ConsumerLag,topic=..,partition=..`: per
@@ -400,13 +458,14 @@ mod tests {
         counters.record_isr_change(3, 2);
         counters.record_isr_change(2, 3);
         counters.record_isr_change(2, 3);
+        counters.record_failed_isr_update();
         let m = ReplicaMetrics::compute(
             1,
             [
-                (1, 3, 3, 2), // healthy leader
-                (1, 2, 3, 2), // under-replicated, not under min ISR
-                (1, 1, 3, 2), // under-replicated and under min ISR
-                (2, 1, 3, 2), // led elsewhere: not counted
+                (1, 3, 3, 2, false, false), // healthy leader
+                (1, 2, 3, 2, true, false),  // under-replicated, shrink pending
+                (1, 1, 3, 2, true, true),   // under min ISR, change refused
+                (2, 1, 3, 2, true, true),   // led elsewhere: not counted
             ],
             &counters,
         );
@@ -419,8 +478,23 @@ mod tests {
                 under_min_isr_partition_count: 1,
                 isr_shrinks: 1,
                 isr_expands: 2,
+                failed_isr_updates: 1,
+                pending_isr_changes: 2,
+                refused_isr_changes: 1,
             }
         );
+    }
+
+    #[test]
+    fn registered_is_a_gauge_of_one_or_zero() {
+        for (registered, value) in [(true, 1), (false, 0)] {
+            let mut out = String::new();
+            render_registered(&mut out, registered);
+            assert!(out.contains("# TYPE kafka_server_KafkaServer_ZooKeeperRegistered gauge\n"));
+            assert!(out.ends_with(&format!(
+                "kafka_server_KafkaServer_ZooKeeperRegistered {value}\n"
+            )));
+        }
     }
 
     #[test]
@@ -455,6 +529,8 @@ mod tests {
         let r = ReplicaMetrics {
             under_replicated_partitions: 1,
             isr_shrinks: 4,
+            failed_isr_updates: 6,
+            refused_isr_changes: 1,
             ..ReplicaMetrics::default()
         };
         let page = render(&c, &r);
@@ -473,6 +549,9 @@ mod tests {
             "kafka_server_ReplicaManager_UnderMinIsrPartitionCount 0",
             "# TYPE kafka_server_ReplicaManager_IsrShrinksPerSec_total counter",
             "kafka_server_ReplicaManager_IsrShrinksPerSec_total 4",
+            "kafka_server_ReplicaManager_FailedIsrUpdatesPerSec_total 6",
+            "kafka_server_AlterPartitionManager_PendingIsrChangeCount 0",
+            "kafka_server_AlterPartitionManager_RefusedIsrChangeCount 1",
         ] {
             assert!(
                 page.lines().any(|l| l == line),

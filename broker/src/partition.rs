@@ -58,8 +58,14 @@ pub struct PartitionState {
     pub followers: HashMap<i32, FollowerState>,
     /// min.insync.replicas for this topic.
     pub min_isr: i32,
-    /// An AlterPartition for this partition is waiting for the controller's answer.
+    /// An AlterPartition for this partition is waiting for the controller's answer (Kafka's
+    /// `PendingShrinkIsr` / `PendingExpandIsr`): sent, being retried, or refused for good.
     pub isr_change_in_flight: bool,
+    /// The controller refused the pending change with an error that retrying cannot fix
+    /// (FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, ...): the change stays pending, and no
+    /// other is proposed, until the next LeaderAndIsr (Kafka's `handleAlterPartitionError`
+    /// returning false). The code it was refused with.
+    pub isr_change_refused: Option<i16>,
     /// While following: the leader's high watermark in the last fetch answer minus this
     /// replica's log end offset after appending it, at least 0 (Kafka's FetcherLagMetrics
     /// ConsumerLag). None until the first answer from the current leader.
@@ -117,6 +123,7 @@ impl Partition {
                 followers: HashMap::new(),
                 min_isr: 1,
                 isr_change_in_flight: false,
+                isr_change_refused: None,
                 fetcher_lag: None,
             }),
         }
@@ -164,6 +171,7 @@ impl Partition {
             st.replicas = p.replicas.iter().map(|b| b.0).collect();
             st.controller_epoch = p.controller_epoch;
             st.isr_change_in_flight = false;
+            st.isr_change_refused = None;
             st.min_isr = min_isr;
             if is_leader && (!was_leader || new_epoch) {
                 st.followers.clear();
@@ -314,6 +322,7 @@ impl Partition {
     pub fn complete_isr_change(&self, accepted: Option<IsrProposal>) -> Option<(usize, usize)> {
         let mut st = self.state();
         st.isr_change_in_flight = false;
+        st.isr_change_refused = None;
         let a = accepted?;
         if a.leader_epoch != st.leader_epoch {
             return None;
@@ -325,6 +334,25 @@ impl Partition {
             leader_epoch = st.leader_epoch, partition_epoch = st.partition_epoch,
             "ISR changed (AlterPartition accepted)");
         Some((before, st.isr.len()))
+    }
+
+    /// Whether `proposal` is still this leader's pending ISR change: nothing (a LeaderAndIsr,
+    /// an accepted or reset change) has settled it since it was proposed. A retry of a change
+    /// that is no longer pending is dropped.
+    pub fn is_pending(&self, broker_id: i32, proposal: &IsrProposal) -> bool {
+        self.state().is_pending(broker_id, proposal)
+    }
+
+    /// The controller refused the pending change for good (`code`): it stays pending, so this
+    /// leader proposes nothing more until its next LeaderAndIsr (which clears it). Returns
+    /// false if the change was no longer pending (the answer came after a LeaderAndIsr).
+    pub fn await_leader_and_isr(&self, broker_id: i32, proposal: &IsrProposal, code: i16) -> bool {
+        let mut st = self.state();
+        if !st.is_pending(broker_id, proposal) {
+            return false;
+        }
+        st.isr_change_refused = Some(code);
+        true
     }
 
     /// Follower side: appends the leader's batches as they are (an empty answer appends
@@ -429,6 +457,15 @@ impl PartitionState {
             high_watermark_moved: self.advance_high_watermark(broker_id, leo),
             expansion: self.maybe_expand_isr(broker_id, replica_id),
         }
+    }
+
+    /// See [`Partition::is_pending`].
+    fn is_pending(&self, broker_id: i32, proposal: &IsrProposal) -> bool {
+        self.leader == broker_id
+            && self.isr_change_in_flight
+            && self.isr_change_refused.is_none()
+            && self.leader_epoch == proposal.leader_epoch
+            && self.partition_epoch == proposal.partition_epoch
     }
 
     /// Leader side, on each follower fetch (Kafka's `maybeExpandIsr`): the ISR with `replica`

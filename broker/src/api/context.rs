@@ -20,7 +20,7 @@ use zk::client::KafkaZkClient;
 use crate::config::BrokerConfig;
 use crate::fetch_session::FetchSessionCache;
 use crate::group::GroupCoordinator;
-use crate::metadata_cache::MetadataCache;
+use crate::metadata_cache::{BrokerEntry, MetadataCache};
 use crate::replica_manager::ReplicaManager;
 
 use super::producer_id::ProducerIdManager;
@@ -35,6 +35,9 @@ pub struct KafkaApis {
     pub controller: ControllerHandle,
     /// The cluster as the controller last described it (UpdateMetadata).
     pub metadata: Arc<MetadataCache>,
+    /// This broker as registered in `/brokers/ids/<id>` (advertised endpoints with their bound
+    /// ports): what a Metadata answer lists before the first UpdateMetadata.
+    pub local_broker: BrokerEntry,
     /// The hosted partitions, their fetchers and their ISR changes (Kafka's `ReplicaManager`).
     pub replicas: Arc<ReplicaManager>,
     /// The consumer group coordinator.
@@ -43,6 +46,10 @@ pub struct KafkaApis {
     pub fetch_sessions: FetchSessionCache,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: ProducerIdManager,
+    /// True while `/brokers/ids/<id>` is held by this broker's current ZooKeeper session: set
+    /// at start-up once registered; the session expiry handler clears it on expiry and sets it
+    /// again after re-registering (the `ZooKeeperRegistered` gauge of `crate::metrics`).
+    pub registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KafkaApis {

@@ -6,6 +6,17 @@
 //! is created here when `auto.create.topics.enable` is set and the client allows it (the answer
 //! then says LEADER_NOT_AVAILABLE until the controller has elected leaders).
 //! Kafka: `KafkaApis.handleTopicMetadataRequest`, `ZkMetadataCache.getTopicMetadata`.
+//!
+//! Before the controller's first UpdateMetadata of this run the request has waited for it
+//! (`crate::api::handle`). If it still has not come, Kafka 3.6 (ZooKeeper mode) would answer
+//! from its empty cache: no brokers, controller -1, and UNKNOWN_TOPIC_OR_PARTITION for every
+//! topic asked for (or none at all when all topics are asked for), which librdkafka takes as
+//! "the topic has 0 partitions now" and fails the records it holds for it. We never claim a
+//! topic is gone on that basis ([`not_initialized`]): every topic asked for is answered with
+//! LEADER_NOT_AVAILABLE and no partitions, which clients treat as passing (librdkafka ignores
+//! such a topic in the answer, the Java client retries), all topics means the names in
+//! ZooKeeper, answered the same way, no topic is auto-created, and the broker list holds at
+//! least this broker, so a client keeps somewhere to ask again.
 
 use common::ErrorCode;
 use kafka_protocol::messages::metadata_response::{
@@ -19,7 +30,7 @@ use uuid::Uuid;
 
 use super::frame::{encode_response, Frame};
 use crate::api::context::KafkaApis;
-use crate::metadata_cache::{MetadataCache, TopicEntry, View};
+use crate::metadata_cache::{BrokerEntry, MetadataCache, TopicEntry, View};
 
 /// Bits of Kafka's `AclOperation` codes allowed on a topic without an authorizer:
 /// READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8) DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11).
@@ -47,17 +58,20 @@ pub fn brokers(broker: &KafkaApis) -> Vec<MetadataResponseBroker> {
 fn response_brokers(view: View<'_>, listener: &str) -> Vec<MetadataResponseBroker> {
     view.brokers
         .values()
-        .filter_map(|b| {
-            let ep = b.endpoints.iter().find(|e| e.listener == listener)?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id))
-                    .with_host(StrBytes::from_string(ep.host.clone()))
-                    .with_port(ep.port)
-                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
-            )
-        })
+        .filter_map(|b| response_broker(b, listener))
         .collect()
+}
+
+/// `b` as a Metadata answer lists it, if it has an endpoint for `listener`.
+fn response_broker(b: &BrokerEntry, listener: &str) -> Option<MetadataResponseBroker> {
+    let ep = b.endpoints.iter().find(|e| e.listener == listener)?;
+    Some(
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(b.id))
+            .with_host(StrBytes::from_string(ep.host.clone()))
+            .with_port(ep.port)
+            .with_rack(b.rack.clone().map(StrBytes::from_string)),
+    )
 }
 
 /// One topic of a Metadata answer, as the request resolved it.
@@ -232,6 +246,48 @@ async fn resolve(broker: &KafkaApis, req: &MetadataRequest, version: i16) -> Opt
     Some(wanted)
 }
 
+/// The answer while the cache has had no UpdateMetadata yet (see the module doc): every topic
+/// of `requested` (names, or ids when `None`) as LEADER_NOT_AVAILABLE without partitions, and
+/// `local` (this broker) in the broker list if the cache lists none.
+pub fn not_initialized(
+    cache: &MetadataCache,
+    o: &Options<'_>,
+    requested: &[(Option<String>, Uuid)],
+    local: &BrokerEntry,
+) -> MetadataResponse {
+    let wanted: Vec<Wanted> = requested
+        .iter()
+        .map(|(name, id)| Wanted::Failed {
+            error: ErrorCode::LEADER_NOT_AVAILABLE.code(),
+            name: name.clone(),
+            id: *id,
+        })
+        .collect();
+    let mut resp = build(cache, o, Some(&wanted));
+    if resp.brokers.is_empty() {
+        resp.brokers.extend(response_broker(local, o.listener));
+        fit_to_version(&mut resp, o.version);
+    }
+    resp
+}
+
+/// The topics a request names (`None` when it asks for all topics), as (name, id) pairs.
+fn requested_topics(req: &MetadataRequest, version: i16) -> Option<Vec<(Option<String>, Uuid)>> {
+    match &req.topics {
+        None => None,
+        Some(t) if version == 0 && t.is_empty() => None,
+        Some(t) => Some(
+            t.iter()
+                .map(|rt| (rt.name.as_ref().map(|n| n.to_string()), rt.topic_id))
+                .collect(),
+        ),
+    }
+}
+
+/// How long the all-topics answer of an uninitialized broker may spend reading the topic
+/// names from ZooKeeper.
+const ZK_TOPICS_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Answers a Metadata request: the whole response frame, encoded straight from the cache
 /// ([`super::metadata_encode`]), or through kafka-protocol's structs if that cannot be done.
 pub async fn handle(
@@ -240,7 +296,6 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
 ) -> Option<Frame> {
-    let wanted = resolve(broker, &req, version).await;
     let o = Options {
         version,
         listener: &broker.config.listeners[0].name,
@@ -248,6 +303,29 @@ pub async fn handle(
         topic_operations: req.include_topic_authorized_operations,
         cluster_operations: req.include_cluster_authorized_operations,
     };
+    if !broker.metadata.is_initialized() {
+        let requested = match requested_topics(&req, version) {
+            Some(r) => r,
+            None => {
+                let read = broker.zk.get_all_topics();
+                match tokio::time::timeout(ZK_TOPICS_READ_TIMEOUT, read).await {
+                    Ok(Ok(names)) => names.into_iter().map(|n| (Some(n), Uuid::nil())).collect(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read the topic names from ZooKeeper");
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        tracing::warn!("reading the topic names from ZooKeeper timed out");
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        let resp = not_initialized(&broker.metadata, &o, &requested, &broker.local_broker);
+        return encode_response(correlation_id, version, &ResponseKind::Metadata(resp))
+            .map(|b| vec![b.freeze()]);
+    }
+    let wanted = resolve(broker, &req, version).await;
     if let Some(frame) =
         super::metadata_encode::encode(&broker.metadata, &o, wanted.as_deref(), correlation_id)
     {

@@ -6,6 +6,15 @@
 //! parses and dispatches. Which versions we implement ([`SUPPORTED`], exactly what ApiVersions
 //! advertises) is in [`api_versions`], how an answer is framed in [`frame`]; neither imports
 //! this file, so no handler is in an import circle with the dispatch.
+//!
+//! Before a handler runs, a client request waits until the metadata cache holds the
+//! controller's first UpdateMetadata of this run ([`initial_metadata_wait`]): a restarted broker
+//! accepts connections before the controller has described the cluster to it, and an answer
+//! from the empty cache ("no brokers, no topics") makes clients drop their records. The
+//! controller's requests (LeaderAndIsr, UpdateMetadata, StopReplica), the brokers' own
+//! (AlterPartition, ControlledShutdown, a follower's Fetch and OffsetForLeaderEpoch) and
+//! ApiVersions never wait: the first are what fills the cache. Each connection waits on its
+//! own, so a waiting client holds up only its own connection, as any slow request does.
 
 pub mod admin;
 pub mod alter_partition;
@@ -27,6 +36,7 @@ pub mod reassign;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -95,6 +105,34 @@ pub fn parse_request(api_key: i16, version: i16, mut frame: Bytes) -> Result<Req
     })
 }
 
+/// The longest a client request waits for the first UpdateMetadata: below every stock client's
+/// request timeout (Java's and kafkajs's 30 s, librdkafka's 60 s socket timeout), so the
+/// client hears an answer rather than timing out, and far above the time the controller takes
+/// to answer a registration (milliseconds; seconds for a failover on thousands of partitions).
+pub const INITIAL_METADATA_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// How long `body` may wait for the metadata cache's first UpdateMetadata: `None` for the
+/// requests that must not wait (see the module doc), otherwise the smaller of
+/// [`INITIAL_METADATA_WAIT_MAX`], `request.timeout.ms` and the request's own timeout
+/// (Produce's `timeout_ms`). After that the handler answers from what the cache has; Metadata
+/// then answers without claiming that topics do not exist (`metadata::handle`).
+pub fn initial_metadata_wait(broker: &KafkaApis, body: &RequestKind) -> Option<Duration> {
+    let cap =
+        INITIAL_METADATA_WAIT_MAX.min(Duration::from_millis(broker.config.request_timeout_ms));
+    match body {
+        RequestKind::ApiVersions(_)
+        | RequestKind::LeaderAndIsr(_)
+        | RequestKind::UpdateMetadata(_)
+        | RequestKind::StopReplica(_)
+        | RequestKind::AlterPartition(_)
+        | RequestKind::ControlledShutdown(_) => None,
+        RequestKind::Fetch(r) if r.replica_id.0 >= 0 => None,
+        RequestKind::OffsetForLeaderEpoch(r) if r.replica_id.0 >= 0 => None,
+        RequestKind::Produce(r) => Some(cap.min(Duration::from_millis(r.timeout_ms.max(0) as u64))),
+        _ => Some(cap),
+    }
+}
+
 /// Runs one request to completion; `None` means no answer (Produce with acks=0).
 pub async fn handle(broker: Arc<KafkaApis>, req: Request, peer: SocketAddr) -> Option<Frame> {
     let correlation_id = req.header.correlation_id;
@@ -106,6 +144,21 @@ pub async fn handle(broker: Arc<KafkaApis>, req: Request, peer: SocketAddr) -> O
         .map(|s| s.to_string())
         .unwrap_or_default();
     debug!(api = ?req.api_key, version, correlation_id, client_id = %client_id, %peer, "request");
+    if !broker.metadata.is_initialized() {
+        if let Some(wait) = initial_metadata_wait(&broker, &req.body) {
+            let started = std::time::Instant::now();
+            let ready = broker.metadata.wait_until_initialized(wait).await;
+            if ready {
+                debug!(api = ?req.api_key, correlation_id, %peer,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "request waited for the first UpdateMetadata");
+            } else {
+                warn!(api = ?req.api_key, correlation_id, %peer,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "no UpdateMetadata from the controller yet; answering without it");
+            }
+        }
+    }
     let resp: ResponseKind = match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::response(0)),
         RequestKind::Metadata(r) => {

@@ -207,6 +207,26 @@ impl ZkBackend for GatedZk {
     }
 }
 
+/// A broker whose start-up is under way ([`Cluster::begin_restart_while_registered`]).
+pub struct Starting {
+    id: i32,
+    session: MemoryZk,
+    gate: Arc<AtomicBool>,
+    /// Taken by [`Cluster::finish_restart`]; a test that fails before that drops it here.
+    runtime: Option<tokio::runtime::Runtime>,
+    log_dir: PathBuf,
+    first: Option<tokio::task::JoinHandle<broker::error::Result<Running>>>,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            self.gate.store(true, Ordering::SeqCst);
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// One broker of the cluster: its runtime (None when down), its session and its dirs.
 struct Node {
     runtime: Option<tokio::runtime::Runtime>,
@@ -301,6 +321,13 @@ impl Cluster {
 
     /// Starts broker `id` on a fresh session, its own runtime, and `port` (0 = any).
     async fn launch(&mut self, id: i32, port: u16) {
+        let starting = self.begin_launch(id, port);
+        self.finish_launch(starting).await;
+    }
+
+    /// The first half of [`Cluster::launch`]: the broker's runtime and session are created and
+    /// its start-up is under way (it may be waiting for its registration) when this returns.
+    fn begin_launch(&self, id: i32, port: u16) -> Starting {
         let log_dir = self.dir.path().join(format!("broker-{id}"));
         let config = self.config(id, port, &log_dir);
         let session = self.mem.new_session();
@@ -317,20 +344,41 @@ impl Cluster {
             .unwrap();
         // The log dir's `.lock` of a previous run is released when its runtime has dropped
         // the last task holding the log manager; wait for that rather than guess.
-        let mut attempt = 0;
-        let running = loop {
-            let started = runtime
-                .spawn(broker::broker::start_with_zk(config.clone(), zk.clone()))
-                .await
-                .expect("start task");
-            match started {
-                Ok(r) => break r,
-                Err(e) if attempt < 100 && format!("{e:#}").contains("lock") => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+        let first = runtime.spawn({
+            let (config, zk) = (config.clone(), zk.clone());
+            async move {
+                let mut attempt = 0;
+                loop {
+                    match broker::broker::start_with_zk(config.clone(), zk.clone()).await {
+                        Err(e) if attempt < 100 && format!("{e:#}").contains("lock") => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        other => return other,
+                    }
                 }
-                Err(e) => panic!("broker {id} failed to start: {e:#}"),
             }
+        });
+        Starting {
+            id,
+            session,
+            gate,
+            runtime: Some(runtime),
+            log_dir,
+            first: Some(first),
+        }
+    }
+
+    /// The second half of [`Cluster::launch`]: waits until broker `s.id` has started.
+    async fn finish_launch(&mut self, mut s: Starting) {
+        let id = s.id;
+        let (session, gate, log_dir) = (s.session.clone(), s.gate.clone(), s.log_dir.clone());
+        let runtime = s.runtime.take().expect("not finished yet");
+        let first = s.first.take().expect("not finished yet");
+        drop(s);
+        let running = match first.await.expect("start task") {
+            Ok(r) => r,
+            Err(e) => panic!("broker {id} failed to start: {e:#}"),
         };
         let port = running.bound[0].1.port();
         let controller = running.broker.apis.controller.clone();
@@ -346,6 +394,12 @@ impl Cluster {
                 log_dir,
             },
         );
+    }
+
+    /// Broker `id`'s metrics page, as `GET /metrics` would serve it.
+    pub fn metrics_page(&self, id: i32) -> String {
+        let running = self.nodes[&id].running.as_ref().expect("broker is up");
+        broker::metrics::render_broker(&running.broker.apis)
     }
 
     /// Broker `id`'s client address.
@@ -764,6 +818,29 @@ impl Cluster {
         };
         session.expire();
         self.launch(id, port).await;
+    }
+
+    /// Starts a frozen broker again while its old session still holds `/brokers/ids/<id>`, as a
+    /// process restarted within `zookeeper.session.timeout.ms` of its death: the new run binds
+    /// its port and waits for the old registration to go. Nothing goes until the test calls
+    /// [`Cluster::expire_old_session`]; [`Cluster::finish_restart`] then waits for the start.
+    pub fn begin_restart_while_registered(&mut self, id: i32) -> Starting {
+        let port = {
+            let n = &self.nodes[&id];
+            assert!(n.runtime.is_none(), "broker {id} is still up");
+            n.port
+        };
+        self.begin_launch(id, port)
+    }
+
+    /// Expires broker `id`'s previous session (the ensemble's session timeout passing).
+    pub fn expire_old_session(&self, id: i32) {
+        self.nodes[&id].session.expire();
+    }
+
+    /// Waits for a restart begun with [`Cluster::begin_restart_while_registered`].
+    pub async fn finish_restart(&mut self, s: Starting) {
+        self.finish_launch(s).await;
     }
 
     /// Stops everything (for tests that check a clean end; `Drop` does it otherwise).

@@ -6,7 +6,9 @@
 //! `testcluster/tests/` stay as they are: they check the same rules with stock clients and a
 //! real ZooKeeper.
 
+mod alter_partition_errors;
 mod harness;
+mod initial_metadata;
 
 use std::time::{Duration, Instant};
 
