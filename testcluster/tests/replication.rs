@@ -353,9 +353,18 @@ fn bounce_loop(acks: &str, idempotent: bool, report_loss: bool) -> String {
                 .filter(|l| l.contains("FATAL") || l.contains("fatal"))
                 .copied()
                 .collect();
+            let mut brokers = String::new();
+            for id in 1..=3 {
+                let log = c.broker(id).log();
+                let l: Vec<&str> = log.lines().collect();
+                brokers.push_str(&format!(
+                    "broker {id}, last lines:\n{}\n",
+                    l[l.len().saturating_sub(15)..].join("\n")
+                ));
+            }
             panic!(
                 "round {round}: {e}; producer running: {}\nproducer's fatal errors:\n{}\nlast \
-                 producer log lines:\n{}",
+                 producer log lines:\n{}\n{brokers}",
                 producer.try_wait().ok().flatten().is_none(),
                 fatal.join("\n"),
                 lines[lines.len().saturating_sub(40)..].join("\n")
