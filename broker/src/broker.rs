@@ -218,6 +218,10 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         }),
     );
     replicas.on_leadership_change(crate::group_log::leadership_callback(&groups));
+    replicas.set_registration_check({
+        let handle = handle.clone();
+        Arc::new(move || handle.is_registered())
+    });
     let apis = Arc::new(KafkaApis {
         broker_id: id,
         config: config.clone(),

@@ -914,3 +914,26 @@ async fn a_broker_without_a_registration_of_its_session_never_becomes_controller
     c.create_topic("t", &[&[2]], &[]).await;
     assert_eq!(c.produce(2, "t", 0, -1, &["x"]).await.0, code::NONE);
 }
+
+// Issue 22 (Kafka's leader keeps serving without its session, but the controller no longer
+// counts it): a leader whose session expired and is not registered again answers acks=1 but
+// does not grow the ISR: a follower that catches up meanwhile is not proposed; once the leader
+// is gone and another leads, the follower rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_leader_does_not_expand_the_isr() {
+    let mut c = Cluster::start(3).await;
+    c.create_topic("t", &[&[2, 1, 3]], &[]).await;
+    c.freeze(3).await;
+    assert_eq!(c.produce(2, "t", 0, 1, &["a"]).await.0, code::NONE);
+    c.wait_isr("t", 0, &[1, 2]).await;
+    let old = c.lose_session(2);
+    c.restart(3).await;
+    assert_eq!(c.produce(2, "t", 0, 1, &["b"]).await.0, code::NONE);
+    let held = stays_false(Duration::from_millis(500), || async {
+        c.leader_isr("t", 0).await.2.contains(&3)
+    })
+    .await;
+    assert!(held, "an unregistered leader expanded the ISR");
+    old.expire();
+    c.wait_isr("t", 0, &[1, 2, 3]).await;
+}
