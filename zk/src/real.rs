@@ -42,7 +42,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 use zookeeper_client as zkc;
 
 use crate::backend::{
@@ -150,7 +150,8 @@ impl RealZk {
             status: watch::channel(SessionStatus::Live { generation: 0 }).0,
             closed: AtomicBool::new(false),
         });
-        tokio::spawn(supervise(Arc::downgrade(&session), state, info, target));
+        // In the caller's span (the broker's `broker{broker_id}`), so its lines name the broker.
+        tokio::spawn(supervise(Arc::downgrade(&session), state, info, target).in_current_span());
         RealZk { session }
     }
 
