@@ -150,3 +150,84 @@ fn zookeeper_down_past_the_clients_own_timeout_then_back_keeps_every_session() {
     c.wait_for_all_brokers(WAIT).unwrap();
     assert!(wait_until("consistent state", WAIT, || c.consistent("d", 3)).is_ok());
 }
+
+/// The client layer alone (`KafkaZkClient` on `zk::real::RealZk`): ZooKeeper down for longer
+/// than `zookeeper-client` waits (7/5 of a 2 s session timeout), then back on its data. The
+/// session is resumed (same id, `session_expired` never resolves) and the watches armed before
+/// the outage still fire for changes made once ZooKeeper is back, with the kind ZooKeeper would
+/// have sent (a data change, a creation, a child change), as the Java client's `setWatches`
+/// gives Kafka. Without the re-arming they would have ended with a session event.
+#[test]
+fn watches_armed_before_an_outage_fire_after_the_session_is_resumed() {
+    use zk::backend::WatchKind;
+    use zk::client::KafkaZkClient;
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut zookeeper = testcluster::ZooKeeper::start(dir.path(), 1).expect("ZooKeeper");
+    let connect = format!("{}/watches", zookeeper.connect_string());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = Duration::from_secs(2);
+    let (zk, a, b, c) = rt.block_on(async {
+        let zk = KafkaZkClient::connect(&connect, session).await.unwrap();
+        zk.create_recursive("/a").await.unwrap();
+        zk.create_recursive("/c").await.unwrap();
+        let (_, _, a) = zk.backend().get_data_and_watch("/a".into()).await.unwrap();
+        let (_, b) = zk.backend().exists_and_watch("/b".into()).await.unwrap();
+        let (_, c) = zk
+            .backend()
+            .get_children_and_watch("/c".into())
+            .await
+            .unwrap();
+        (zk, a, b, c)
+    });
+    let session_id = zk.session_id();
+    let a = rt.spawn(a);
+    let b = rt.spawn(b);
+    let c = rt.spawn(c);
+    let expired = {
+        let zk = zk.clone();
+        rt.spawn(async move { zk.session_expired().await })
+    };
+    zookeeper.servers[0].kill();
+    // The fault's length, not a wait for a condition: longer than the client waits.
+    std::thread::sleep(session * 2);
+    zookeeper.servers[0].start().unwrap();
+    wait_until("ZooKeeper serving again", WAIT, || {
+        zookeeper.servers[0].is_ok().then_some(())
+    })
+    .unwrap();
+    rt.block_on(async {
+        let other = KafkaZkClient::connect(&connect, session).await.unwrap();
+        other
+            .backend()
+            .set_data("/a".into(), b"x".to_vec(), None)
+            .await
+            .unwrap();
+        other.create_recursive("/b").await.unwrap();
+        other.create_recursive("/c/child").await.unwrap();
+        let limit = Duration::from_secs(30);
+        assert_eq!(
+            tokio::time::timeout(limit, a).await.unwrap().unwrap(),
+            WatchKind::DataChanged
+        );
+        assert_eq!(
+            tokio::time::timeout(limit, b).await.unwrap().unwrap(),
+            WatchKind::Created
+        );
+        assert_eq!(
+            tokio::time::timeout(limit, c).await.unwrap().unwrap(),
+            WatchKind::ChildrenChanged
+        );
+        // Resumed, not replaced: the same session answers, and it never ended.
+        let (_, stat) = zk
+            .backend()
+            .get_data("/a".into())
+            .await
+            .expect("the resumed session serves reads");
+        assert!(stat.version >= 1);
+        other.close().await;
+    });
+    assert_eq!(zk.session_id(), session_id);
+    assert!(!expired.is_finished(), "the session was reported expired");
+    rt.block_on(zk.close());
+}
