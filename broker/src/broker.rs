@@ -157,17 +157,26 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         + config.zookeeper_session_timeout * 3
         + Duration::from_secs(10);
     let broker_epoch = loop {
-        match zk.register_broker(&registration).await {
-            Ok(epoch) => break epoch,
-            Err(zk::Error::BrokerIdAlreadyRegistered(_))
+        use zk::client::BrokerRegistrationOutcome as Outcome;
+        match zk.try_register_broker(&registration).await {
+            Ok(Outcome::Registered { broker_epoch }) => break broker_epoch,
+            Ok(Outcome::HeldByAnotherSession { owner_session, .. })
                 if tokio::time::Instant::now() < give_up =>
             {
                 warn!(
                     broker_id = id,
-                    "/brokers/ids/{id} is held by another session (a previous run not expired \
-                     yet?); retrying for up to three times zookeeper.session.timeout.ms + 10 s"
+                    owner_session = %format_args!("0x{owner_session:x}"),
+                    "waiting for the old registration to go: /brokers/ids/{id} is held by \
+                     another session (a previous run not expired yet?); retrying for up to three \
+                     times zookeeper.session.timeout.ms + 10 s"
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(Outcome::HeldByAnotherSession { owner_session, .. }) => {
+                return Err(Error::lifecycle(format!(
+                    "cannot register /brokers/ids/{id}: held by session 0x{owner_session:x}, \
+                     another live broker with the same broker.id?"
+                )))
             }
             Err(e) => {
                 return Err(Error::lifecycle(format!(
@@ -227,6 +236,10 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         }),
     );
     replicas.on_leadership_change(crate::group_log::leadership_callback(&groups));
+    replicas.set_registration_check({
+        let handle = handle.clone();
+        Arc::new(move || handle.is_registered())
+    });
     let apis = Arc::new(KafkaApis {
         broker_id: id,
         config: config.clone(),

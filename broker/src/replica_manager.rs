@@ -39,6 +39,10 @@ use crate::replication::ReplicaFetcherManager;
 /// The current broker epoch (it changes when the broker re-registers after a session expiry).
 pub type BrokerEpoch = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// Whether this broker's current ZooKeeper session holds its `/brokers/ids/<id>` registration
+/// (false from a session expiry until it has registered again).
+pub type RegistrationCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Called after LeaderAndIsr and StopReplica with the partitions this broker now leads
 /// (`elected`) and those it no longer leads (`resigned`), as (topic, partition).
 pub type LeadershipCallback = Box<dyn Fn(&[(String, i32)], &[(String, i32)]) + Send + Sync>;
@@ -127,6 +131,8 @@ pub struct ReplicaManager {
     pub isr_metrics: IsrMetrics,
     /// Told of leadership changes (the group coordinator); set once at start.
     leadership_callback: OnceLock<LeadershipCallback>,
+    /// Set once at start; unset means registered (tests that build a bare replica manager).
+    registration_check: OnceLock<RegistrationCheck>,
     /// By topic, then partition: a lookup borrows the topic name (no allocation), and a
     /// fetch naming thousands of partitions of one topic resolves the topic once.
     partitions: RwLock<HashMap<String, TopicPartitions>>,
@@ -167,6 +173,7 @@ impl ReplicaManager {
             alter_partitions: AlterPartitionManager::new(me.clone()),
             isr_metrics: IsrMetrics::default(),
             leadership_callback: OnceLock::new(),
+            registration_check: OnceLock::new(),
             partitions: RwLock::new(HashMap::new()),
             controller_epoch: Mutex::new(0),
             progress: watch::channel(0).0,
@@ -177,6 +184,17 @@ impl ReplicaManager {
     /// Registers who is told of leadership changes (once, at start; later calls are ignored).
     pub fn on_leadership_change(&self, callback: LeadershipCallback) {
         let _ = self.leadership_callback.set(callback);
+    }
+
+    /// Sets how to tell whether this broker is registered in ZooKeeper (its controller handle
+    /// knows); set once at start.
+    pub fn set_registration_check(&self, check: RegistrationCheck) {
+        let _ = self.registration_check.set(check);
+    }
+
+    /// Whether this broker's current ZooKeeper session holds its registration.
+    pub fn is_registered(&self) -> bool {
+        self.registration_check.get().is_none_or(|check| check())
     }
 
     /// Tells the callback which of `changed` this broker now leads and which it does not.
@@ -599,8 +617,18 @@ impl ReplicaManager {
             self.notify_progress();
         }
         if let Some(proposal) = outcome.expansion {
-            self.alter_partitions
-                .submit_expansion(part, replica_id, proposal);
+            if self.is_registered() {
+                self.alter_partitions
+                    .submit_expansion(part, replica_id, proposal);
+            } else {
+                // A leader whose ZooKeeper session lost its registration keeps serving (acks=1
+                // produce, fetches) but proposes no new ISR member: the controller may already
+                // count it dead, and the ISR it would grow is the one a new leader is elected
+                // from. The next fetch of that follower proposes again once it is registered.
+                part.complete_isr_change(None);
+                debug!(topic = %part.topic, partition = part.partition, replica_id,
+                    "not expanding the ISR: this broker's ZooKeeper session holds no registration");
+            }
         }
     }
 

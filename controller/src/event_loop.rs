@@ -70,6 +70,13 @@ impl ControllerHandle {
         (id >= 0).then_some(id)
     }
 
+    /// True while this broker's current ZooKeeper session holds its `/brokers/ids/<id>`
+    /// registration (false from a session expiry until the re-registration). A leader that is
+    /// not registered keeps serving but does not expand ISRs.
+    pub fn is_registered(&self) -> bool {
+        self.shared.registered.load(Ordering::SeqCst)
+    }
+
     /// This broker's current epoch as the controller module knows it (-1 until known).
     pub fn broker_epoch(&self) -> i64 {
         self.shared.broker_epoch.load(Ordering::SeqCst)
@@ -78,6 +85,7 @@ impl ControllerHandle {
     /// The ZooKeeper session expired: drop queued events (answering their callers with
     /// NotController) and queue `Expire`, which resigns (Kafka's `clearAndPut(Expire)`).
     pub fn expire(&self) {
+        self.shared.registered.store(false, Ordering::SeqCst);
         self.shared.expiring.store(true, Ordering::SeqCst);
         self.put(ControllerEvent::Expire);
     }

@@ -160,9 +160,15 @@ pub fn start(
         events,
         ControllerEventManager::shared(&handle),
     );
-    event_loop::ControllerEventManager::shared(&handle)
+    let shared = event_loop::ControllerEventManager::shared(&handle);
+    shared
         .broker_epoch
         .store(broker_epoch, std::sync::atomic::Ordering::SeqCst);
+    // `start` is called once the broker has registered (Kafka's `KafkaServer.startup` registers
+    // before it starts the controller).
+    shared
+        .registered
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     handle.put(ControllerEvent::Startup);
     // Kafka's `controller-event-thread`: the event loop gets a thread (and a single-threaded
     // runtime) of its own, so that handling an event for seconds (a failover at 100,000
@@ -185,49 +191,130 @@ pub fn start(
     handle
 }
 
+/// First pause between two looks at a `/brokers/ids/<id>` still held by an older session, and
+/// between two attempts to open a session; doubled up to [`REREGISTER_MAX_BACKOFF`].
+pub const REREGISTER_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between two attempts: a fraction of any sensible session timeout, so the
+/// broker is back well within "session timeout + a few seconds" of the old session's end.
+pub const REREGISTER_MAX_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Kafka's reaction to this broker's ZooKeeper session expiring (`KafkaController`'s session
-/// expiration handler): resign (`Expire`, dropping queued events), open a new session, re-register
-/// `/brokers/ids/<id>` (a new broker epoch, so the controller sees a bounced broker) and contest
-/// the election again. Runs until the controller stops; abort the task before a clean `close`.
+/// expiration handler, `ZooKeeperClient.reinitialize`, then `RegisterBrokerAndReelect`):
+///
+/// 1. resign at once (`Expire`, answering queued events with NOT_CONTROLLER), and mark the
+///    broker unregistered (no ISR expansion, no controller election from now on);
+/// 2. open a new session, retrying with backoff for as long as the process lives;
+/// 3. create `/brokers/ids/<id>` again; while another session owns it (the old session's
+///    ephemeral that ZooKeeper has not deleted yet, or a previous run of this broker), log
+///    "waiting for the old registration to go" with that owner session and retry with backoff,
+///    never giving up (KAFKA-7165: Kafka compares the znode's `ephemeralOwner` with its current
+///    session);
+/// 4. `RegisterBrokerAndReelect` on the controller's event loop: the znode's czxid becomes the
+///    new broker epoch, the `/controller` watch is re-armed and the election contested. The
+///    active controller sees the registration with a higher epoch as a bounced broker
+///    (`onBrokerFailure` then `onBrokerStartup`), and sends it LeaderAndIsr and UpdateMetadata.
+///
+/// "Expired" means ZooKeeper said so: the real backend resumes a session that only the client
+/// library gave up on ([`zk::real`]), so a connection loss shorter than the session timeout
+/// keeps the session, the registration and the broker epoch. Runs until the controller stops;
+/// abort the task before a clean `close`.
 pub fn spawn_session_expiry_handler(
     zk: zk::client::KafkaZkClient,
     handle: ControllerHandle,
     registration: zk::data::BrokerRegistration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let broker_id = registration.broker_id;
         loop {
             zk.session_expired().await;
             if handle.is_stopped() {
                 return;
             }
             tracing::warn!(
-                broker_id = registration.broker_id,
+                broker_id,
+                broker_epoch = handle.broker_epoch(),
+                session_id = %format_args!("0x{:x}", zk.session_id()),
                 "ZooKeeper session expired; resigning and re-registering"
             );
             handle.expire();
+            let mut backoff = REREGISTER_INITIAL_BACKOFF;
             while let Err(e) = zk.reinitialize().await {
                 if handle.is_stopped() {
                     return;
                 }
-                tracing::warn!(error = %e, "could not open a new ZooKeeper session; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(broker_id, error = %e,
+                    "could not open a new ZooKeeper session; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(REREGISTER_MAX_BACKOFF);
             }
             let mut reg = registration.clone();
             reg.timestamp_ms = zk::data::now_ms();
-            match handle.register_broker_and_reelect(reg).await {
-                Ok(broker_epoch) => tracing::info!(
-                    broker_id = registration.broker_id,
+            if let Some(broker_epoch) = reregister(&zk, &handle, reg).await {
+                tracing::info!(
+                    broker_id,
                     broker_epoch,
                     "re-registered broker after session expiry"
-                ),
-                Err(e) => tracing::error!(
-                    broker_id = registration.broker_id,
-                    error = %e,
-                    "could not re-register broker after session expiry"
-                ),
+                );
             }
         }
     })
+}
+
+/// Steps 3 and 4 of [`spawn_session_expiry_handler`] on the current session: the new broker
+/// epoch, or `None` when the controller stopped or this session ended too (the caller then
+/// waits for that and starts over).
+async fn reregister(
+    zk: &zk::client::KafkaZkClient,
+    handle: &ControllerHandle,
+    reg: zk::data::BrokerRegistration,
+) -> Option<i64> {
+    use zk::client::BrokerRegistrationOutcome;
+    let broker_id = reg.broker_id;
+    let session = zk.backend();
+    let mut backoff = REREGISTER_INITIAL_BACKOFF;
+    loop {
+        if handle.is_stopped() {
+            return None;
+        }
+        match zk.try_register_broker(&reg).await {
+            Ok(BrokerRegistrationOutcome::Registered { .. }) => {
+                // Ours now: let the controller take the epoch and contest the election (it
+                // registers again, which finds the znode ours and returns the same czxid).
+                match handle.register_broker_and_reelect(reg.clone()).await {
+                    Ok(broker_epoch) => return Some(broker_epoch),
+                    Err(e) => tracing::warn!(broker_id, error = %e,
+                        "re-registration on the controller's event loop failed; retrying"),
+                }
+            }
+            Ok(BrokerRegistrationOutcome::HeldByAnotherSession {
+                owner_session,
+                czxid,
+            }) => tracing::info!(
+                broker_id,
+                owner_session = %format_args!("0x{owner_session:x}"),
+                session_id = %format_args!("0x{:x}", session.session_id()),
+                old_broker_epoch = czxid,
+                "waiting for the old registration to go: /brokers/ids/{broker_id} is held by \
+                 another session"
+            ),
+            Err(e) => tracing::warn!(broker_id, error = %e,
+                "could not re-register broker after session expiry; retrying"),
+        }
+        // This session may have ended meanwhile (expired as well, or closed on shutdown):
+        // the caller starts over with a new one.
+        if session_has_ended(&*session).await {
+            return None;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(REREGISTER_MAX_BACKOFF);
+    }
+}
+
+/// Whether `session` has already ended (without waiting for it to).
+async fn session_has_ended(session: &dyn zk::backend::ZkBackend) -> bool {
+    tokio::time::timeout(Duration::ZERO, session.session_ended())
+        .await
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //!
 //! Invariant: only the event loop (the controller and `ControllerEventManager::run`) writes
 //! them, except `expiring`, which the handle sets to have queued events answered with
-//! NotController (Kafka's `clearAndPut`). A leaf apart from the events' states, so both the
+//! NotController (Kafka's `clearAndPut`), and `registered`, which the handle clears the moment
+//! the session is known to have expired. A leaf apart from the events' states, so both the
 //! controller and the event loop can name it without importing each other.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
@@ -29,6 +30,10 @@ pub struct SharedState {
     pub active_controller_id: AtomicI32,
     /// This broker's current epoch (czxid of its registration), -1 until known.
     pub broker_epoch: AtomicI64,
+    /// True while this broker's current ZooKeeper session holds `/brokers/ids/<id>`: set at
+    /// start and on re-registration, cleared when the session expires (by the handle, before
+    /// `Expire` is queued, so the broker sees it at once).
+    pub registered: AtomicBool,
     /// Metrics of the active controller (0 when not active), refreshed after every event:
     /// Kafka's OfflinePartitionsCount, GlobalPartitionCount, PreferredReplicaImbalanceCount.
     pub offline_partitions_count: AtomicI64,
@@ -55,6 +60,7 @@ impl Default for SharedState {
             controller_epoch: AtomicI32::new(-1),
             active_controller_id: AtomicI32::new(-1),
             broker_epoch: AtomicI64::new(-1),
+            registered: AtomicBool::new(false),
             offline_partitions_count: AtomicI64::new(0),
             global_partition_count: AtomicI64::new(0),
             preferred_replica_imbalance_count: AtomicI64::new(0),

@@ -20,7 +20,7 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn number(self) -> i32 {
+    pub(crate) fn number(self) -> i32 {
         match self {
             Signal::Term => libc::SIGTERM,
             Signal::Kill => libc::SIGKILL,

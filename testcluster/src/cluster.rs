@@ -183,6 +183,17 @@ impl Cluster {
             .map(|b| b.broker_epoch)
     }
 
+    /// `/brokers/ids/<id>` as ZooKeeper holds it: (czxid = broker epoch, ephemeralOwner =
+    /// the session that registered it), if registered.
+    pub fn broker_registration(&mut self, id: i32) -> Option<(i64, i64)> {
+        let c = self.zk_client().ok()?;
+        let path = ::zk::data::BrokerIdZNode::path(id);
+        self.rt
+            .block_on(c.get_data_maybe(&path))
+            .ok()?
+            .map(|(_, stat)| (stat.czxid, stat.ephemeral_owner))
+    }
+
     /// (leader, leader_epoch, isr) of a partition from its state znode.
     pub fn partition_state(&mut self, topic: &str, partition: i32) -> Option<(i32, i32, Vec<i32>)> {
         let text = self

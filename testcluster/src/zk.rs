@@ -98,6 +98,17 @@ impl ZkServer {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Sends a signal to the server process (no-op if it is not running): `Stop` pauses it
+    /// with its sockets open (clients time out on it), `Cont` resumes it.
+    pub fn signal(&self, sig: crate::Signal) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as i32, sig.number());
+            }
+        }
+    }
+
     /// The server's `zoo.cfg`.
     pub fn config_path(&self) -> &Path {
         &self.config

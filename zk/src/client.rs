@@ -39,6 +39,9 @@ pub enum ElectionResult {
     Won { epoch: i32, epoch_zk_version: i32 },
     /// Another broker is the controller (or won the race).
     Lost { controller_id: Option<i32> },
+    /// Our current session holds no `/brokers/ids/<id>`: not eligible (a broker that lost its
+    /// session and has not re-registered yet never becomes controller).
+    NotRegistered,
 }
 
 /// Result of one conditional partition-state write (Kafka's `UpdateLeaderAndIsrResult` split).
@@ -52,14 +55,30 @@ pub enum UpdateLeaderAndIsrResult {
     Failed(String),
 }
 
+/// Opens a new session (Kafka's `ZooKeeperClient.reinitialize` builds a new `ZooKeeper` with
+/// the same connect string): the real client's connects again, tests hand out another
+/// in-memory session.
+pub type SessionFactory =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Arc<dyn ZkBackend>>> + Send + Sync>;
+
 /// All ZooKeeper I/O of the broker and the controller. Cheap to clone; every clone shares the
 /// same session, and [`KafkaZkClient::reinitialize`] replaces it for all of them.
 #[derive(Clone)]
 pub struct KafkaZkClient {
     /// The current session. Replaced (not mutated) after a session expiry.
     inner: Arc<std::sync::RwLock<Arc<dyn ZkBackend>>>,
-    /// `zookeeper.connect` and the session timeout, to open a new session after expiry.
-    connect: Option<Arc<(String, Duration)>>,
+    /// Opens the next session after an expiry; `None` for a client that cannot (tools).
+    factory: Option<SessionFactory>,
+}
+
+/// Outcome of one attempt to create `/brokers/ids/<id>` (Kafka's `CheckedEphemeral.create`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerRegistrationOutcome {
+    /// The znode belongs to our current session; its czxid is the broker epoch.
+    Registered { broker_epoch: i64 },
+    /// Another session holds it (a previous run of this broker, or this broker's own expired
+    /// session whose ephemerals ZooKeeper has not deleted yet, or a live duplicate id).
+    HeldByAnotherSession { owner_session: i64, czxid: i64 },
 }
 
 fn split_connect(connect: &str) -> (&str, Option<&str>) {
@@ -77,11 +96,20 @@ impl KafkaZkClient {
         zookeeper_connect: &str,
         session_timeout: Duration,
     ) -> Result<KafkaZkClient> {
-        let backend = Self::open(zookeeper_connect, session_timeout).await?;
-        info!(zookeeper_connect, "connected to ZooKeeper");
+        let connect = zookeeper_connect.to_string();
+        let factory: SessionFactory = Arc::new(move || {
+            let connect = connect.clone();
+            Box::pin(async move { Self::open(&connect, session_timeout).await })
+        });
+        let backend = factory().await?;
+        info!(
+            zookeeper_connect,
+            session_id = %format_args!("0x{:x}", backend.session_id()),
+            "connected to ZooKeeper"
+        );
         Ok(KafkaZkClient {
             inner: Arc::new(std::sync::RwLock::new(backend)),
-            connect: Some(Arc::new((zookeeper_connect.to_string(), session_timeout))),
+            factory: Some(factory),
         })
     }
 
@@ -93,33 +121,36 @@ impl KafkaZkClient {
         if hosts.is_empty() {
             return Err(Error::BadConnectString(zookeeper_connect.to_string()));
         }
-        let client = zookeeper_client::Client::connector()
-            .with_session_timeout(session_timeout)
-            .connect(hosts)
-            .await
-            .map_err(|e| Error::zk(hosts, e))?;
-        let client = match chroot {
-            None => client,
-            Some(root) => {
-                let opts = zookeeper_client::CreateMode::Persistent
-                    .with_acls(zookeeper_client::Acls::anyone_all());
-                client
-                    .mkdir(root, &opts)
-                    .await
-                    .map_err(|e| Error::zk(root, e))?;
-                client
-                    .chroot(root)
-                    .map_err(|_| Error::BadConnectString(zookeeper_connect.to_string()))?
-            }
+        let target = crate::real::ConnectTarget {
+            hosts: hosts.to_string(),
+            chroot: chroot.map(str::to_string),
+            session_timeout,
         };
-        Ok(Arc::new(RealZk::new(client)))
+        let zk = RealZk::connect(target).await.map_err(|e| match e {
+            ZkError::BadArguments(_) => Error::BadConnectString(zookeeper_connect.to_string()),
+            e => Error::zk(hosts, e),
+        })?;
+        Ok(Arc::new(zk))
     }
 
-    /// A client over any backend (tests use [`super::backend::MemoryZk`]).
+    /// A client over any backend (tests use [`super::backend::MemoryZk`]); it cannot open a
+    /// new session after an expiry.
     pub fn from_backend(backend: Arc<dyn ZkBackend>) -> KafkaZkClient {
         KafkaZkClient {
             inner: Arc::new(std::sync::RwLock::new(backend)),
-            connect: None,
+            factory: None,
+        }
+    }
+
+    /// A client over `backend` that opens its next session with `factory` (tests hand out
+    /// another in-memory session).
+    pub fn with_session_factory(
+        backend: Arc<dyn ZkBackend>,
+        factory: SessionFactory,
+    ) -> KafkaZkClient {
+        KafkaZkClient {
+            inner: Arc::new(std::sync::RwLock::new(backend)),
+            factory: Some(factory),
         }
     }
 
@@ -128,13 +159,19 @@ impl KafkaZkClient {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The current session's id (the `ephemeralOwner` of the znodes it creates).
+    pub fn session_id(&self) -> i64 {
+        self.backend().session_id()
+    }
+
     /// Closes the session (ephemerals vanish at once).
     pub async fn close(&self) {
         self.backend().close().await
     }
 
-    /// Resolves when the current session has ended (expired or closed). Kafka's
-    /// `ZooKeeperClient` state-change handler; the broker then calls
+    /// Resolves when the current session has ended: ZooKeeper expired it (the real backend
+    /// resumes a session the client library alone gave up on, see [`crate::real`]) or it was
+    /// closed. Kafka's `ZooKeeperClient` state-change handler; the broker then calls
     /// [`KafkaZkClient::reinitialize`] and re-registers.
     pub async fn session_expired(&self) {
         self.backend().session_ended().await
@@ -145,21 +182,26 @@ impl KafkaZkClient {
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = backend;
     }
 
-    /// Opens a new session with the same `zookeeper.connect` and makes every clone use it
-    /// (Kafka's `ZooKeeperClient.reinitialize`). Ephemerals of the old session are gone.
+    /// Opens a new session and makes every clone use it (Kafka's
+    /// `ZooKeeperClient.reinitialize`). Ephemerals of the old session are gone, or will be
+    /// once ZooKeeper has finished expiring it.
     pub async fn reinitialize(&self) -> Result<()> {
-        let Some(connect) = self.connect.clone() else {
+        let Some(factory) = self.factory.clone() else {
             return Err(Error::BadConnectString(
                 "client has no connect string".into(),
             ));
         };
-        let fresh = Self::open(&connect.0, connect.1).await?;
+        let fresh = factory().await?;
+        let session_id = fresh.session_id();
         let old = std::mem::replace(
             &mut *self.inner.write().unwrap_or_else(|e| e.into_inner()),
             fresh,
         );
         old.close().await;
-        info!(zookeeper_connect = %connect.0, "opened a new ZooKeeper session");
+        info!(
+            session_id = %format_args!("0x{session_id:x}"),
+            "opened a new ZooKeeper session"
+        );
         Ok(())
     }
 
@@ -275,37 +317,67 @@ impl KafkaZkClient {
         }
     }
 
-    /// Registers the ephemeral `/brokers/ids/<id>`; returns the broker epoch (czxid).
-    ///
-    /// Kafka's `registerBroker`: one multi creating the node with null data and setting the data
-    /// with expected version 0, so a fresh registration shows dataVersion 1. If the node exists
-    /// and belongs to *our* session (a retried create after connection loss) it is ours; if it
-    /// belongs to another live session the id is taken.
+    /// Registers the ephemeral `/brokers/ids/<id>`; returns the broker epoch (czxid). Fails
+    /// with [`Error::BrokerIdAlreadyRegistered`] when another session holds it; callers that
+    /// wait for that session to go use [`KafkaZkClient::try_register_broker`].
     pub async fn register_broker(&self, registration: &BrokerRegistration) -> Result<i64> {
+        match self.try_register_broker(registration).await? {
+            BrokerRegistrationOutcome::Registered { broker_epoch } => Ok(broker_epoch),
+            BrokerRegistrationOutcome::HeldByAnotherSession { .. } => {
+                Err(Error::BrokerIdAlreadyRegistered(registration.broker_id))
+            }
+        }
+    }
+
+    /// One registration of `/brokers/ids/<id>` (Kafka's `registerBroker` through
+    /// `checkedEphemeralCreate`): one multi creating the node with null data and setting the
+    /// data with expected version 0, so a fresh registration shows dataVersion 1. If the node
+    /// exists, its `ephemeralOwner` decides: our current session (a retried create after a
+    /// connection loss) means it is ours; another session means it is held, and the caller
+    /// retries until ZooKeeper has expired that session (KAFKA-7165).
+    pub async fn try_register_broker(
+        &self,
+        registration: &BrokerRegistration,
+    ) -> Result<BrokerRegistrationOutcome> {
         let path = BrokerIdZNode::path(registration.broker_id);
         let data = BrokerIdZNode::encode(registration);
         // The node can vanish between a failed create and the read that follows (the older
         // session that held it expires just then): create again. Bounded, as each round needs
         // another session to have created the node in between.
+        let mut held = None;
         for _ in 0..10 {
-            match self.try_register_broker(registration, &path, &data).await? {
-                Some(czxid) => return Ok(czxid),
+            match self
+                .register_broker_once(registration, &path, &data)
+                .await?
+            {
+                Some(BrokerRegistrationOutcome::Registered { broker_epoch }) => {
+                    return Ok(BrokerRegistrationOutcome::Registered { broker_epoch })
+                }
+                Some(h) => {
+                    held = Some(h);
+                    break;
+                }
                 None => {
                     debug!(broker_id = registration.broker_id,
                     "the registration of the older session vanished meanwhile; registering again")
                 }
             }
         }
-        Err(Error::BrokerIdAlreadyRegistered(registration.broker_id))
+        Ok(
+            held.unwrap_or(BrokerRegistrationOutcome::HeldByAnotherSession {
+                owner_session: 0,
+                czxid: 0,
+            }),
+        )
     }
 
     /// One registration attempt; `None` when the node that blocked it is already gone.
-    async fn try_register_broker(
+    async fn register_broker_once(
         &self,
         registration: &BrokerRegistration,
         path: &str,
         data: &[u8],
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<BrokerRegistrationOutcome>> {
         let ops = vec![
             ZkOp::Create {
                 path: path.to_string(),
@@ -318,6 +390,7 @@ impl KafkaZkClient {
                 version: Some(0),
             },
         ];
+        let session = self.backend().session_id();
         match self.backend().multi(ops).await {
             Ok(results) => {
                 let czxid = match results.first() {
@@ -329,9 +402,12 @@ impl KafkaZkClient {
                 info!(
                     broker_id = registration.broker_id,
                     broker_epoch = czxid,
+                    session_id = %format_args!("0x{session:x}"),
                     "registered broker"
                 );
-                Ok(Some(czxid))
+                Ok(Some(BrokerRegistrationOutcome::Registered {
+                    broker_epoch: czxid,
+                }))
             }
             Err(MultiError::Op {
                 error: ZkError::NodeExists,
@@ -340,16 +416,34 @@ impl KafkaZkClient {
                 let Some((_, stat)) = self.get_data_maybe(path).await? else {
                     return Ok(None);
                 };
-                if stat.ephemeral_owner == self.backend().session_id() {
-                    Ok(Some(stat.czxid))
+                if stat.ephemeral_owner == session {
+                    Ok(Some(BrokerRegistrationOutcome::Registered {
+                        broker_epoch: stat.czxid,
+                    }))
                 } else {
-                    Err(Error::BrokerIdAlreadyRegistered(registration.broker_id))
+                    Ok(Some(BrokerRegistrationOutcome::HeldByAnotherSession {
+                        owner_session: stat.ephemeral_owner,
+                        czxid: stat.czxid,
+                    }))
                 }
             }
             Err(MultiError::Op { error, .. }) | Err(MultiError::Request(error)) => {
                 Err(Error::zk(path, error))
             }
         }
+    }
+
+    /// The stat of `/brokers/ids/<id>` if our *current* session owns it: the condition for
+    /// taking part in the controller election (a broker whose session lost its registration
+    /// must not become controller).
+    pub async fn own_registration(&self, broker_id: i32) -> Result<Option<ZkStat>> {
+        let path = BrokerIdZNode::path(broker_id);
+        let session = self.backend().session_id();
+        Ok(self
+            .get_data_maybe(&path)
+            .await?
+            .map(|(_, stat)| stat)
+            .filter(|stat| stat.ephemeral_owner == session))
     }
 
     async fn broker_czxid(&self, broker_id: i32) -> Result<i64> {
@@ -500,11 +594,20 @@ impl KafkaZkClient {
         }
     }
 
-    /// Kafka's `registerControllerAndIncrementControllerEpoch` (reference §2.2 steps 2-5).
+    /// Kafka's `registerControllerAndIncrementControllerEpoch` (reference §2.2 steps 2-5),
+    /// guarded by this broker's own registration: only a broker whose current session holds
+    /// `/brokers/ids/<id>` may create `/controller`. The multi-op checks that znode's version
+    /// too, so a registration that vanishes meanwhile fails the election atomically.
+    /// (Kafka gets the same guarantee from its order of events: the controller elects only
+    /// after `registerBroker` on the same session; here it is checked, as a broker stranded
+    /// without registration once won and ran the cluster without itself as a live broker.)
     pub async fn register_controller_and_increment_epoch(
         &self,
         broker_id: i32,
     ) -> Result<ElectionResult> {
+        let Some(registration) = self.own_registration(broker_id).await? else {
+            return Ok(ElectionResult::NotRegistered);
+        };
         let epoch_path = ControllerEpoch::path();
         // Step 2: read the epoch, creating it with 0 if absent.
         let (epoch, version) = match self.get_controller_epoch().await? {
@@ -530,6 +633,10 @@ impl KafkaZkClient {
         let new_epoch = epoch + 1;
         // Step 3: one multi creating /controller and bumping the epoch conditionally.
         let ops = vec![
+            ZkOp::Check {
+                path: BrokerIdZNode::path(broker_id),
+                version: registration.version,
+            },
             ZkOp::Create {
                 path: Controller::path().to_string(),
                 data: Controller::encode(broker_id, now_ms()),
@@ -543,7 +650,7 @@ impl KafkaZkClient {
         ];
         match self.backend().multi(ops).await {
             Ok(results) => {
-                let epoch_zk_version = match results.get(1) {
+                let epoch_zk_version = match results.get(2) {
                     Some(ZkOpResult::SetData(stat)) => stat.version,
                     _ => version + 1,
                 };
@@ -552,6 +659,11 @@ impl KafkaZkClient {
                     epoch_zk_version,
                 })
             }
+            // Our registration vanished (or was replaced) since we read it.
+            Err(MultiError::Op {
+                index: 0,
+                error: ZkError::NoNode | ZkError::BadVersion,
+            }) => Ok(ElectionResult::NotRegistered),
             Err(MultiError::Op {
                 error: ZkError::NodeExists | ZkError::BadVersion,
                 ..
@@ -1249,11 +1361,77 @@ mod tests {
         assert_eq!(all[0].broker_epoch, epoch);
     }
 
+    /// A client on `session`, registered as broker `id` (only registered brokers contest).
+    async fn registered(session: MemoryZk, id: i32) -> KafkaZkClient {
+        let zk = KafkaZkClient::from_backend(Arc::new(session));
+        zk.ensure_persistent_paths().await.unwrap();
+        zk.register_broker(&reg(id)).await.unwrap();
+        zk
+    }
+
+    // Kafka (KAFKA-7165): a registration held by another session is reported with that
+    // session, so the broker can wait for ZooKeeper to expire it; once it is gone, the
+    // registration succeeds with a new broker epoch.
+    #[tokio::test]
+    async fn a_registration_held_by_an_older_session_names_the_owner_until_it_goes() {
+        let mem = MemoryZk::new();
+        let old_session = mem.new_session();
+        let old = registered(old_session.clone(), 1).await;
+        let old_epoch = old.own_registration(1).await.unwrap().unwrap().czxid;
+        let fresh = KafkaZkClient::from_backend(Arc::new(mem.new_session()));
+        assert_eq!(
+            fresh.try_register_broker(&reg(1)).await.unwrap(),
+            BrokerRegistrationOutcome::HeldByAnotherSession {
+                owner_session: old_session.session_id(),
+                czxid: old_epoch
+            }
+        );
+        assert_eq!(fresh.own_registration(1).await.unwrap(), None);
+        old_session.expire();
+        let BrokerRegistrationOutcome::Registered { broker_epoch } =
+            fresh.try_register_broker(&reg(1)).await.unwrap()
+        else {
+            panic!("the old registration is gone")
+        };
+        assert!(broker_epoch > old_epoch, "a new broker epoch");
+        assert_eq!(
+            fresh.own_registration(1).await.unwrap().map(|s| s.czxid),
+            Some(broker_epoch)
+        );
+    }
+
+    // A broker whose current session holds no /brokers/ids/<id> (never registered, or the
+    // znode still belongs to its previous session) never creates /controller.
+    #[tokio::test]
+    async fn a_broker_without_a_registration_of_its_session_never_becomes_controller() {
+        let mem = MemoryZk::new();
+        let stranded = KafkaZkClient::from_backend(Arc::new(mem.new_session()));
+        stranded.ensure_persistent_paths().await.unwrap();
+        assert_eq!(
+            stranded
+                .register_controller_and_increment_epoch(1)
+                .await
+                .unwrap(),
+            ElectionResult::NotRegistered
+        );
+        // Its id is held by another session (its own previous one, not expired yet).
+        let _previous = registered(mem.new_session(), 1).await;
+        assert_eq!(
+            stranded
+                .register_controller_and_increment_epoch(1)
+                .await
+                .unwrap(),
+            ElectionResult::NotRegistered
+        );
+        assert_eq!(stranded.get_controller_id().await.unwrap(), None);
+        assert_eq!(stranded.get_controller_epoch().await.unwrap(), None);
+    }
+
     #[tokio::test]
     async fn election_bumps_epoch_and_second_contender_loses() {
         let mem = MemoryZk::new();
-        let a = KafkaZkClient::from_backend(Arc::new(mem.clone()));
-        let b = KafkaZkClient::from_backend(Arc::new(mem.new_session()));
+        let a = registered(mem.clone(), 1).await;
+        let b = registered(mem.new_session(), 2).await;
         let won = a.register_controller_and_increment_epoch(1).await.unwrap();
         assert_eq!(
             won,
@@ -1274,7 +1452,7 @@ mod tests {
     #[tokio::test]
     async fn batched_state_writes_fall_back_per_partition_when_one_is_stale() {
         let mem = MemoryZk::new();
-        let zk = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        let zk = registered(mem.clone(), 1).await;
         let ElectionResult::Won {
             epoch_zk_version, ..
         } = zk.register_controller_and_increment_epoch(1).await.unwrap()
@@ -1340,7 +1518,7 @@ mod tests {
     #[tokio::test]
     async fn stale_epoch_zk_version_write_fails_with_controller_moved() {
         let mem = MemoryZk::new();
-        let old = KafkaZkClient::from_backend(Arc::new(mem.clone()));
+        let old = registered(mem.clone(), 1).await;
         let ElectionResult::Won {
             epoch_zk_version: old_v,
             ..
@@ -1353,7 +1531,7 @@ mod tests {
         };
         // The old controller's session expires; another broker wins epoch 2.
         mem.expire_session();
-        let new = KafkaZkClient::from_backend(Arc::new(mem.new_session()));
+        let new = registered(mem.new_session(), 2).await;
         assert!(matches!(
             new.register_controller_and_increment_epoch(2)
                 .await

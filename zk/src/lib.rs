@@ -8,6 +8,7 @@
 //! | [`data`] | `ZkData` (`ControllerZNode`, `BrokerIdZNode`, `TopicZNode`, ...) | one type per znode: Kafka's exact path and JSON; the only place a znode path is spelled |
 //! | [`client`] | `KafkaZkClient` | typed operations for the broker and the controller; every controller write fenced by the controller epoch's zkVersion |
 //! | [`backend`] | `ZooKeeperClient` | the raw operations as the [`backend::ZkBackend`] trait: [`backend::RealZk`] on `zookeeper-client`, [`backend::MemoryZk`] in memory for deterministic tests |
+//! | [`real`] | ZooKeeper's Java `ClientCnxn` (reconnect with the session id) | [`real::RealZk`]: a session only ZooKeeper can expire; resumed with its id and password after the crate's own time-out, watches re-armed |
 //! | [`error`] | `ControllerMovedException`, `NodeExistsException`, `KeeperException` | the ZooKeeper-level errors callers branch on |
 //!
 //! Users: the controller (its state machines write through [`client::KafkaZkClient`]), the
@@ -24,5 +25,6 @@ pub mod backend;
 pub mod client;
 pub mod data;
 pub mod error;
+pub mod real;
 
 pub use error::{Error, Result};

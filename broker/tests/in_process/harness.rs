@@ -26,9 +26,10 @@
 //! Simplifications, said plainly: a crashed broker's session is expired at once (no session
 //! timeout to wait out); [`Cluster::freeze`] stands in for a stopped process (SIGSTOP, a long GC
 //! pause): the broker's tasks are gone but its session, and so its registration, stays until
-//! the test restarts it. The in-memory ZooKeeper cannot open a new session after an expiry, so
-//! a broker whose session is expired while it runs does not re-register; the tests expire a
-//! session only together with a crash.
+//! the test restarts it. A running broker opens its next session on the same tree after an
+//! expiry (a session factory stands in for `KafkaZkClient::reinitialize`), and
+//! [`Cluster::lose_session`] makes it see its session expire while the tree still holds the old
+//! session's ephemerals, which the test then expires when it chooses.
 
 #![allow(dead_code)]
 
@@ -131,9 +132,16 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// session until the harness closes the gate, after which every new call hangs forever, as the
 /// calls of a killed or stopped process never happen. (The controller's event loop runs on a
 /// thread of its own, outside the broker's runtime, so it must be stopped this way.)
+///
+/// It can also *lose* its session ([`Cluster::lose_session`]): from then on the broker sees the
+/// session as expired (calls fail with SESSIONEXPIRED, `session_ended` resolves, its watches end
+/// with a session event) while the in-memory ZooKeeper still holds it, ephemerals included,
+/// until the test expires it: ZooKeeper's expiry reaching the broker before the ensemble has
+/// deleted the old session's `/brokers/ids/<id>`.
 struct GatedZk {
     inner: MemoryZk,
     closed: Arc<AtomicBool>,
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl GatedZk {
@@ -144,35 +152,76 @@ impl GatedZk {
             f()
         }
     }
+
+    fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// A call of a lost session fails as an expired one does.
+    fn live<'a, T: Send + 'a>(
+        &self,
+        f: impl FnOnce() -> BoxFuture<'a, ZkResult<T>>,
+    ) -> BoxFuture<'a, ZkResult<T>> {
+        if self.is_lost() {
+            return self.pass(|| Box::pin(async { Err(zk::backend::ZkError::SessionExpired) }));
+        }
+        self.pass(f)
+    }
+
+    /// A watch of a lost session ends with a session event.
+    fn watch(&self, w: Watch) -> Watch {
+        let mut lost = self.lost.clone();
+        Box::pin(async move {
+            tokio::select! {
+                kind = w => kind,
+                _ = lost.wait_for(|l| *l) => zk::backend::WatchKind::Session,
+            }
+        })
+    }
 }
 
 impl ZkBackend for GatedZk {
     fn get_data(&self, path: String) -> BoxFuture<'_, ZkResult<NodeData>> {
-        self.pass(|| self.inner.get_data(path))
+        self.live(|| self.inner.get_data(path))
     }
     fn get_data_and_watch(
         &self,
         path: String,
     ) -> BoxFuture<'_, ZkResult<(Vec<u8>, ZkStat, Watch)>> {
-        self.pass(|| self.inner.get_data_and_watch(path))
+        self.live(|| {
+            Box::pin(async move {
+                let (d, s, w) = self.inner.get_data_and_watch(path).await?;
+                Ok((d, s, self.watch(w)))
+            })
+        })
     }
     fn exists_and_watch(&self, path: String) -> BoxFuture<'_, ZkResult<(Option<ZkStat>, Watch)>> {
-        self.pass(|| self.inner.exists_and_watch(path))
+        self.live(|| {
+            Box::pin(async move {
+                let (s, w) = self.inner.exists_and_watch(path).await?;
+                Ok((s, self.watch(w)))
+            })
+        })
     }
     fn get_data_many(
         &self,
         paths: Vec<String>,
     ) -> BoxFuture<'_, ZkResult<Vec<ZkResult<NodeData>>>> {
-        self.pass(|| self.inner.get_data_many(paths))
+        self.live(|| self.inner.get_data_many(paths))
     }
     fn get_children(&self, path: String) -> BoxFuture<'_, ZkResult<Vec<String>>> {
-        self.pass(|| self.inner.get_children(path))
+        self.live(|| self.inner.get_children(path))
     }
     fn get_children_and_watch(
         &self,
         path: String,
     ) -> BoxFuture<'_, ZkResult<(Vec<String>, Watch)>> {
-        self.pass(|| self.inner.get_children_and_watch(path))
+        self.live(|| {
+            Box::pin(async move {
+                let (c, w) = self.inner.get_children_and_watch(path).await?;
+                Ok((c, self.watch(w)))
+            })
+        })
     }
     fn create(
         &self,
@@ -180,7 +229,7 @@ impl ZkBackend for GatedZk {
         data: Vec<u8>,
         mode: NodeMode,
     ) -> BoxFuture<'_, ZkResult<ZkStat>> {
-        self.pass(|| self.inner.create(path, data, mode))
+        self.live(|| self.inner.create(path, data, mode))
     }
     fn set_data(
         &self,
@@ -188,22 +237,65 @@ impl ZkBackend for GatedZk {
         data: Vec<u8>,
         version: Option<i32>,
     ) -> BoxFuture<'_, ZkResult<ZkStat>> {
-        self.pass(|| self.inner.set_data(path, data, version))
+        self.live(|| self.inner.set_data(path, data, version))
     }
     fn delete(&self, path: String, version: Option<i32>) -> BoxFuture<'_, ZkResult<()>> {
-        self.pass(|| self.inner.delete(path, version))
+        self.live(|| self.inner.delete(path, version))
     }
     fn multi(&self, ops: Vec<ZkOp>) -> BoxFuture<'_, Result<Vec<ZkOpResult>, MultiError>> {
+        if self.is_lost() {
+            return self.pass(|| {
+                Box::pin(async { Err(MultiError::Request(zk::backend::ZkError::SessionExpired)) })
+            });
+        }
         self.pass(|| self.inner.multi(ops))
     }
     fn session_id(&self) -> i64 {
         self.inner.session_id()
     }
     fn close(&self) -> BoxFuture<'_, ()> {
+        if self.is_lost() {
+            // A client cannot close a session it lost; the test ends it when it chooses.
+            return Box::pin(async {});
+        }
         self.pass(|| self.inner.close())
     }
     fn session_ended(&self) -> BoxFuture<'static, ()> {
-        self.inner.session_ended()
+        let ended = self.inner.session_ended();
+        let mut lost = self.lost.clone();
+        Box::pin(async move {
+            tokio::select! {
+                _ = ended => {}
+                _ = lost.wait_for(|l| *l) => {}
+            }
+        })
+    }
+}
+
+/// A broker's current session: the in-memory session and the switch that makes the broker
+/// lose it. Replaced when the broker opens a new session after an expiry.
+#[derive(Clone)]
+struct BrokerSession {
+    mem: MemoryZk,
+    lost: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl BrokerSession {
+    fn open(tree: &MemoryZk, gate: &Arc<AtomicBool>) -> (BrokerSession, GatedZk) {
+        let mem = tree.new_session();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let gated = GatedZk {
+            inner: mem.clone(),
+            closed: gate.clone(),
+            lost: rx,
+        };
+        (
+            BrokerSession {
+                mem,
+                lost: Arc::new(tx),
+            },
+            gated,
+        )
     }
 }
 
@@ -233,7 +325,8 @@ struct Node {
     running: Option<Running>,
     /// Its controller (the one part of a broker that runs outside the broker's runtime).
     controller: Option<controller::ControllerHandle>,
-    session: MemoryZk,
+    /// The broker's current session (the broker replaces it after an expiry).
+    session: Arc<std::sync::Mutex<BrokerSession>>,
     gate: Arc<AtomicBool>,
     port: u16,
     log_dir: PathBuf,
@@ -330,12 +423,21 @@ impl Cluster {
     fn begin_launch(&self, id: i32, port: u16) -> Starting {
         let log_dir = self.dir.path().join(format!("broker-{id}"));
         let config = self.config(id, port, &log_dir);
-        let session = self.mem.new_session();
         let gate = Arc::new(AtomicBool::new(false));
-        let zk = KafkaZkClient::from_backend(Arc::new(GatedZk {
-            inner: session.clone(),
-            closed: gate.clone(),
-        }));
+        let (first, backend) = BrokerSession::open(&self.mem, &gate);
+        let session = Arc::new(std::sync::Mutex::new(first));
+        // After an expiry the broker opens its next session on the same tree (what
+        // `KafkaZkClient::reinitialize` does against a real ensemble).
+        let factory: zk::client::SessionFactory = {
+            let (tree, gate, session) = (self.mem.clone(), gate.clone(), session.clone());
+            Arc::new(move || {
+                let (next, backend) = BrokerSession::open(&tree, &gate);
+                *session.lock().unwrap() = next;
+                let backend: Arc<dyn ZkBackend> = Arc::new(backend);
+                Box::pin(async move { Ok(backend) })
+            })
+        };
+        let zk = KafkaZkClient::with_session_factory(Arc::new(backend), factory);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(format!("broker-{id}"))
@@ -506,6 +608,23 @@ impl Cluster {
 
     pub async fn broker_registered(&self, id: i32) -> bool {
         self.zk.get_broker(id).await.unwrap().is_some()
+    }
+
+    /// Broker `id`'s registration as ZooKeeper holds it: (broker epoch = czxid, owner session).
+    pub async fn registration(&self, id: i32) -> Option<(i64, i64)> {
+        self.zk
+            .get_data_maybe(&zk::data::BrokerIdZNode::path(id))
+            .await
+            .unwrap()
+            .map(|(_, stat)| (stat.czxid, stat.ephemeral_owner))
+    }
+
+    /// Queues a `Reelect` on broker `id`'s controller: what its `/controller` watch does when
+    /// the znode goes (for tests that must see a broker contest, whatever its watches).
+    pub fn poke_election(&self, id: i32) {
+        if let Some(h) = &self.nodes[&id].controller {
+            h.put(controller::ControllerEvent::Reelect);
+        }
     }
 
     // ---- admin -----------------------------------------------------------------------------
@@ -793,7 +912,22 @@ impl Cluster {
     /// Kills broker `id` as `kill -9` would, then expires its session (ephemerals vanish).
     pub async fn crash(&mut self, id: i32) {
         self.freeze(id).await;
-        self.nodes[&id].session.expire();
+        self.session_of(id).expire();
+    }
+
+    /// Broker `id`'s current ZooKeeper session (as the in-memory ZooKeeper holds it).
+    pub fn session_of(&self, id: i32) -> MemoryZk {
+        self.nodes[&id].session.lock().unwrap().mem.clone()
+    }
+
+    /// Broker `id` learns that its session expired, but ZooKeeper has not deleted the old
+    /// session's ephemerals yet (its `/brokers/ids/<id>` stays): returns that old session, for
+    /// the test to expire "late" with [`MemoryZk::expire`]. The broker then opens a new session
+    /// and has to wait for the old registration to go.
+    pub fn lose_session(&self, id: i32) -> MemoryZk {
+        let s = self.nodes[&id].session.lock().unwrap().clone();
+        s.lost.send_replace(true);
+        s.mem
     }
 
     /// Stops every task of broker `id` at once, but keeps its session: a hung process whose
@@ -814,7 +948,7 @@ impl Cluster {
         let (port, session) = {
             let n = &self.nodes[&id];
             assert!(n.runtime.is_none(), "broker {id} is still up");
-            (n.port, n.session.clone())
+            (n.port, self.session_of(id))
         };
         session.expire();
         self.launch(id, port).await;

@@ -16,6 +16,8 @@ use harness::{
     batch, code, produce_acks0, produce_on, stays_false, wait_for, Cluster, Idempotence,
 };
 
+use zk::backend::ZkBackend;
+
 const LAG: Duration = Duration::from_millis(300);
 
 // ---- creation and metadata ------------------------------------------------------------------
@@ -830,4 +832,110 @@ async fn a_crashed_and_restarted_broker_keeps_acknowledged_records() {
     c.wait_metadata_leader(1, "t", 0, 1).await;
     c.wait_hw(1, "t", 0, 2).await;
     assert_eq!(c.fetch(1, "t", 0, 0).await.values(), ["a", "b"]);
+}
+
+// ---- ZooKeeper session loss -------------------------------------------------------------------
+
+// Kafka: KafkaController's session expiration handler, then RegisterBrokerAndReelect, with
+// KAFKA-7165's registration check: after its session expired, a broker whose old
+// `/brokers/ids/<id>` is still held by that session (ZooKeeper has not deleted it yet) waits,
+// never giving up, until it goes; then it registers with a new broker epoch, and the controller
+// treats it as a restarted broker (onBrokerFailure, then onBrokerStartup: it loses its
+// leadership and comes back as a follower in every ISR). Meanwhile, as in Kafka, its leader
+// keeps answering acks=1 produce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_session_expired_waits_for_its_old_registration_then_comes_back_restarted() {
+    let c = Cluster::start(3).await;
+    c.create_topic("t", &[&[2, 1, 3], &[1, 2, 3]], &[]).await;
+    let (old_epoch, old_owner) = c.registration(2).await.unwrap();
+    let old = c.lose_session(2);
+    assert_eq!(old.session_id(), old_owner);
+    wait_for("broker 2 on a new session", || async {
+        (c.session_of(2).session_id() != old_owner).then_some(())
+    })
+    .await;
+    // It does not take over, delete or give up on the old registration while it is held.
+    let held = stays_false(Duration::from_millis(400), || async {
+        c.registration(2).await != Some((old_epoch, old_owner))
+    })
+    .await;
+    assert!(held, "the registration of the old session changed");
+    assert_eq!(
+        c.produce(2, "t", 0, 1, &["while-unregistered"]).await.0,
+        code::NONE
+    );
+    // ZooKeeper expires the old session, late: its znode goes and the broker registers.
+    old.expire();
+    let (new_epoch, new_owner) = wait_for("broker 2 registered again", || async {
+        c.registration(2).await.filter(|(e, _)| *e != old_epoch)
+    })
+    .await;
+    assert!(new_epoch > old_epoch, "a new broker epoch");
+    assert_eq!(new_owner, c.session_of(2).session_id());
+    // The controller saw it fail (leadership of t-0 moved, leader epoch bumped) and start again
+    // (it is a follower in both ISRs).
+    let (leader, leader_epoch, _) = wait_for("t-0 led by another broker", || async {
+        let s = c.leader_isr("t", 0).await;
+        (s.0 != 2).then_some(s)
+    })
+    .await;
+    assert!(leader_epoch > 0 && leader != 2);
+    c.wait_isr("t", 0, &[1, 2, 3]).await;
+    c.wait_isr("t", 1, &[1, 2, 3]).await;
+    assert_eq!(
+        c.produce(leader, "t", 0, -1, &["after"]).await.0,
+        code::NONE
+    );
+}
+
+// Kafka elects a controller only on a broker whose current session has registered (startup
+// and RegisterBrokerAndReelect register first). A broker whose session expired and whose old
+// registration is still held contests nothing, even when `/controller` is gone and nobody else
+// is left; once registered again it wins, with itself among the live brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_a_registration_of_its_session_never_becomes_controller() {
+    let mut c = Cluster::start(2).await;
+    assert_eq!(c.wait_for_controller().await, 1);
+    let old = c.lose_session(2);
+    let old_owner = old.session_id();
+    wait_for("broker 2 on a new session", || async {
+        (c.session_of(2).session_id() != old_owner).then_some(())
+    })
+    .await;
+    c.crash(1).await;
+    // What its /controller watch would do: contest.
+    c.poke_election(2);
+    let none = stays_false(Duration::from_millis(500), || async {
+        c.controller_id().await.is_some()
+    })
+    .await;
+    assert!(none, "an unregistered broker became controller");
+    old.expire();
+    assert_eq!(c.wait_for_controller().await, 2);
+    // It counts itself live: it can lead a new partition.
+    c.create_topic("t", &[&[2]], &[]).await;
+    assert_eq!(c.produce(2, "t", 0, -1, &["x"]).await.0, code::NONE);
+}
+
+// Issue 22 (Kafka's leader keeps serving without its session, but the controller no longer
+// counts it): a leader whose session expired and is not registered again answers acks=1 but
+// does not grow the ISR: a follower that catches up meanwhile is not proposed; once the leader
+// is gone and another leads, the follower rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_leader_does_not_expand_the_isr() {
+    let mut c = Cluster::start(3).await;
+    c.create_topic("t", &[&[2, 1, 3]], &[]).await;
+    c.freeze(3).await;
+    assert_eq!(c.produce(2, "t", 0, 1, &["a"]).await.0, code::NONE);
+    c.wait_isr("t", 0, &[1, 2]).await;
+    let old = c.lose_session(2);
+    c.restart(3).await;
+    assert_eq!(c.produce(2, "t", 0, 1, &["b"]).await.0, code::NONE);
+    let held = stays_false(Duration::from_millis(500), || async {
+        c.leader_isr("t", 0).await.2.contains(&3)
+    })
+    .await;
+    assert!(held, "an unregistered leader expanded the ISR");
+    old.expire();
+    c.wait_isr("t", 0, &[1, 2, 3]).await;
 }

@@ -360,8 +360,15 @@ impl KafkaController {
     ) -> Result<()> {
         match self.core.zk.register_broker(registration).await {
             Ok(epoch) => {
+                info!(
+                    broker_id = registration.broker_id,
+                    broker_epoch = epoch,
+                    previous_broker_epoch = self.broker_epoch,
+                    "registered with a new broker epoch; contesting the election again"
+                );
                 self.broker_epoch = epoch;
                 self.shared.broker_epoch.store(epoch, Ordering::SeqCst);
+                self.shared.registered.store(true, Ordering::SeqCst);
                 let _ = reply.send(Ok(epoch));
                 self.process_reelect().await
             }
@@ -381,6 +388,7 @@ impl KafkaController {
 
     async fn process_expire(&mut self) -> Result<()> {
         self.shared.expiring.store(false, Ordering::SeqCst);
+        self.shared.registered.store(false, Ordering::SeqCst);
         let was_active = self.is_active();
         self.set_active_controller(None);
         if was_active {
@@ -442,6 +450,17 @@ impl KafkaController {
                     error!(error = %e, "error while becoming controller; resigning");
                     self.trigger_controller_move().await;
                 }
+                Ok(())
+            }
+            Ok(ElectionResult::NotRegistered) => {
+                // Kafka elects only after `registerBroker` on the same session; a broker whose
+                // session lost its registration contests again after RegisterBrokerAndReelect.
+                warn!(
+                    broker_id,
+                    broker_epoch = self.broker_epoch,
+                    "not contesting the controller election: this broker's ZooKeeper session \
+                     holds no /brokers/ids registration"
+                );
                 Ok(())
             }
             Ok(ElectionResult::Lost { controller_id }) => {
