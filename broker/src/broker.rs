@@ -198,9 +198,6 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
     cc.controller_socket_timeout = Duration::from_millis(config.controller_socket_timeout_ms);
     cc.request_timeout = Duration::from_millis(config.request_timeout_ms);
     let handle = controller::start(zk.clone(), cc, broker_epoch);
-    // Registered by this session (the metrics' ZooKeeperRegistered). The session expiry handler
-    // is the one to clear it on expiry and set it on re-registration: hand it a clone.
-    let registered = Arc::new(std::sync::atomic::AtomicBool::new(true));
     // This broker as Metadata lists it before the first UpdateMetadata (`api::metadata`).
     let local_broker = crate::metadata_cache::BrokerEntry {
         id,
@@ -258,7 +255,6 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         ),
         groups,
         producer_ids: Default::default(),
-        registered,
     });
     let broker = Arc::new(Broker {
         apis: apis.clone(),

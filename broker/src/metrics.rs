@@ -254,10 +254,7 @@ pub fn render_broker(broker: &KafkaApis) -> String {
         .collect();
     let r = ReplicaMetrics::compute(broker.broker_id, views, &broker.replicas.isr_metrics);
     let mut out = render(&broker.controller.metrics(), &r);
-    render_registered(
-        &mut out,
-        broker.registered.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    render_registered(&mut out, broker.controller.is_registered());
     let mut lags: Vec<(String, i32, i64)> = broker
         .replicas
         .all()

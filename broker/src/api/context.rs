@@ -46,10 +46,6 @@ pub struct KafkaApis {
     pub fetch_sessions: FetchSessionCache,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: ProducerIdManager,
-    /// True while `/brokers/ids/<id>` is held by this broker's current ZooKeeper session: set
-    /// at start-up once registered; the session expiry handler clears it on expiry and sets it
-    /// again after re-registering (the `ZooKeeperRegistered` gauge of `crate::metrics`).
-    pub registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KafkaApis {

@@ -302,7 +302,7 @@ impl BrokerSession {
 /// A broker whose start-up is under way ([`Cluster::begin_restart_while_registered`]).
 pub struct Starting {
     id: i32,
-    session: MemoryZk,
+    session: Arc<std::sync::Mutex<BrokerSession>>,
     gate: Arc<AtomicBool>,
     /// Taken by [`Cluster::finish_restart`]; a test that fails before that drops it here.
     runtime: Option<tokio::runtime::Runtime>,
@@ -969,7 +969,7 @@ impl Cluster {
 
     /// Expires broker `id`'s previous session (the ensemble's session timeout passing).
     pub fn expire_old_session(&self, id: i32) {
-        self.nodes[&id].session.expire();
+        self.nodes[&id].session.lock().unwrap().mem.expire();
     }
 
     /// Waits for a restart begun with [`Cluster::begin_restart_while_registered`].

@@ -860,6 +860,11 @@ async fn a_broker_whose_session_expired_waits_for_its_old_registration_then_come
     })
     .await;
     assert!(held, "the registration of the old session changed");
+    let gauge = "kafka_server_KafkaServer_ZooKeeperRegistered";
+    assert!(
+        c.metrics_page(2).contains(&format!("{gauge} 0")),
+        "the registered gauge while unregistered"
+    );
     assert_eq!(
         c.produce(2, "t", 0, 1, &["while-unregistered"]).await.0,
         code::NONE
@@ -872,6 +877,12 @@ async fn a_broker_whose_session_expired_waits_for_its_old_registration_then_come
     .await;
     assert!(new_epoch > old_epoch, "a new broker epoch");
     assert_eq!(new_owner, c.session_of(2).session_id());
+    wait_for("the registered gauge back at 1", || async {
+        c.metrics_page(2)
+            .contains(&format!("{gauge} 1"))
+            .then_some(())
+    })
+    .await;
     // The controller saw it fail (leadership of t-0 moved, leader epoch bumped) and start again
     // (it is a follower in both ISRs).
     let (leader, leader_epoch, _) = wait_for("t-0 led by another broker", || async {
