@@ -14,10 +14,11 @@
 //! CRC, because neither is covered by it; stamping LogAppendTime changes covered bytes
 //! (attributes, maxTimestamp), so only then is the CRC recomputed.
 //!
-//! Simplification: for compressed batches (gzip, snappy, lz4, zstd) we check the header only
-//! (sizes, magic, CRC, count against lastOffsetDelta, timestamps); the records are not
-//! decompressed. Uncompressed batches from producers also have every record's framing and offset
-//! delta checked.
+//! On the leader's path (batches from producers) every record is checked as Kafka's
+//! `LogValidator` reads it: uncompressed records here, in place; compressed ones (gzip, snappy,
+//! lz4, zstd) decompressed as a stream by `compression.rs`. Record framing, count and offset
+//! deltas are INVALID_RECORD, as Kafka's `InvalidRecordException`; the CRC and batch framing
+//! are CORRUPT_MESSAGE. Batches from a leader or read back from disk are covered by their CRC.
 
 use crate::error::{Error, Result};
 
@@ -223,10 +224,17 @@ fn validate(b: &[u8], from_client: bool) -> Result<BatchHeader> {
             h.compression()
         )));
     }
-    if h.compression() == 0 && from_client {
+    if from_client {
         // Kafka walks the records only on the leader's path (LogValidator); a follower or a
         // recovery checks sizes and the CRC (`ensureValid`), which covers every record byte.
-        validate_records(&b[RECORD_BATCH_OVERHEAD..], &h)?;
+        match crate::compression::Codec::from_attributes(h.attributes) {
+            None => validate_records(&b[RECORD_BATCH_OVERHEAD..], &h)?,
+            Some(codec) => crate::compression::validate_compressed_records(
+                codec,
+                &b[RECORD_BATCH_OVERHEAD..],
+                &h,
+            )?,
+        }
     }
     Ok(h)
 }
@@ -276,6 +284,15 @@ pub struct RecordRef<'a> {
     pub value: Option<&'a [u8]>,
     /// The whole record including its length prefix.
     pub raw: &'a [u8],
+}
+
+/// A record of a producer's batch that does not parse: Kafka's `DefaultRecord.readFrom` throws
+/// `InvalidRecordException` ("invalid record structure", INVALID_RECORD).
+fn invalid(h: &BatchHeader, what: &str) -> Error {
+    Error::InvalidRecord(format!(
+        "record framing of batch at offset {}: {what}",
+        h.base_offset
+    ))
 }
 
 fn bad(h: &BatchHeader, what: &str) -> Error {
@@ -394,38 +411,39 @@ fn skip_field(b: &[u8], at: &mut usize, end: usize, nullable: bool) -> Option<()
 /// The leader's walk over the records of an uncompressed producer batch (Kafka:
 /// `DefaultRecord.readFrom` inside `LogValidator`): each record's length, attributes, timestamp
 /// delta, offset delta (must be 0, 1, 2 ...), key, value and headers must fill exactly the
-/// record's declared length, and the count must match the header.
+/// record's declared length, and the count must match the header. Any failure is
+/// INVALID_RECORD, as in Kafka. (`compression.rs` walks compressed records the same way.)
 fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
     let mut at = 0usize;
     let mut i = 0i32;
     while at < area.len() {
         let len = zigzag_at(area, &mut at)
             .filter(|l| *l >= 1 && *l <= i32::MAX as i64)
-            .ok_or_else(|| bad(h, "length varint"))? as usize;
+            .ok_or_else(|| invalid(h, "length varint"))? as usize;
         let end = at
             .checked_add(len)
             .filter(|e| *e <= area.len())
-            .ok_or_else(|| bad(h, "record length past the batch"))?;
+            .ok_or_else(|| invalid(h, "record length past the batch"))?;
         let mut p = at + 1; // attributes
-        zigzag_at(&area[..end], &mut p).ok_or_else(|| bad(h, "timestamp delta"))?;
-        let od = zigzag_at(&area[..end], &mut p).ok_or_else(|| bad(h, "offset delta"))?;
+        zigzag_at(&area[..end], &mut p).ok_or_else(|| invalid(h, "timestamp delta"))?;
+        let od = zigzag_at(&area[..end], &mut p).ok_or_else(|| invalid(h, "offset delta"))?;
         if od != i as i64 {
             return Err(Error::InvalidRecord(format!(
                 "record {i} of batch at offset {} has offset delta {od}",
                 h.base_offset
             )));
         }
-        skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "key"))?;
-        skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "value"))?;
+        skip_field(area, &mut p, end, true).ok_or_else(|| invalid(h, "key"))?;
+        skip_field(area, &mut p, end, true).ok_or_else(|| invalid(h, "value"))?;
         let headers = zigzag_at(&area[..end], &mut p)
             .filter(|n| *n >= 0)
-            .ok_or_else(|| bad(h, "header count"))?;
+            .ok_or_else(|| invalid(h, "header count"))?;
         for _ in 0..headers {
-            skip_field(area, &mut p, end, false).ok_or_else(|| bad(h, "header key"))?;
-            skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "header value"))?;
+            skip_field(area, &mut p, end, false).ok_or_else(|| invalid(h, "header key"))?;
+            skip_field(area, &mut p, end, true).ok_or_else(|| invalid(h, "header value"))?;
         }
         if p != end {
-            return Err(bad(h, "record fields do not fill its length"));
+            return Err(invalid(h, "record fields do not fill its length"));
         }
         at = end;
         i = i.saturating_add(1);
@@ -610,8 +628,9 @@ mod tests {
         bad_headers[last] = 2; // zigzag 1
         let crc = compute_crc(&bad_headers);
         bad_headers[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        // Kafka: DefaultRecord.readFrom throws InvalidRecordException (INVALID_RECORD).
         let e = validate_batch(&bad_headers).unwrap_err();
-        assert_eq!(e.kafka_error_code(), 2, "{e}");
+        assert_eq!(e.kafka_error_code(), 87, "{e}");
         // A stored batch (follower, recovery) is covered by its CRC alone.
         validate_stored_batch(&bad_headers).unwrap();
         // Out-of-sequence offset deltas from a producer are INVALID_RECORD.
