@@ -72,6 +72,7 @@ pub const PATIENCE: Duration = Duration::from_secs(5);
 pub mod code {
     pub const NONE: i16 = 0;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
@@ -832,6 +833,16 @@ pub struct Idempotence {
 
 /// One record batch (magic 2) of `values`.
 pub fn batch(values: &[&str], idem: Option<Idempotence>) -> Bytes {
+    batch_compressed(values, idem, Compression::None)
+}
+
+/// One record batch (magic 2) of `values`, compressed by kafka-protocol's codec (snappy as one
+/// raw block and lz4 as a frame of independent blocks, the framings librdkafka writes).
+pub fn batch_compressed(
+    values: &[&str],
+    idem: Option<Idempotence>,
+    compression: Compression,
+) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -856,7 +867,7 @@ pub fn batch(values: &[&str], idem: Option<Idempotence>) -> Bytes {
         records.iter(),
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
     .unwrap();
