@@ -218,6 +218,14 @@ fn validate(b: &[u8], from_client: bool) -> Result<BatchHeader> {
             h.base_offset
         )));
     }
+    if from_client && h.is_control() {
+        // Kafka: LogValidator.validateBatch; control records (transaction markers) are written
+        // by the broker only, and a forged one would end or abort a transaction for consumers.
+        return Err(Error::InvalidRecord(format!(
+            "batch at offset {}: clients may not write control batches",
+            h.base_offset
+        )));
+    }
     if h.compression() > 4 {
         return Err(Error::InvalidRecord(format!(
             "unknown compression codec {}",
@@ -417,35 +425,10 @@ fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
     let mut at = 0usize;
     let mut i = 0i32;
     while at < area.len() {
-        let len = zigzag_at(area, &mut at)
-            .filter(|l| *l >= 1 && *l <= i32::MAX as i64)
-            .ok_or_else(|| invalid(h, "length varint"))? as usize;
-        let end = at
-            .checked_add(len)
-            .filter(|e| *e <= area.len())
-            .ok_or_else(|| invalid(h, "record length past the batch"))?;
-        let mut p = at + 1; // attributes
-        zigzag_at(&area[..end], &mut p).ok_or_else(|| invalid(h, "timestamp delta"))?;
-        let od = zigzag_at(&area[..end], &mut p).ok_or_else(|| invalid(h, "offset delta"))?;
-        if od != i as i64 {
-            return Err(Error::InvalidRecord(format!(
-                "record {i} of batch at offset {} has offset delta {od}",
-                h.base_offset
-            )));
-        }
-        skip_field(area, &mut p, end, true).ok_or_else(|| invalid(h, "key"))?;
-        skip_field(area, &mut p, end, true).ok_or_else(|| invalid(h, "value"))?;
-        let headers = zigzag_at(&area[..end], &mut p)
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| invalid(h, "header count"))?;
-        for _ in 0..headers {
-            skip_field(area, &mut p, end, false).ok_or_else(|| invalid(h, "header key"))?;
-            skip_field(area, &mut p, end, true).ok_or_else(|| invalid(h, "header value"))?;
-        }
-        if p != end {
-            return Err(invalid(h, "record fields do not fill its length"));
-        }
-        at = end;
+        at = check_record(area, at, i).map_err(|e| match e {
+            RecordError::Incomplete => invalid(h, "record length past the batch"),
+            RecordError::Invalid(what) => invalid(h, &what),
+        })?;
         i = i.saturating_add(1);
     }
     if i != h.record_count {
@@ -455,6 +438,62 @@ fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Why [`check_record`] refused a record.
+#[derive(Debug)]
+pub(crate) enum RecordError {
+    /// The record runs past the end of the bytes given (a batch's end, or the end of what a
+    /// decompressing reader has produced so far).
+    Incomplete,
+    /// The record is wrong wherever it ends.
+    Invalid(String),
+}
+
+/// Checks record number `i` (its offset delta must be `i`) starting at `area[at]`; returns where
+/// it ends. Each field (attributes, timestamp delta, offset delta, key, value, headers) must
+/// fit and together they must fill the record's declared length exactly (Kafka:
+/// `DefaultRecord.readFrom`). Shared by the walk over uncompressed batches and, record by
+/// record, the walk over decompressed ones (`compression.rs`).
+#[inline(always)]
+pub(crate) fn check_record(
+    area: &[u8],
+    at: usize,
+    i: i32,
+) -> std::result::Result<usize, RecordError> {
+    let bad = |what: &str| RecordError::Invalid(format!("record {i}: {what}"));
+    let mut p = at;
+    let len = match zigzag_at(area, &mut p) {
+        Some(l) if (1..=i32::MAX as i64).contains(&l) => l as usize,
+        Some(l) => return Err(bad(&format!("length {l}"))),
+        None if area.len() - at < 10 => return Err(RecordError::Incomplete),
+        None => return Err(bad("length varint")),
+    };
+    let end = p
+        .checked_add(len)
+        .filter(|e| *e <= area.len())
+        .ok_or(RecordError::Incomplete)?;
+    p += 1; // attributes
+    zigzag_at(&area[..end], &mut p).ok_or_else(|| bad("timestamp delta"))?;
+    let od = zigzag_at(&area[..end], &mut p).ok_or_else(|| bad("offset delta"))?;
+    if od != i as i64 {
+        return Err(RecordError::Invalid(format!(
+            "record {i} has offset delta {od}"
+        )));
+    }
+    skip_field(area, &mut p, end, true).ok_or_else(|| bad("key"))?;
+    skip_field(area, &mut p, end, true).ok_or_else(|| bad("value"))?;
+    let headers = zigzag_at(&area[..end], &mut p)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| bad("header count"))?;
+    for _ in 0..headers {
+        skip_field(area, &mut p, end, false).ok_or_else(|| bad("header key"))?;
+        skip_field(area, &mut p, end, true).ok_or_else(|| bad("header value"))?;
+    }
+    if p != end {
+        return Err(bad("fields do not fill its length"));
+    }
+    Ok(end)
 }
 
 /// Splits `bytes` into whole batches, checking framing only. Errors if anything is left over.
@@ -699,6 +738,28 @@ mod tests {
         let h = validate_batch(&b).unwrap();
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99);
+    }
+
+    /// Kafka: LogValidator.validateBatch refuses a control batch from a client
+    /// (INVALID_RECORD); a follower stores the leader's as they are.
+    #[test]
+    fn a_control_batch_from_a_client_is_invalid_record() {
+        let b = build_batch_with(
+            0,
+            0,
+            &[NewRecord {
+                offset_delta: 0,
+                timestamp: 1,
+                key: Some(&[0, 0, 0, 0]),
+                value: Some(&[0, 0, 0, 0, 0, 0]),
+            }],
+            5,
+            0,
+            0,
+            TRANSACTIONAL_FLAG_MASK | CONTROL_FLAG_MASK,
+        );
+        assert_eq!(validate_batch(&b).unwrap_err().kafka_error_code(), 87);
+        validate_stored_batch(&b).unwrap();
     }
 
     #[test]

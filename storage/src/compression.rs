@@ -33,7 +33,7 @@
 //!   batch is corrupt, and CORRUPT_MESSAGE is the code Kafka defines for that;
 //! - more than [`MAX_DECOMPRESSED_BYTES`] of records: MESSAGE_TOO_LARGE (10), see that constant.
 //!
-//! Memory: the records are walked as a stream through a 16 KiB window, keys and values skipped
+//! Memory: the records are walked as a stream through a 64 KiB window, keys and values skipped
 //! (as Kafka's skip-key-value iterator does), so a batch costs the codec's own state, not its
 //! decompressed size; snappy alone decodes whole blocks, whose size it checks against the bound
 //! before allocating.
@@ -51,8 +51,8 @@
 use std::io::{self, Read, Write};
 
 use crate::batch::{
-    compute_crc, BatchHeader, ATTRIBUTES_OFFSET, COMPRESSION_CODEC_MASK, CRC_OFFSET, LENGTH_OFFSET,
-    LOG_OVERHEAD, RECORD_BATCH_OVERHEAD,
+    check_record, compute_crc, BatchHeader, RecordError, ATTRIBUTES_OFFSET, COMPRESSION_CODEC_MASK,
+    CRC_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, RECORD_BATCH_OVERHEAD,
 };
 use crate::error::{Error, Result};
 
@@ -137,9 +137,14 @@ pub(crate) fn validate_compressed_records_bounded(
     h: &BatchHeader,
     max_bytes: u64,
 ) -> Result<()> {
-    let reader = decoder(codec, records, max_bytes).map_err(|e| e.into_error(codec, h))?;
-    let mut stream = RecordStream::new(reader, max_bytes);
-    walk_records(&mut stream, h).map_err(|e| e.into_error(codec, h))
+    let walk = if codec == Codec::Snappy {
+        // Snappy decodes whole blocks anyway: walk them in place.
+        snappy_decompress(records, max_bytes).and_then(|data| walk_slice(&data, h))
+    } else {
+        decoder(codec, records, max_bytes)
+            .and_then(|reader| walk_records(&mut RecordStream::new(reader, max_bytes), h))
+    };
+    walk.map_err(|e| e.into_error(codec, h))
 }
 
 /// Why a walk over a compressed stream stopped.
@@ -298,8 +303,9 @@ struct RecordStream<'a> {
     max_bytes: u64,
 }
 
-/// Window over the decompressed stream: large enough that refills are rare per record.
-const WINDOW: usize = 16 * 1024;
+/// Window over the decompressed stream: records inside it are checked in place, in one pass
+/// (`batch::check_record`); only a record across its edge is read byte by byte.
+const WINDOW: usize = 64 * 1024;
 
 impl<'a> RecordStream<'a> {
     fn new(inner: Box<dyn Read + 'a>, max_bytes: u64) -> RecordStream<'a> {
@@ -428,9 +434,38 @@ impl RecordReader<'_, '_> {
     }
 }
 
+/// The records of a batch held whole in memory (snappy): exactly `record_count` of them, then
+/// the end.
+fn walk_slice(data: &[u8], h: &BatchHeader) -> Walk<()> {
+    let mut at = 0;
+    for i in 0..h.record_count {
+        at = match check_record(data, at, i) {
+            Ok(end) => end,
+            Err(RecordError::Incomplete) => return Err(premature_eof()),
+            Err(RecordError::Invalid(what)) => return Err(WalkError::Record(what)),
+        };
+    }
+    if at != data.len() {
+        return Err(WalkError::Record(format!(
+            "bytes remain after the {} declared records",
+            h.record_count
+        )));
+    }
+    Ok(())
+}
+
 /// Kafka's record iterator over a compressed batch, as the leader uses it.
 fn walk_records(stream: &mut RecordStream<'_>, h: &BatchHeader) -> Walk<()> {
     for i in 0..h.record_count {
+        // Fast path: the whole record is inside the window.
+        match check_record(&stream.buf[..stream.len], stream.pos, i) {
+            Ok(end) => {
+                stream.pos = end;
+                continue;
+            }
+            Err(RecordError::Invalid(what)) => return Err(WalkError::Record(what)),
+            Err(RecordError::Incomplete) => {} // across the window's edge: byte by byte
+        }
         // The length prefix: the stream may end cleanly only before a record starts.
         let mut first = RecordReader {
             stream,
@@ -624,6 +659,62 @@ mod tests {
                 Codec::from_attributes(h.attributes).map(Codec::name),
                 Some(name.split(' ').next().unwrap())
             );
+        }
+    }
+
+    /// Records of many sizes over several 64 KiB windows: those across a window's edge take
+    /// the byte-by-byte path and are checked the same (accepted when right, offset delta
+    /// checked when not).
+    #[test]
+    fn records_across_window_edges_are_checked_like_the_others() {
+        let values: Vec<Vec<u8>> = (0..3000).map(|i| vec![b'v'; (i * 37) % 700]).collect();
+        let build = |bad_at: Option<usize>| {
+            let recs: Vec<NewRecord> = (0..3000)
+                .map(|i| NewRecord {
+                    offset_delta: if Some(i) == bad_at { 0 } else { i as i32 },
+                    timestamp: 5,
+                    key: None,
+                    value: Some(&values[i]),
+                })
+                .collect();
+            build_batch(0, -1, &recs)
+        };
+        let good = build(None);
+        assert!(good.len() > 10 * WINDOW, "{} bytes", good.len());
+        for codec in Codec::ALL {
+            validate_batch(&compress_batch(&good, codec))
+                .unwrap_or_else(|e| panic!("{}: {e}", codec.name()));
+        }
+        // Break a record that crosses the first window edge (when reads fill whole windows),
+        // the one after it, and one near the end.
+        let mut at = RECORD_BATCH_OVERHEAD;
+        let mut crossing = None;
+        for i in 0..3000 {
+            let (len, n) = crate::batch::read_varint(&good[at..]).unwrap();
+            let end = at + n + len as usize;
+            let (start, stop) = (at - RECORD_BATCH_OVERHEAD, end - RECORD_BATCH_OVERHEAD);
+            if i > 0 && start / WINDOW != (stop - 1) / WINDOW && crossing.is_none() {
+                crossing = Some(i);
+            }
+            at = end;
+        }
+        let crossing = crossing.expect("a record across a window edge");
+        for bad in [crossing, crossing + 1, 2998] {
+            let b = build(Some(bad));
+            for codec in Codec::ALL {
+                let e = validate_batch(&compress_batch(&b, codec)).unwrap_err();
+                assert_eq!(
+                    e.kafka_error_code(),
+                    87,
+                    "{} record {bad}: {e}",
+                    codec.name()
+                );
+                assert!(
+                    e.to_string()
+                        .contains(&format!("record {bad} has offset delta 0")),
+                    "{e}"
+                );
+            }
         }
     }
 
