@@ -21,8 +21,8 @@
 //! ([`validate_compressed_records`]); [`Codec`] is `CompressionType`.
 //!
 //! Invariant: validation only reads. A batch that passes is stored exactly as the producer sent
-//! it (topic `compression.type=producer`, the only value this broker accepts), so the zero-copy
-//! append (`Log::append_as_leader_shared`) keeps its single write.
+//! it, as Kafka does for `compression.type=producer` (the default), so the zero-copy append
+//! (`Log::append_as_leader_shared`) keeps its single write.
 //!
 //! Errors, as Kafka answers them, with one deviation:
 //! - a record that does not parse, a record count that does not match the stream, offset
@@ -40,7 +40,8 @@
 //!
 //! Simplifications, said plainly: Kafka re-compresses a batch whose inner offsets are not
 //! 0, 1, 2 ... (old clients) instead of refusing it; we refuse it with INVALID_RECORD, as we do
-//! for uncompressed batches. Trailing bytes after a gzip stream that are not another gzip member
+//! for uncompressed batches. A topic's `compression.type` naming a codec is accepted but not
+//! applied (Kafka re-compresses every batch to it): batches keep the producer's codec. Trailing bytes after a gzip stream that are not another gzip member
 //! are refused (Java's `GZIPInputStream` ignores them), and lz4 content checksums are checked
 //! (Kafka skips them).
 //!
