@@ -172,15 +172,21 @@ pub fn scan(b: &[u8]) -> Scan {
 /// from disk may have been compacted (gaps inside), so for them the count must only fit in the
 /// offset range, and their records are covered by the CRC alone, as in Kafka.
 pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
-    validate(b, true)
+    validate(b, true, false)
+}
+
+/// [`validate_batch`] for a partition of a compacted topic (`cleanup.policy` with `compact`):
+/// every record must also have a key (Kafka: `LogValidator.validateKey`, INVALID_RECORD).
+pub fn validate_client_batch(b: &[u8], compacted: bool) -> Result<BatchHeader> {
+    validate(b, true, compacted)
 }
 
 /// [`validate_batch`] with the leader's strict checks switched off (followers, recovery).
 pub fn validate_stored_batch(b: &[u8]) -> Result<BatchHeader> {
-    validate(b, false)
+    validate(b, false, false)
 }
 
-fn validate(b: &[u8], from_client: bool) -> Result<BatchHeader> {
+fn validate(b: &[u8], from_client: bool, require_keys: bool) -> Result<BatchHeader> {
     let h = BatchHeader::parse(b);
     let corrupt = |reason: String| Error::CorruptBatch {
         offset: h.base_offset,
@@ -236,11 +242,12 @@ fn validate(b: &[u8], from_client: bool) -> Result<BatchHeader> {
         // Kafka walks the records only on the leader's path (LogValidator); a follower or a
         // recovery checks sizes and the CRC (`ensureValid`), which covers every record byte.
         match crate::compression::Codec::from_attributes(h.attributes) {
-            None => validate_records(&b[RECORD_BATCH_OVERHEAD..], &h)?,
+            None => validate_records(&b[RECORD_BATCH_OVERHEAD..], &h, require_keys)?,
             Some(codec) => crate::compression::validate_compressed_records(
                 codec,
                 &b[RECORD_BATCH_OVERHEAD..],
                 &h,
+                require_keys,
             )?,
         }
     }
@@ -421,11 +428,11 @@ fn skip_field(b: &[u8], at: &mut usize, end: usize, nullable: bool) -> Option<()
 /// delta, offset delta (must be 0, 1, 2 ...), key, value and headers must fill exactly the
 /// record's declared length, and the count must match the header. Any failure is
 /// INVALID_RECORD, as in Kafka. (`compression.rs` walks compressed records the same way.)
-fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
+fn validate_records(area: &[u8], h: &BatchHeader, require_keys: bool) -> Result<()> {
     let mut at = 0usize;
     let mut i = 0i32;
     while at < area.len() {
-        at = check_record(area, at, i).map_err(|e| match e {
+        at = check_record(area, at, i, require_keys).map_err(|e| match e {
             RecordError::Incomplete => invalid(h, "record length past the batch"),
             RecordError::Invalid(what) => invalid(h, &what),
         })?;
@@ -438,6 +445,11 @@ fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The refusal of a record without a key in a compacted topic.
+pub(crate) fn no_key(i: i32) -> String {
+    format!("record {i} has no key, which a compacted topic requires")
 }
 
 /// Why [`check_record`] refused a record.
@@ -453,13 +465,15 @@ pub(crate) enum RecordError {
 /// Checks record number `i` (its offset delta must be `i`) starting at `area[at]`; returns where
 /// it ends. Each field (attributes, timestamp delta, offset delta, key, value, headers) must
 /// fit and together they must fill the record's declared length exactly (Kafka:
-/// `DefaultRecord.readFrom`). Shared by the walk over uncompressed batches and, record by
+/// `DefaultRecord.readFrom`); with `require_key` (a compacted topic) the key must not be null
+/// (`LogValidator.validateKey`). Shared by the walk over uncompressed batches and, record by
 /// record, the walk over decompressed ones (`compression.rs`).
 #[inline(always)]
 pub(crate) fn check_record(
     area: &[u8],
     at: usize,
     i: i32,
+    require_key: bool,
 ) -> std::result::Result<usize, RecordError> {
     let bad = |what: &str| RecordError::Invalid(format!("record {i}: {what}"));
     let mut p = at;
@@ -480,6 +494,10 @@ pub(crate) fn check_record(
         return Err(RecordError::Invalid(format!(
             "record {i} has offset delta {od}"
         )));
+    }
+    if require_key && p < end && area[p] == 1 {
+        // zigzag -1: a null key.
+        return Err(RecordError::Invalid(no_key(i)));
     }
     skip_field(area, &mut p, end, true).ok_or_else(|| bad("key"))?;
     skip_field(area, &mut p, end, true).ok_or_else(|| bad("value"))?;
@@ -760,6 +778,39 @@ mod tests {
         );
         assert_eq!(validate_batch(&b).unwrap_err().kafka_error_code(), 87);
         validate_stored_batch(&b).unwrap();
+    }
+
+    /// Kafka: LogValidator.validateKey; a compacted topic takes no record without a key
+    /// (INVALID_RECORD), compressed or not; a tombstone (key, null value) is fine.
+    #[test]
+    fn a_record_without_key_is_refused_by_a_compacted_topic_only() {
+        let recs = [
+            NewRecord {
+                offset_delta: 0,
+                timestamp: 1,
+                key: Some(b"k"),
+                value: None,
+            },
+            NewRecord {
+                offset_delta: 1,
+                timestamp: 1,
+                key: None,
+                value: Some(b"v"),
+            },
+        ];
+        let keyless = build_batch(0, -1, &recs);
+        let keyed = build_batch(0, -1, &recs[..1]);
+        for codec in [None, Some(crate::compression::Codec::Zstd)] {
+            let c = |b: &[u8]| match codec {
+                None => b.to_vec(),
+                Some(codec) => crate::compression::compress_batch(b, codec),
+            };
+            validate_client_batch(&c(&keyless), false).unwrap();
+            validate_client_batch(&c(&keyed), true).unwrap();
+            let e = validate_client_batch(&c(&keyless), true).unwrap_err();
+            assert_eq!(e.kafka_error_code(), 87, "{e}");
+            assert!(e.to_string().contains("record 1 has no key"), "{e}");
+        }
     }
 
     #[test]

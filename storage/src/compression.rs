@@ -52,8 +52,8 @@
 use std::io::{self, Read, Write};
 
 use crate::batch::{
-    check_record, compute_crc, BatchHeader, RecordError, ATTRIBUTES_OFFSET, COMPRESSION_CODEC_MASK,
-    CRC_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, RECORD_BATCH_OVERHEAD,
+    check_record, compute_crc, no_key, BatchHeader, RecordError, ATTRIBUTES_OFFSET,
+    COMPRESSION_CODEC_MASK, CRC_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, RECORD_BATCH_OVERHEAD,
 };
 use crate::error::{Error, Result};
 
@@ -127,8 +127,27 @@ const LZ4_MAGIC: u32 = 0x184D_2204;
 /// Kafka: `LogValidator.validateMessagesAndAssignOffsetsCompressed` with the iterator of
 /// `DefaultRecordBatch`: exactly `record_count` records, then the end of the stream; each
 /// record's fields fill its declared length exactly; offset deltas 0, 1, 2 ...
-pub fn validate_compressed_records(codec: Codec, records: &[u8], h: &BatchHeader) -> Result<()> {
-    validate_compressed_records_bounded(codec, records, h, MAX_DECOMPRESSED_BYTES)
+/// With `require_keys` (a compacted topic) every record must have a key.
+pub fn validate_compressed_records(
+    codec: Codec,
+    records: &[u8],
+    h: &BatchHeader,
+    require_keys: bool,
+) -> Result<()> {
+    let limits = Limits {
+        max_bytes: MAX_DECOMPRESSED_BYTES,
+        require_keys,
+    };
+    validate_compressed_records_bounded(codec, records, h, limits)
+}
+
+/// What a walk enforces besides the records' framing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The most decompressed bytes allowed.
+    pub(crate) max_bytes: u64,
+    /// Every record must have a key (compacted topic).
+    pub(crate) require_keys: bool,
 }
 
 /// [`validate_compressed_records`] with the bound on decompressed bytes given (tests).
@@ -136,14 +155,19 @@ pub(crate) fn validate_compressed_records_bounded(
     codec: Codec,
     records: &[u8],
     h: &BatchHeader,
-    max_bytes: u64,
+    limits: Limits,
 ) -> Result<()> {
+    let Limits {
+        max_bytes,
+        require_keys,
+    } = limits;
     let walk = if codec == Codec::Snappy {
         // Snappy decodes whole blocks anyway: walk them in place.
-        snappy_decompress(records, max_bytes).and_then(|data| walk_slice(&data, h))
+        snappy_decompress(records, max_bytes).and_then(|data| walk_slice(&data, h, require_keys))
     } else {
-        decoder(codec, records, max_bytes)
-            .and_then(|reader| walk_records(&mut RecordStream::new(reader, max_bytes), h))
+        decoder(codec, records, max_bytes).and_then(|reader| {
+            walk_records(&mut RecordStream::new(reader, max_bytes), h, require_keys)
+        })
     };
     walk.map_err(|e| e.into_error(codec, h))
 }
@@ -437,10 +461,10 @@ impl RecordReader<'_, '_> {
 
 /// The records of a batch held whole in memory (snappy): exactly `record_count` of them, then
 /// the end.
-fn walk_slice(data: &[u8], h: &BatchHeader) -> Walk<()> {
+fn walk_slice(data: &[u8], h: &BatchHeader, require_keys: bool) -> Walk<()> {
     let mut at = 0;
     for i in 0..h.record_count {
-        at = match check_record(data, at, i) {
+        at = match check_record(data, at, i, require_keys) {
             Ok(end) => end,
             Err(RecordError::Incomplete) => return Err(premature_eof()),
             Err(RecordError::Invalid(what)) => return Err(WalkError::Record(what)),
@@ -456,10 +480,10 @@ fn walk_slice(data: &[u8], h: &BatchHeader) -> Walk<()> {
 }
 
 /// Kafka's record iterator over a compressed batch, as the leader uses it.
-fn walk_records(stream: &mut RecordStream<'_>, h: &BatchHeader) -> Walk<()> {
+fn walk_records(stream: &mut RecordStream<'_>, h: &BatchHeader, require_keys: bool) -> Walk<()> {
     for i in 0..h.record_count {
         // Fast path: the whole record is inside the window.
-        match check_record(&stream.buf[..stream.len], stream.pos, i) {
+        match check_record(&stream.buf[..stream.len], stream.pos, i, require_keys) {
             Ok(end) => {
                 stream.pos = end;
                 continue;
@@ -488,7 +512,24 @@ fn walk_records(stream: &mut RecordStream<'_>, h: &BatchHeader) -> Walk<()> {
                 "record {i} has offset delta {offset_delta}"
             )));
         }
-        r.skip_field("key", true)?;
+        if require_keys {
+            // A null key is the varint -1, one byte (zigzag 1).
+            let key_len = r.varint()?;
+            if key_len == -1 {
+                return Err(WalkError::Record(no_key(i)));
+            }
+            if key_len < 0 || key_len as usize > r.remaining {
+                return Err(WalkError::Record(format!(
+                    "key of {key_len} bytes does not fit the record"
+                )));
+            }
+            r.remaining -= key_len as usize;
+            if !r.stream.skip(key_len as usize)? {
+                return Err(premature_eof());
+            }
+        } else {
+            r.skip_field("key", true)?;
+        }
         r.skip_field("value", true)?;
         let headers = r.varint()?;
         if headers < 0 {
@@ -844,8 +885,13 @@ mod tests {
             let c = compress_batch(&b, codec);
             let h = BatchHeader::parse(&c);
             let records = &c[RECORD_BATCH_OVERHEAD..];
-            validate_compressed_records_bounded(codec, records, &h, 400_000).unwrap();
-            let e = validate_compressed_records_bounded(codec, records, &h, 100_000).unwrap_err();
+            let limits = |max_bytes| Limits {
+                max_bytes,
+                require_keys: false,
+            };
+            validate_compressed_records_bounded(codec, records, &h, limits(400_000)).unwrap();
+            let e = validate_compressed_records_bounded(codec, records, &h, limits(100_000))
+                .unwrap_err();
             assert_eq!(e.kafka_error_code(), 10, "{}: {e}", codec.name());
         }
     }

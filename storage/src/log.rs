@@ -298,7 +298,7 @@ impl Log {
             }
             let bytes = &records[b.position..b.position + size];
             if from_client {
-                batch::validate_batch(bytes)?;
+                batch::validate_client_batch(bytes, self.config.cleanup_policy.compacts())?;
             } else {
                 batch::validate_stored_batch(bytes)?;
             }
