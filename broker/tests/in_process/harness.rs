@@ -854,7 +854,10 @@ pub fn batch_compressed(
             producer_epoch: idem.map_or(-1, |x| x.producer_epoch),
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: idem.map_or(-1, |x| x.base_sequence + i as i32),
+            // kafka-protocol starts a new batch wherever offset - sequence changes, so without
+            // idempotence the sequences count up from -1 (the batch's base sequence, "none")
+            // to keep all values in one batch, as a producer sends them.
+            sequence: idem.map_or(i as i32 - 1, |x| x.base_sequence + i as i32),
             timestamp: 1_700_000_000_000,
             key: None,
             value: Some(Bytes::from(v.to_string())),

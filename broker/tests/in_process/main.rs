@@ -835,6 +835,10 @@ async fn corrupt_compressed_batches_are_refused_and_consumers_read_to_the_end() 
         let values: Vec<String> = (0..3).map(|k| format!("{}-{k}", codec.name())).collect();
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let valid = harness::batch_compressed(&refs, None, kp);
+        let parts = storage::batch::split_batches(&valid).unwrap();
+        assert_eq!(parts.len(), 1, "one batch");
+        assert_eq!(parts[0].header.record_count, 3);
+        assert_eq!(parts[0].header.compression(), codec.id());
         let stored = produce_on(&mut conn, "z", 0, -1, valid).await;
         assert_eq!(
             stored,
