@@ -310,6 +310,14 @@ impl Log {
                 self.config.segment_bytes
             )));
         }
+        if from_client && batches.len() > 1 {
+            // Kafka: LogValidator.getFirstBatchAndMaybeValidateNoMoreBatches; with magic 2 a
+            // partition's records in a produce request are one batch (what every client sends).
+            return Err(Error::InvalidRecord(format!(
+                "{} record batches for one partition; a produce request carries one",
+                batches.len()
+            )));
+        }
         Ok(batches)
     }
 
