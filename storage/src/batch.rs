@@ -163,12 +163,12 @@ pub fn scan(b: &[u8]) -> Scan {
     Scan::Batch(BatchHeader::parse(b))
 }
 
-/// Checks one whole batch `b` (exactly one batch): CRC, counts, offsets deltas, timestamps and,
-/// for uncompressed batches, every record's framing.
+/// Checks one whole producer batch `b` (exactly one batch): CRC, counts, offsets deltas,
+/// timestamps and every record's framing, decompressing compressed batches.
 ///
-/// `from_client` applies the leader's checks on producer input (Kafka's `LogValidator`): the
-/// record count must equal lastOffsetDelta + 1 and, for uncompressed batches, every record's
-/// framing is walked and inner offsets must be 0, 1, 2... Batches from a leader or read back
+/// These are the leader's checks on producer input (Kafka's `LogValidator`): the record count
+/// must equal lastOffsetDelta + 1, no control batch, and every record's framing is walked
+/// (compressed ones through `compression.rs`) with inner offsets 0, 1, 2... Batches from a leader or read back
 /// from disk may have been compacted (gaps inside), so for them the count must only fit in the
 /// offset range, and their records are covered by the CRC alone, as in Kafka.
 pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
