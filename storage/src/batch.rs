@@ -14,10 +14,11 @@
 //! CRC, because neither is covered by it; stamping LogAppendTime changes covered bytes
 //! (attributes, maxTimestamp), so only then is the CRC recomputed.
 //!
-//! Simplification: for compressed batches (gzip, snappy, lz4, zstd) we check the header only
-//! (sizes, magic, CRC, count against lastOffsetDelta, timestamps); the records are not
-//! decompressed. Uncompressed batches from producers also have every record's framing and offset
-//! delta checked.
+//! On the leader's path (batches from producers) every record is checked as Kafka's
+//! `LogValidator` reads it: uncompressed records here, in place; compressed ones (gzip, snappy,
+//! lz4, zstd) decompressed as a stream by `compression.rs`. Record framing, count and offset
+//! deltas are INVALID_RECORD, as Kafka's `InvalidRecordException`; the CRC and batch framing
+//! are CORRUPT_MESSAGE. Batches from a leader or read back from disk are covered by their CRC.
 
 use crate::error::{Error, Result};
 
@@ -162,24 +163,30 @@ pub fn scan(b: &[u8]) -> Scan {
     Scan::Batch(BatchHeader::parse(b))
 }
 
-/// Checks one whole batch `b` (exactly one batch): CRC, counts, offsets deltas, timestamps and,
-/// for uncompressed batches, every record's framing.
+/// Checks one whole producer batch `b` (exactly one batch): CRC, counts, offsets deltas,
+/// timestamps and every record's framing, decompressing compressed batches.
 ///
-/// `from_client` applies the leader's checks on producer input (Kafka's `LogValidator`): the
-/// record count must equal lastOffsetDelta + 1 and, for uncompressed batches, every record's
-/// framing is walked and inner offsets must be 0, 1, 2... Batches from a leader or read back
+/// These are the leader's checks on producer input (Kafka's `LogValidator`): the record count
+/// must equal lastOffsetDelta + 1, no control batch, and every record's framing is walked
+/// (compressed ones through `compression.rs`) with inner offsets 0, 1, 2... Batches from a leader or read back
 /// from disk may have been compacted (gaps inside), so for them the count must only fit in the
 /// offset range, and their records are covered by the CRC alone, as in Kafka.
 pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
-    validate(b, true)
+    validate(b, true, false)
+}
+
+/// [`validate_batch`] for a partition of a compacted topic (`cleanup.policy` with `compact`):
+/// every record must also have a key (Kafka: `LogValidator.validateKey`, INVALID_RECORD).
+pub fn validate_client_batch(b: &[u8], compacted: bool) -> Result<BatchHeader> {
+    validate(b, true, compacted)
 }
 
 /// [`validate_batch`] with the leader's strict checks switched off (followers, recovery).
 pub fn validate_stored_batch(b: &[u8]) -> Result<BatchHeader> {
-    validate(b, false)
+    validate(b, false, false)
 }
 
-fn validate(b: &[u8], from_client: bool) -> Result<BatchHeader> {
+fn validate(b: &[u8], from_client: bool, require_keys: bool) -> Result<BatchHeader> {
     let h = BatchHeader::parse(b);
     let corrupt = |reason: String| Error::CorruptBatch {
         offset: h.base_offset,
@@ -217,16 +224,32 @@ fn validate(b: &[u8], from_client: bool) -> Result<BatchHeader> {
             h.base_offset
         )));
     }
+    if from_client && h.is_control() {
+        // Kafka: LogValidator.validateBatch; control records (transaction markers) are written
+        // by the broker only, and a forged one would end or abort a transaction for consumers.
+        return Err(Error::InvalidRecord(format!(
+            "batch at offset {}: clients may not write control batches",
+            h.base_offset
+        )));
+    }
     if h.compression() > 4 {
         return Err(Error::InvalidRecord(format!(
             "unknown compression codec {}",
             h.compression()
         )));
     }
-    if h.compression() == 0 && from_client {
+    if from_client {
         // Kafka walks the records only on the leader's path (LogValidator); a follower or a
         // recovery checks sizes and the CRC (`ensureValid`), which covers every record byte.
-        validate_records(&b[RECORD_BATCH_OVERHEAD..], &h)?;
+        match crate::compression::Codec::from_attributes(h.attributes) {
+            None => validate_records(&b[RECORD_BATCH_OVERHEAD..], &h, require_keys)?,
+            Some(codec) => crate::compression::validate_compressed_records(
+                codec,
+                &b[RECORD_BATCH_OVERHEAD..],
+                &h,
+                require_keys,
+            )?,
+        }
     }
     Ok(h)
 }
@@ -276,6 +299,15 @@ pub struct RecordRef<'a> {
     pub value: Option<&'a [u8]>,
     /// The whole record including its length prefix.
     pub raw: &'a [u8],
+}
+
+/// A record of a producer's batch that does not parse: Kafka's `DefaultRecord.readFrom` throws
+/// `InvalidRecordException` ("invalid record structure", INVALID_RECORD).
+fn invalid(h: &BatchHeader, what: &str) -> Error {
+    Error::InvalidRecord(format!(
+        "record framing of batch at offset {}: {what}",
+        h.base_offset
+    ))
 }
 
 fn bad(h: &BatchHeader, what: &str) -> Error {
@@ -394,40 +426,16 @@ fn skip_field(b: &[u8], at: &mut usize, end: usize, nullable: bool) -> Option<()
 /// The leader's walk over the records of an uncompressed producer batch (Kafka:
 /// `DefaultRecord.readFrom` inside `LogValidator`): each record's length, attributes, timestamp
 /// delta, offset delta (must be 0, 1, 2 ...), key, value and headers must fill exactly the
-/// record's declared length, and the count must match the header.
-fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
+/// record's declared length, and the count must match the header. Any failure is
+/// INVALID_RECORD, as in Kafka. (`compression.rs` walks compressed records the same way.)
+fn validate_records(area: &[u8], h: &BatchHeader, require_keys: bool) -> Result<()> {
     let mut at = 0usize;
     let mut i = 0i32;
     while at < area.len() {
-        let len = zigzag_at(area, &mut at)
-            .filter(|l| *l >= 1 && *l <= i32::MAX as i64)
-            .ok_or_else(|| bad(h, "length varint"))? as usize;
-        let end = at
-            .checked_add(len)
-            .filter(|e| *e <= area.len())
-            .ok_or_else(|| bad(h, "record length past the batch"))?;
-        let mut p = at + 1; // attributes
-        zigzag_at(&area[..end], &mut p).ok_or_else(|| bad(h, "timestamp delta"))?;
-        let od = zigzag_at(&area[..end], &mut p).ok_or_else(|| bad(h, "offset delta"))?;
-        if od != i as i64 {
-            return Err(Error::InvalidRecord(format!(
-                "record {i} of batch at offset {} has offset delta {od}",
-                h.base_offset
-            )));
-        }
-        skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "key"))?;
-        skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "value"))?;
-        let headers = zigzag_at(&area[..end], &mut p)
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| bad(h, "header count"))?;
-        for _ in 0..headers {
-            skip_field(area, &mut p, end, false).ok_or_else(|| bad(h, "header key"))?;
-            skip_field(area, &mut p, end, true).ok_or_else(|| bad(h, "header value"))?;
-        }
-        if p != end {
-            return Err(bad(h, "record fields do not fill its length"));
-        }
-        at = end;
+        at = check_record(area, at, i, require_keys).map_err(|e| match e {
+            RecordError::Incomplete => invalid(h, "record length past the batch"),
+            RecordError::Invalid(what) => invalid(h, &what),
+        })?;
         i = i.saturating_add(1);
     }
     if i != h.record_count {
@@ -437,6 +445,73 @@ fn validate_records(area: &[u8], h: &BatchHeader) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The refusal of a record without a key in a compacted topic.
+pub(crate) fn no_key(i: i32) -> String {
+    format!("record {i} has no key, which a compacted topic requires")
+}
+
+/// Why [`check_record`] refused a record.
+#[derive(Debug)]
+pub(crate) enum RecordError {
+    /// The record runs past the end of the bytes given (a batch's end, or the end of what a
+    /// decompressing reader has produced so far).
+    Incomplete,
+    /// The record is wrong wherever it ends.
+    Invalid(String),
+}
+
+/// Checks record number `i` (its offset delta must be `i`) starting at `area[at]`; returns where
+/// it ends. Each field (attributes, timestamp delta, offset delta, key, value, headers) must
+/// fit and together they must fill the record's declared length exactly (Kafka:
+/// `DefaultRecord.readFrom`); with `require_key` (a compacted topic) the key must not be null
+/// (`LogValidator.validateKey`). Shared by the walk over uncompressed batches and, record by
+/// record, the walk over decompressed ones (`compression.rs`).
+#[inline(always)]
+pub(crate) fn check_record(
+    area: &[u8],
+    at: usize,
+    i: i32,
+    require_key: bool,
+) -> std::result::Result<usize, RecordError> {
+    let bad = |what: &str| RecordError::Invalid(format!("record {i}: {what}"));
+    let mut p = at;
+    let len = match zigzag_at(area, &mut p) {
+        Some(l) if (1..=i32::MAX as i64).contains(&l) => l as usize,
+        Some(l) => return Err(bad(&format!("length {l}"))),
+        None if area.len() - at < 10 => return Err(RecordError::Incomplete),
+        None => return Err(bad("length varint")),
+    };
+    let end = p
+        .checked_add(len)
+        .filter(|e| *e <= area.len())
+        .ok_or(RecordError::Incomplete)?;
+    p += 1; // attributes
+    zigzag_at(&area[..end], &mut p).ok_or_else(|| bad("timestamp delta"))?;
+    let od = zigzag_at(&area[..end], &mut p).ok_or_else(|| bad("offset delta"))?;
+    if od != i as i64 {
+        return Err(RecordError::Invalid(format!(
+            "record {i} has offset delta {od}"
+        )));
+    }
+    if require_key && p < end && area[p] == 1 {
+        // zigzag -1: a null key.
+        return Err(RecordError::Invalid(no_key(i)));
+    }
+    skip_field(area, &mut p, end, true).ok_or_else(|| bad("key"))?;
+    skip_field(area, &mut p, end, true).ok_or_else(|| bad("value"))?;
+    let headers = zigzag_at(&area[..end], &mut p)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| bad("header count"))?;
+    for _ in 0..headers {
+        skip_field(area, &mut p, end, false).ok_or_else(|| bad("header key"))?;
+        skip_field(area, &mut p, end, true).ok_or_else(|| bad("header value"))?;
+    }
+    if p != end {
+        return Err(bad("fields do not fill its length"));
+    }
+    Ok(end)
 }
 
 /// Splits `bytes` into whole batches, checking framing only. Errors if anything is left over.
@@ -610,8 +685,9 @@ mod tests {
         bad_headers[last] = 2; // zigzag 1
         let crc = compute_crc(&bad_headers);
         bad_headers[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        // Kafka: DefaultRecord.readFrom throws InvalidRecordException (INVALID_RECORD).
         let e = validate_batch(&bad_headers).unwrap_err();
-        assert_eq!(e.kafka_error_code(), 2, "{e}");
+        assert_eq!(e.kafka_error_code(), 87, "{e}");
         // A stored batch (follower, recovery) is covered by its CRC alone.
         validate_stored_batch(&bad_headers).unwrap();
         // Out-of-sequence offset deltas from a producer are INVALID_RECORD.
@@ -680,6 +756,61 @@ mod tests {
         let h = validate_batch(&b).unwrap();
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99);
+    }
+
+    /// Kafka: LogValidator.validateBatch refuses a control batch from a client
+    /// (INVALID_RECORD); a follower stores the leader's as they are.
+    #[test]
+    fn a_control_batch_from_a_client_is_invalid_record() {
+        let b = build_batch_with(
+            0,
+            0,
+            &[NewRecord {
+                offset_delta: 0,
+                timestamp: 1,
+                key: Some(&[0, 0, 0, 0]),
+                value: Some(&[0, 0, 0, 0, 0, 0]),
+            }],
+            5,
+            0,
+            0,
+            TRANSACTIONAL_FLAG_MASK | CONTROL_FLAG_MASK,
+        );
+        assert_eq!(validate_batch(&b).unwrap_err().kafka_error_code(), 87);
+        validate_stored_batch(&b).unwrap();
+    }
+
+    /// Kafka: LogValidator.validateKey; a compacted topic takes no record without a key
+    /// (INVALID_RECORD), compressed or not; a tombstone (key, null value) is fine.
+    #[test]
+    fn a_record_without_key_is_refused_by_a_compacted_topic_only() {
+        let recs = [
+            NewRecord {
+                offset_delta: 0,
+                timestamp: 1,
+                key: Some(b"k"),
+                value: None,
+            },
+            NewRecord {
+                offset_delta: 1,
+                timestamp: 1,
+                key: None,
+                value: Some(b"v"),
+            },
+        ];
+        let keyless = build_batch(0, -1, &recs);
+        let keyed = build_batch(0, -1, &recs[..1]);
+        for codec in [None, Some(crate::compression::Codec::Zstd)] {
+            let c = |b: &[u8]| match codec {
+                None => b.to_vec(),
+                Some(codec) => crate::compression::compress_batch(b, codec),
+            };
+            validate_client_batch(&c(&keyless), false).unwrap();
+            validate_client_batch(&c(&keyed), true).unwrap();
+            let e = validate_client_batch(&c(&keyless), true).unwrap_err();
+            assert_eq!(e.kafka_error_code(), 87, "{e}");
+            assert!(e.to_string().contains("record 1 has no key"), "{e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub enum Error {
     InvalidRecord(String),
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: usize },
+    #[error(
+        "records of the compressed batch at offset {offset} exceed {max} bytes once decompressed"
+    )]
+    DecompressedTooLarge { offset: i64, max: u64 },
     #[error("record list too large: {0}")]
     RecordListTooLarge(String),
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
@@ -53,6 +57,9 @@ impl Error {
             Error::CorruptBatch { .. } => ErrorCode::CORRUPT_MESSAGE,
             Error::InvalidRecord(_) => ErrorCode::INVALID_RECORD,
             Error::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            // Kafka's code for a batch that outgrows the limit once the leader has processed
+            // it; the Java producer then splits the batch (see compression::MAX_DECOMPRESSED_BYTES).
+            Error::DecompressedTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             Error::RecordListTooLarge(_) => ErrorCode::RECORD_LIST_TOO_LARGE,
             Error::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             // What Kafka answers for an unexpected append offset on a follower.

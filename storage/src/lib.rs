@@ -5,6 +5,7 @@
 //! | File | Kafka class | What it holds |
 //! |---|---|---|
 //! | `batch.rs` | `DefaultRecordBatch`, `LogValidator` | the v2 batch header, CRC-32C, validation, in-place offset rewrite |
+//! | `compression.rs` | `CompressionType`, `LogValidator` (compressed half) | gzip, snappy, lz4, zstd: the leader decompresses a producer's batch and walks its records |
 //! | `segment.rs` | `LogSegment` | one `.log` file and its two indexes |
 //! | `index.rs` | `OffsetIndex` | `.index`: relative offset -> file position |
 //! | `time_index.rs` | `TimeIndex` | `.timeindex`: timestamp -> relative offset |
@@ -36,6 +37,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod compression;
 pub mod config;
 pub mod epoch;
 pub mod error;

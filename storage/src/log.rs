@@ -298,7 +298,7 @@ impl Log {
             }
             let bytes = &records[b.position..b.position + size];
             if from_client {
-                batch::validate_batch(bytes)?;
+                batch::validate_client_batch(bytes, self.config.cleanup_policy.compacts())?;
             } else {
                 batch::validate_stored_batch(bytes)?;
             }
@@ -308,6 +308,14 @@ impl Log {
                 "{} bytes of batches exceed segment.bytes {}",
                 records.len(),
                 self.config.segment_bytes
+            )));
+        }
+        if from_client && batches.len() > 1 {
+            // Kafka: LogValidator.getFirstBatchAndMaybeValidateNoMoreBatches; with magic 2 a
+            // partition's records in a produce request are one batch (what every client sends).
+            return Err(Error::InvalidRecord(format!(
+                "{} record batches for one partition; a produce request carries one",
+                batches.len()
             )));
         }
         Ok(batches)

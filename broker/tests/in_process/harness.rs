@@ -73,6 +73,7 @@ pub const PATIENCE: Duration = Duration::from_secs(5);
 pub mod code {
     pub const NONE: i16 = 0;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
@@ -1043,6 +1044,16 @@ pub struct Idempotence {
 
 /// One record batch (magic 2) of `values`.
 pub fn batch(values: &[&str], idem: Option<Idempotence>) -> Bytes {
+    batch_compressed(values, idem, Compression::None)
+}
+
+/// One record batch (magic 2) of `values`, compressed by kafka-protocol's codec (snappy as one
+/// raw block and lz4 as a frame of independent blocks, the framings librdkafka writes).
+pub fn batch_compressed(
+    values: &[&str],
+    idem: Option<Idempotence>,
+    compression: Compression,
+) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -1054,7 +1065,10 @@ pub fn batch(values: &[&str], idem: Option<Idempotence>) -> Bytes {
             producer_epoch: idem.map_or(-1, |x| x.producer_epoch),
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: idem.map_or(-1, |x| x.base_sequence + i as i32),
+            // kafka-protocol starts a new batch wherever offset - sequence changes, so without
+            // idempotence the sequences count up from -1 (the batch's base sequence, "none")
+            // to keep all values in one batch, as a producer sends them.
+            sequence: idem.map_or(i as i32 - 1, |x| x.base_sequence + i as i32),
             timestamp: 1_700_000_000_000,
             key: None,
             value: Some(Bytes::from(v.to_string())),
@@ -1067,7 +1081,7 @@ pub fn batch(values: &[&str], idem: Option<Idempotence>) -> Bytes {
         records.iter(),
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
     .unwrap();
