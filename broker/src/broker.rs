@@ -178,6 +178,14 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
                      another live broker with the same broker.id?"
                 )))
             }
+            // A lost connection (seen on a loaded machine: "no response from connection in
+            // 1600ms") is retried as Kafka's client waits for its connection: the session
+            // resumes (zk::real) and a create that did land is found ours by the next try.
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                warn!(broker_id = id, error = %e,
+                    "cannot register /brokers/ids/{id} yet; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             Err(e) => {
                 return Err(Error::lifecycle(format!(
                     "cannot register /brokers/ids/{id}: {e}"
