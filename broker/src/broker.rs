@@ -174,8 +174,8 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
             }
             Ok(Outcome::HeldByAnotherSession { owner_session, .. }) => {
                 return Err(Error::lifecycle(format!(
-                    "cannot register /brokers/ids/{id}: held by session 0x{owner_session:x}, \
-                     another live broker with the same broker.id?"
+                    "cannot register /brokers/ids/{id}: broker id {id} is already registered \
+                     by live session 0x{owner_session:x}: another broker with the same broker.id?"
                 )))
             }
             // A lost connection (seen on a loaded machine: "no response from connection in
