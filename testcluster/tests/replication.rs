@@ -256,14 +256,16 @@ fn connections_with_unread_bytes(port: u16) -> usize {
         .count()
 }
 
+/// The last `n` of `lines`, one per line.
+fn last_lines(lines: &[&str], n: usize) -> String {
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// What a broker that did not come back was doing: its log's tail and its threads' stacks.
 fn diagnose(c: &mut Cluster, id: i32) -> String {
     let log = c.broker(id).log();
-    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-    let mut out = format!(
-        "broker {id} log tail:\n{}\n",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = format!("broker {id} log tail:\n{}\n", last_lines(&lines, 40));
     if let Some(pid) = c.broker(id).pid() {
         if let Ok(o) = std::process::Command::new("timeout")
             .args([
@@ -359,7 +361,7 @@ fn bounce_loop(acks: &str, idempotent: bool, report_loss: bool) -> String {
                 let l: Vec<&str> = log.lines().collect();
                 brokers.push_str(&format!(
                     "broker {id}, last lines:\n{}\n",
-                    l[l.len().saturating_sub(15)..].join("\n")
+                    last_lines(&l, 15)
                 ));
             }
             panic!(
@@ -367,7 +369,7 @@ fn bounce_loop(acks: &str, idempotent: bool, report_loss: bool) -> String {
                  producer log lines:\n{}\n{brokers}",
                 producer.try_wait().ok().flatten().is_none(),
                 fatal.join("\n"),
-                lines[lines.len().saturating_sub(40)..].join("\n")
+                last_lines(&lines, 40)
             );
         }
     }
@@ -520,8 +522,9 @@ fn sequence_breaks(batches: &[Batch]) -> Vec<String> {
 /// A duplicate within one producer epoch is the broker's fault and fails.
 fn explain_duplicates(c: &mut Cluster, text: &str, producer_log: &Path) -> Result<(), String> {
     let plog = std::fs::read_to_string(producer_log).unwrap_or_default();
-    let client_restarted_sequences =
-        plog.contains("bumped epoch") || plog.contains("All partitions drained");
+    // librdkafka's "All partitions drained" starts both its epoch bump's and its producer id
+    // reset's lines.
+    let client_restarted_sequences = plog.contains("All partitions drained");
     let mut explained = 0;
     for line in text.lines().filter(|l| l.starts_with("duplicate:")) {
         let offsets = named_offsets(line);
@@ -596,11 +599,10 @@ fn explain_verify_failure(c: &mut Cluster, text: &str, producer_log: &Path) -> S
                         .any(|p| l.contains(&format!("partition={p}")))
             })
             .collect();
-        let tail = &lines[lines.len().saturating_sub(30)..];
         out.push_str(&format!(
             "broker {id} ({} lines, last 30):\n{}\n",
             lines.len(),
-            tail.join("\n")
+            last_lines(&lines, 30)
         ));
     }
     let plog = std::fs::read_to_string(producer_log).unwrap_or_default();
@@ -622,11 +624,10 @@ fn explain_verify_failure(c: &mut Cluster, text: &str, producer_log: &Path) -> S
             .any(|k| l.contains(k))
         })
         .collect();
-    let tail = &eos[eos.len().saturating_sub(60)..];
     out.push_str(&format!(
         "producer idempotence log ({} lines, last 60):\n{}\n",
         eos.len(),
-        tail.join("\n")
+        last_lines(&eos, 60)
     ));
     out
 }

@@ -54,6 +54,30 @@ const NEW_SESSION_LINES: [&str; 2] = [
     "opened a new ZooKeeper session",
 ];
 
+/// What both faults must leave as it was: every broker's registration (czxid, owner session),
+/// the controller, no broker logging a new or expired session, and a consistent `topic`.
+fn assert_sessions_kept(
+    c: &mut Cluster,
+    before: &[(i64, i64)],
+    controller: (i32, i32),
+    topic: &str,
+) {
+    assert_eq!(
+        registrations(c),
+        before,
+        "(czxid, ephemeralOwner) per broker"
+    );
+    assert_eq!(c.controller(), Some(controller), "no controller failover");
+    for id in 1..=3 {
+        let log = c.broker(id).log();
+        for line in NEW_SESSION_LINES {
+            assert!(!log.contains(line), "broker {id} logged '{line}'");
+        }
+    }
+    c.wait_for_all_brokers(WAIT).unwrap();
+    assert!(wait_until("consistent state", WAIT, || c.consistent(topic, 3)).is_ok());
+}
+
 /// ZooKeeper paused (SIGSTOP) for 0.55 of the session timeout, then resumed: long enough for
 /// every broker to lose its connection (the client's connection timeout is 2/5 of the session
 /// timeout, counted from its last answer), short enough that the server, whose clock counts
@@ -87,24 +111,13 @@ fn a_zookeeper_pause_shorter_than_the_session_timeout_keeps_sessions_and_broker_
             .then_some(())
     })
     .unwrap();
-    assert_eq!(
-        registrations(&mut c),
-        before,
-        "(czxid, ephemeralOwner) per broker"
-    );
-    assert_eq!(c.controller(), Some(controller), "no controller failover");
     for id in 1..=3 {
-        let log = c.broker(id).log();
         assert!(
             count(&mut c, id, "enter state Disconnected") > disconnects[(id - 1) as usize],
             "broker {id} never lost its connection: the pause did not reach it"
         );
-        for line in NEW_SESSION_LINES {
-            assert!(!log.contains(line), "broker {id} logged '{line}'");
-        }
     }
-    c.wait_for_all_brokers(WAIT).unwrap();
-    assert!(wait_until("consistent state", WAIT, || c.consistent("s", 3)).is_ok());
+    assert_sessions_kept(&mut c, &before, controller, "s");
 }
 
 /// ZooKeeper stopped (SIGKILL) for twice the session timeout, then started again on its data:
@@ -134,24 +147,15 @@ fn zookeeper_down_past_the_clients_own_timeout_then_back_keeps_every_session() {
             .then_some(())
     })
     .unwrap();
-    assert_eq!(
-        registrations(&mut c),
-        before,
-        "(czxid, ephemeralOwner) per broker"
-    );
-    assert_eq!(c.controller(), Some(controller), "no controller failover");
     for id in 1..=3 {
-        let log = c.broker(id).log();
         assert!(
-            log.contains("the ZooKeeper client gave up on its session"),
+            c.broker(id)
+                .log()
+                .contains("the ZooKeeper client gave up on its session"),
             "broker {id}: the client library did not give up, the test proves nothing"
         );
-        for line in NEW_SESSION_LINES {
-            assert!(!log.contains(line), "broker {id} logged '{line}'");
-        }
     }
-    c.wait_for_all_brokers(WAIT).unwrap();
-    assert!(wait_until("consistent state", WAIT, || c.consistent("d", 3)).is_ok());
+    assert_sessions_kept(&mut c, &before, controller, "d");
 }
 
 /// The client layer alone (`KafkaZkClient` on `zk::real::RealZk`): ZooKeeper down for longer
