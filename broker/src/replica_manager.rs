@@ -446,6 +446,7 @@ impl ReplicaManager {
         // (reading every partition's state a second time for it cost 1 to 13 ms per 3,333
         // partitions, under contention with the fetchers just woken: issue 20's measurements).
         let (mut elected, mut resigned) = (Vec::new(), Vec::new());
+        let (mut fetch, mut unfetch) = (Vec::new(), Vec::new());
         for o in out.iter().filter(|o| o.error.is_none()) {
             let Some(part) = self.get(&o.topic, o.partition) else {
                 continue;
@@ -460,11 +461,12 @@ impl ReplicaManager {
                 resigned.push((o.topic.clone(), o.partition));
             }
             if leader == self.broker_id || leader < 0 {
-                self.fetchers.remove(&o.topic, o.partition);
+                unfetch.push((o.topic.clone(), o.partition));
             } else {
-                self.fetchers.add(&o.topic, o.partition, leader, epoch);
+                fetch.push((o.topic.clone(), o.partition, leader, epoch));
             }
         }
+        self.fetchers.update(&fetch, &unfetch);
         self.report_leadership(&elected, &resigned);
         out
     }
@@ -555,9 +557,7 @@ impl ReplicaManager {
         }
         self.notify_progress();
         let stopped: Vec<(String, i32)> = out.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-        for (t, p) in &stopped {
-            self.fetchers.remove(t, *p);
-        }
+        self.fetchers.update(&[], &stopped);
         self.report_leadership_of(&stopped);
         out
     }

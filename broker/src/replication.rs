@@ -93,59 +93,76 @@ impl ReplicaFetcherManager {
         (h.finish() % n.max(1) as u64) as u32
     }
 
-    /// Starts fetching `(topic, partition)` from `leader`, truncating first.
-    pub fn add(&self, topic: &str, partition: i32, leader: i32, leader_epoch: i32) {
-        self.remove(topic, partition);
+    /// Applies the fetcher changes of one LeaderAndIsr or StopReplica at once (Kafka's
+    /// `addFetcherForPartitions` / `removeFetcherForPartitions`, which also take a whole
+    /// request's partitions): every partition named in `adds` or `removes` leaves the fetcher
+    /// it was in, then each of `adds` (topic, partition, leader, leader epoch) joins its
+    /// leader's fetcher and truncates first. A fetcher left with nothing stops.
+    ///
+    /// Each fetcher's partitions are locked once and each fetcher woken once, after all its
+    /// partitions are in. Called per partition, a 3,333-partition LeaderAndIsr locked every
+    /// fetcher for each partition and woke a fetcher 3,333 times, and the fetchers woken
+    /// first ran beside the rest of the request on a 2-core machine (issue 20's measurements).
+    pub fn update(&self, adds: &[(String, i32, i32, i32)], removes: &[(String, i32)]) {
+        if adds.is_empty() && removes.is_empty() {
+            return;
+        }
         let Some(rm) = self.replicas.upgrade() else {
             return;
         };
         let n = rm.config.num_replica_fetchers;
-        let Some(part) = rm.get(topic, partition) else {
-            warn!(
-                topic,
-                partition, "asked to fetch a partition this broker does not host"
-            );
-            return;
-        };
-        drop(rm);
-        let key = (leader, Self::fetcher_index(topic, partition, n));
-        let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
-        let f = fetchers.entry(key).or_insert_with(|| {
-            let f = Arc::new(Fetcher {
-                leader,
-                partitions: Mutex::new(HashMap::new()),
-                wake: Notify::new(),
-                task: OnceLock::new(),
-            });
-            let task = tokio::spawn(run_fetcher(Arc::downgrade(&f), self.replicas.clone()));
-            let _ = f.task.set(task);
-            info!(leader, fetcher = key.1, "started replica fetcher");
-            f
-        });
-        f.partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                (topic.to_string(), partition),
+        let mut by_fetcher: HashMap<(i32, u32), Vec<((String, i32), FetchState)>> =
+            HashMap::new();
+        for (topic, partition, leader, leader_epoch) in adds {
+            let Some(part) = rm.get(topic, *partition) else {
+                warn!(
+                    topic = %topic,
+                    partition, "asked to fetch a partition this broker does not host"
+                );
+                continue;
+            };
+            let key = (*leader, Self::fetcher_index(topic, *partition, n));
+            by_fetcher.entry(key).or_default().push((
+                (topic.clone(), *partition),
                 FetchState {
                     part,
-                    leader_epoch,
+                    leader_epoch: *leader_epoch,
                     truncating: true,
                     delayed_until: None,
                 },
-            );
-        f.wake.notify_one();
-    }
-
-    /// Stops fetching `(topic, partition)`; a fetcher left with nothing stops.
-    pub fn remove(&self, topic: &str, partition: i32) {
+            ));
+        }
+        drop(rm);
+        let leaving: std::collections::HashSet<(&str, i32)> = adds
+            .iter()
+            .map(|(t, p, _, _)| (t.as_str(), *p))
+            .chain(removes.iter().map(|(t, p)| (t.as_str(), *p)))
+            .collect();
         let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (topic.to_string(), partition);
-        fetchers.retain(|_, f| {
+        fetchers.retain(|key, f| {
             let mut parts = f.partitions.lock().unwrap_or_else(|e| e.into_inner());
-            parts.remove(&key);
-            !parts.is_empty()
+            parts.retain(|(t, p), _| !leaving.contains(&(t.as_str(), *p)));
+            !parts.is_empty() || by_fetcher.contains_key(key)
         });
+        for (key, states) in by_fetcher {
+            let f = fetchers.entry(key).or_insert_with(|| {
+                let f = Arc::new(Fetcher {
+                    leader: key.0,
+                    partitions: Mutex::new(HashMap::new()),
+                    wake: Notify::new(),
+                    task: OnceLock::new(),
+                });
+                let task = tokio::spawn(run_fetcher(Arc::downgrade(&f), self.replicas.clone()));
+                let _ = f.task.set(task);
+                info!(leader = key.0, fetcher = key.1, "started replica fetcher");
+                f
+            });
+            f.partitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(states);
+            f.wake.notify_one();
+        }
     }
 
     pub fn shutdown(&self) {
