@@ -158,6 +158,12 @@ fn remove_leftovers(subnet: u8) {
 impl Netns {
     /// Claims a free subnet and makes its bridge, with `10.211.N.1/24` in the test's namespace.
     pub fn create() -> anyhow::Result<Netns> {
+        // SAFETY: geteuid(2) cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        anyhow::ensure!(
+            root,
+            "network namespaces need root (CAP_NET_ADMIN): run this suite as root"
+        );
         std::fs::create_dir_all(OWNER_DIR)?;
         let start = std::process::id() % 254;
         for i in 0..254u32 {

@@ -3,6 +3,8 @@
 //! packets on the wire. The test process and the stock clients sit on the switch too and are
 //! never cut: each fault isolates servers from each other only.
 //!
+//! - A broker cut from ZooKeeper for half the session timeout keeps its session and broker
+//!   epoch: it reconnects in time and the ensemble never expires it.
 //! - A broker cut from ZooKeeper (but not from clients and peers) for twice the session timeout:
 //!   the ensemble expires its session (the broker does not decide that itself), leadership
 //!   moves, and within the session timeout + 5 s of healing it is registered again with a new
@@ -526,6 +528,68 @@ fn cut_from_zookeeper_and_rejoin(
     );
     producer.wait_for_progress(50, "acknowledgements after the broker rejoined");
     new_controller
+}
+
+/// A leader cut from ZooKeeper for half the session timeout (the firewall cuts of a
+/// few seconds): it loses its connection and reconnects once the cut heals, and the ensemble,
+/// which heard from it again in time, keeps its session. Same session, same registration
+/// (czxid, so the same broker epoch), same controller, no expiry logged, and every partition
+/// keeps its leader and a full ISR (Kafka: the Java client resumes the session, nothing else
+/// happens).
+#[test]
+fn a_cut_from_zookeeper_shorter_than_the_session_timeout_keeps_the_session_and_broker_epoch() {
+    let _g = serial();
+    let mut c = Cluster::start(options()).expect("cluster");
+    create_topic(&mut c, "shortcut");
+    let producer = start_producer(&c, "shortcut");
+    producer.wait_for_progress(100, "first acknowledgements");
+    let controller = c.controller().unwrap();
+    let victim = (1..=3).find(|id| *id != controller.0).unwrap();
+    let before = c.broker_registration(victim).unwrap();
+    let count = |c: &mut Cluster, line: &str| c.broker(victim).log().matches(line).count();
+    let disconnects = count(&mut c, "enter state Disconnected");
+    let connects = count(&mut c, "succeeds to establish session");
+    net(&mut c).isolate(&host(victim), &["zk1"]).unwrap();
+    // The fault's length, not a wait for a condition.
+    std::thread::sleep(SESSION / 2);
+    net(&mut c).heal_all().unwrap();
+    let healed = Instant::now();
+    wait_until("the broker connected to ZooKeeper again", WAIT, || {
+        (count(&mut c, "succeeds to establish session") > connects).then_some(())
+    })
+    .unwrap();
+    eprintln!("reconnected {:?} after healing", healed.elapsed());
+    assert!(
+        count(&mut c, "enter state Disconnected") > disconnects,
+        "broker {victim} never lost its connection: the cut did not reach it"
+    );
+    assert_eq!(
+        c.broker_registration(victim),
+        Some(before),
+        "same session and broker epoch"
+    );
+    assert_eq!(c.controller(), Some(controller), "no controller change");
+    for line in [
+        "ZooKeeper session expired",
+        "opened a new ZooKeeper session",
+    ] {
+        assert!(
+            !c.broker(victim).log().contains(line),
+            "broker {victim} logged '{line}'"
+        );
+    }
+    assert_eq!(
+        (0..3)
+            .map(|p| c.partition_state("shortcut", p).map(|s| (s.0, s.1)))
+            .collect::<Vec<_>>(),
+        (0..3).map(|p| Some((p + 1, 0))).collect::<Vec<_>>(),
+        "every partition kept its leader and leader epoch"
+    );
+    wait_for_full_isr(&mut c, "shortcut");
+    producer.wait_for_progress(100, "acknowledgements after healing");
+    let text = producer.finish_and_verify(&c, "shortcut");
+    eprintln!("{text}");
+    wait_for_identical_replicas(&mut c, "shortcut");
 }
 
 /// A broker that leads a partition but is not the controller, cut from ZooKeeper for twice
