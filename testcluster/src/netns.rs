@@ -26,7 +26,8 @@
 //! Subnets: `N` (1..=254) is chosen per `Netns`, so clusters of parallel tests and parallel test
 //! binaries never share one. An owner file `/run/testcluster-netns/tcnN.pid`, created
 //! exclusively before anything else, claims `N`; a claim whose process is gone is a crashed
-//! run's leftover, and its namespaces, links and processes are removed before `N` is reused.
+//! run's leftover, and every [`Netns::create`] first removes such leftovers (namespaces, the
+//! processes in them, links, the claim).
 //! Dropping a `Netns` removes its namespaces, links and owner file (the processes inside must
 //! be stopped first: a namespace with a process in it outlives its name, so its links are
 //! deleted by name as well).
@@ -155,6 +156,39 @@ fn remove_leftovers(subnet: u8) {
     let _ = ip(&["link", "del", &format!("{prefix}br")]);
 }
 
+/// Cleans up after crashed runs: every claim whose owner process is gone loses its namespaces
+/// (and the processes in them), links and bridge, then its owner file. A claim is first renamed
+/// to a name of our own, so that of several processes sweeping at once only one cleans a given
+/// subnet, and nobody can claim it again before the cleaning is done.
+fn sweep_abandoned_claims() {
+    let Ok(dir) = std::fs::read_dir(OWNER_DIR) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(subnet) = name
+            .strip_prefix("tcn")
+            .and_then(|n| n.strip_suffix(".pid"))
+            .and_then(|n| n.parse::<u8>().ok())
+        else {
+            continue;
+        };
+        let owner = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        if owner.is_none_or(pid_alive) {
+            continue; // alive, or still being written by its owner
+        }
+        let sweeping = entry
+            .path()
+            .with_extension(format!("sweep-{}", std::process::id()));
+        if std::fs::rename(entry.path(), &sweeping).is_ok() {
+            remove_leftovers(subnet);
+            let _ = std::fs::remove_file(&sweeping);
+        }
+    }
+}
+
 impl Netns {
     /// Claims a free subnet and makes its bridge, with `10.211.N.1/24` in the test's namespace.
     pub fn create() -> anyhow::Result<Netns> {
@@ -165,15 +199,11 @@ impl Netns {
             "network namespaces need root (CAP_NET_ADMIN): run this suite as root"
         );
         std::fs::create_dir_all(OWNER_DIR)?;
+        sweep_abandoned_claims();
         let start = std::process::id() % 254;
         for i in 0..254u32 {
             let subnet = ((start + i) % 254 + 1) as u8;
             let owner_file = PathBuf::from(format!("{OWNER_DIR}/tcn{subnet}.pid"));
-            if Self::abandoned(subnet) {
-                // A crashed run's claim: clean up after it, then claim anew.
-                remove_leftovers(subnet);
-                let _ = std::fs::remove_file(&owner_file);
-            }
             let claim = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -216,15 +246,6 @@ impl Netns {
             return Ok(n);
         }
         anyhow::bail!("no free subnet 10.211.N.0/24 for network namespaces")
-    }
-
-    /// True when subnet `N` is claimed by a process that no longer exists.
-    fn abandoned(subnet: u8) -> bool {
-        let file = format!("{OWNER_DIR}/tcn{subnet}.pid");
-        match std::fs::read_to_string(&file) {
-            Ok(text) => text.trim().parse::<i32>().is_ok_and(|p| !pid_alive(p)),
-            Err(_) => false,
-        }
     }
 
     /// What every name this `Netns` gives its namespaces and links starts with (`tcnN-`).

@@ -311,6 +311,54 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 
+/// What a crashed run leaves (a claim whose process is gone, its bridge and a namespace) is
+/// removed by the next `Netns::create`.
+#[test]
+fn a_crashed_runs_namespaces_are_removed_by_the_next_run() {
+    let _g = serial();
+    let list = |args: &[&str]| {
+        let out = testcluster::command("ip").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ip = |args: &[&str]| {
+        let st = testcluster::command("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    // A process that is gone: a child, reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let dir = std::path::Path::new("/run/testcluster-netns");
+    std::fs::create_dir_all(dir).unwrap();
+    let subnet = (1..=254u32)
+        .rev()
+        .find(|n| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(format!("tcn{n}.pid")))
+                .is_ok()
+        })
+        .expect("a free subnet");
+    std::fs::write(dir.join(format!("tcn{subnet}.pid")), format!("{dead}\n")).unwrap();
+    let prefix = format!("tcn{subnet}-");
+    ip(&["link", "add", &format!("{prefix}br"), "type", "bridge"]);
+    ip(&["netns", "add", &format!("{prefix}x")]);
+    let n = Netns::create().unwrap();
+    assert!(
+        !list(&["netns", "list"]).contains(&format!("{prefix}x")),
+        "the crashed run's namespace is left"
+    );
+    if n.subnet as u32 != subnet {
+        // (The new Netns may have claimed the freed subnet itself, bridge and all.)
+        assert!(
+            !list(&["-o", "link", "show"]).contains(&prefix),
+            "the crashed run's bridge is left"
+        );
+        assert!(!dir.join(format!("tcn{subnet}.pid")).exists(), "claim left");
+    }
+}
+
 /// The mechanism itself: a cut loses packets silently (a connection attempt times out, it is
 /// not refused), the test's own namespace still reaches both hosts, healing restores the link,
 /// and dropping the `Netns` leaves no namespace or link behind.
