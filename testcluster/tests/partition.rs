@@ -10,12 +10,13 @@
 //!   moves, and within the session timeout + 5 s of healing it is registered again with a new
 //!   broker epoch, which the controller handles as a restart. The same for the controller.
 //! - A broker cut from its peers (but not from ZooKeeper): followers fall out of the ISR of
-//!   the other leaders' partitions and acks=all carries on there; its own partitions cannot
-//!   shrink their ISR without the controller, so acks=all there waits; after healing every ISR
-//!   is full again.
+//!   the other leaders' partitions and acks=all carries on there; the partition it leads
+//!   cannot shrink its ISR without the controller, so acks=all there waits; after healing
+//!   every ISR is full again.
 //! - The controller cut from the brokers: what it sends is retried and delivered after
-//!   healing; its own partitions shrink to itself and refuse acks=all with
-//!   NOT_ENOUGH_REPLICAS. Cut from ZooKeeper as well until another broker replaces it, its
+//!   healing; the partition it leads shrinks its ISR to itself and refuses acks=all with
+//!   NOT_ENOUGH_REPLICAS, while acks=all waits on the others (their leaders cannot reach the
+//!   controller to shrink theirs). Cut from ZooKeeper as well until another broker replaces it, its
 //!   retried requests are fenced by the brokers with the newer controller epoch.
 //!
 //! In every test an idempotent acks=all producer (confluent-kafka) numbers its records and
