@@ -366,6 +366,7 @@ fn a_crashed_runs_namespaces_are_removed_by_the_next_run() {
 #[test]
 fn a_cut_loses_packets_silently_and_healing_restores_the_link() {
     let _g = serial();
+    let python = testcluster::workspace_root().join(".venv/bin/python");
     let mut n = Netns::create().unwrap();
     let a = n.add("a").unwrap();
     let b = n.add("b").unwrap();
@@ -382,11 +383,11 @@ fn a_cut_loses_packets_silently_and_healing_restores_the_link() {
         }
     }
     let _server = Kill(
-        b.command("python3")
+        b.command(&python)
             .args(["-c", &serve])
             .stdin(Stdio::null())
             .spawn()
-            .expect("python3"),
+            .expect("python (scripts/setup makes .venv)"),
     );
     let hello = |timeout: Duration| -> std::io::Result<()> {
         use std::io::Read;
@@ -402,7 +403,7 @@ fn a_cut_loses_packets_silently_and_healing_restores_the_link() {
     // A connection attempt from a's namespace (python again: the test's namespace is not cut).
     let from_a = || {
         let out = a
-            .command("python3")
+            .command(&python)
             .arg("-c")
             .arg(format!(
                 "import socket,time\nt=time.time()\ntry:\n socket.create_connection(('{}',7000),timeout=1.5).recv(2); print('ok')\n\
