@@ -211,13 +211,23 @@ impl ControllerCore {
     }
 
     /// Arms a watch of the active controller (replacing the previous one on the same path).
+    ///
+    /// A watch ended by the end of our session (`WatchKind::Session`) enqueues nothing: that
+    /// is no change of its znode, and the session's end is handled once, by `Expire`, which
+    /// resigns (the `/controller` watch and the session expiry handler both bring it). Kafka's
+    /// znode handlers never see session events either; `ZooKeeperClient` gives those to its
+    /// state-change handlers. Otherwise a `BrokerChange` or `TopicChange` could be handled
+    /// ahead of `Expire`, as the active controller, against the expired session, and fail.
     pub(crate) fn arm_watch(
         &mut self,
         key: String,
         watch: Watch,
         on_fire: impl FnOnce(WatchKind) -> Option<ControllerEvent> + Send + 'static,
     ) {
-        let h = self.spawn_watch(watch, on_fire);
+        let h = self.spawn_watch(watch, move |kind| match kind {
+            WatchKind::Session => None,
+            kind => on_fire(kind),
+        });
         if let Some(old) = self.watches.insert(key, h) {
             old.abort();
         }

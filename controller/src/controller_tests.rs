@@ -326,6 +326,34 @@ async fn zombie_controller_is_fenced_and_resigns() {
     assert_eq!(h.reader.get_controller_id().await.unwrap(), Some(2));
 }
 
+/// Kafka: `ZooKeeperClient` hands a session expiry to its state-change handlers, never to the
+/// znode handlers. When the active controller's session ends, the watches it armed on
+/// `/brokers/topics` and `/admin/delete_topics` (znodes the expiry does not touch) end with
+/// the session and queue nothing. They used to queue `TopicChange` and `TopicDeletion`,
+/// which could then be handled ahead of `Expire` against the dead session and fail (the
+/// partition suite saw it). The in-memory ZooKeeper also fires the node events of the
+/// session's own ephemerals (`/controller`, `/brokers/ids/1`) at their owner, which a real
+/// ensemble never delivers to an expired client; those are not this test's subject.
+#[tokio::test(start_paused = true)]
+async fn a_session_end_queues_no_event_for_znodes_that_did_not_change() {
+    let h = Harness::new(&[1, 2]).await;
+    let mut node = h.start_controller(1).await;
+    assert!(node.controller.is_active());
+    h.sessions[&1].expire();
+    let mut queued = Vec::new();
+    // The watch tasks run once the test yields; the clock is paused, so the time-out only
+    // elapses when nothing else is left to run.
+    while let Ok(Some(q)) =
+        tokio::time::timeout(std::time::Duration::from_secs(1), node.rx.recv()).await
+    {
+        queued.push(q.event.name());
+    }
+    assert!(!queued.is_empty(), "the session's end reached no watch");
+    for name in ["TopicChange", "TopicDeletion"] {
+        assert!(!queued.contains(&name), "queued {queued:?}");
+    }
+}
+
 /// Kafka: TopicDeletionManager — UpdateMetadata with leader -2, StopReplica(delete), and the
 /// znodes removed once every replica reported success.
 #[tokio::test]

@@ -12,6 +12,8 @@ their offsets) instead of failing: a producer without idempotence makes both, wh
 broker. Prints "OK acked=<n> consumed=<m> lost=<k> duplicates=<d> reordered=<r>".
 With --list-duplicates, second copies are allowed and each is printed after the OK line as
 "duplicate: record <i> at offsets (<p>, <o1>) and (<p>, <o2>)", for the caller to explain.
+With --skip-unkeyed, records without a key (a test's own probes, written beside the
+producer's numbered records) are passed over.
 """
 import sys
 import time
@@ -30,6 +32,7 @@ dup_lines = []
 # the old leader can fail and be retried after newer batches went to the new one. Without
 # idempotence nothing on the broker can restore the producer's order.
 allow_reorder = "--allow-reorder" in sys.argv
+skip_unkeyed = "--skip-unkeyed" in sys.argv
 dups = 0
 reordered = []
 acked = set(int(l) for l in open(acked_file) if l.strip())
@@ -51,6 +54,8 @@ while len(eof) < len(parts) and time.time() < deadline:
             print("FAIL consume error", m.error())
             sys.exit(1)
         eof.discard(m.partition())
+        if m.key() is None and skip_unkeyed:
+            continue
         i = int(m.key().decode())
         if i in seen:
             if allow_dups:

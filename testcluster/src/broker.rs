@@ -47,6 +47,8 @@ pub struct BrokerProcess {
     pub config: PathBuf,
     pub log_file: PathBuf,
     child: Option<Child>,
+    /// The network namespace and address it runs at; `None`: the test's namespace, 127.0.0.1.
+    pub placement: Option<crate::netns::Placement>,
 }
 
 impl BrokerProcess {
@@ -57,13 +59,28 @@ impl BrokerProcess {
         zookeeper_connect: &str,
         extra: &BTreeMap<String, String>,
     ) -> anyhow::Result<BrokerProcess> {
+        Self::start_placed(id, dir, zookeeper_connect, extra, None)
+    }
+
+    /// [`BrokerProcess::start`] inside a network namespace when `placement` is given: the
+    /// listener is on the namespace's address (port 9092: the host is the broker's own).
+    pub fn start_placed(
+        id: i32,
+        dir: PathBuf,
+        zookeeper_connect: &str,
+        extra: &BTreeMap<String, String>,
+        placement: Option<crate::netns::Placement>,
+    ) -> anyhow::Result<BrokerProcess> {
         std::fs::create_dir_all(&dir)?;
-        let port = crate::free_port();
+        let (host, port) = match &placement {
+            Some(p) => (p.host.to_string(), 9092),
+            None => ("127.0.0.1".to_string(), crate::free_port()),
+        };
         let mut props = BTreeMap::new();
         props.insert("broker.id".to_string(), id.to_string());
         props.insert(
             "listeners".to_string(),
-            format!("PLAINTEXT://127.0.0.1:{port}"),
+            format!("PLAINTEXT://{host}:{port}"),
         );
         props.insert(
             "log.dirs".to_string(),
@@ -94,6 +111,7 @@ impl BrokerProcess {
             dir,
             config,
             child: None,
+            placement,
         };
         b.spawn()?;
         Ok(b)
@@ -111,7 +129,11 @@ impl BrokerProcess {
             .create(true)
             .append(true)
             .open(&self.log_file)?;
-        let child = crate::command(bin)
+        let mut command = match &self.placement {
+            Some(p) => p.command(bin),
+            None => crate::command(bin),
+        };
+        let child = command
             // Own process group: a Ctrl-C in the terminal reaches `testcluster` only, which
             // then stops brokers (controlled shutdown) before ZooKeeper.
             .process_group(0)
@@ -130,7 +152,10 @@ impl BrokerProcess {
     }
 
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match &self.placement {
+            Some(p) => format!("{}:{}", p.host, self.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {

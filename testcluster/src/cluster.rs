@@ -9,6 +9,7 @@ use kafka_protocol::messages::MetadataResponse;
 
 use crate::broker::BrokerProcess;
 use crate::kafka::{leaders, Client};
+use crate::netns::Netns;
 use crate::wait_until;
 use crate::zk::ZooKeeper;
 
@@ -23,6 +24,10 @@ pub struct ClusterOptions {
     pub broker_config: BTreeMap<String, String>,
     /// ZooKeeper chroot; a unique one per cluster when `None` (tests run side by side).
     pub chroot: Option<String>,
+    /// Every ZooKeeper server and broker in a network namespace of its own, on one bridge
+    /// (see [`crate::netns`]), so a test can cut links between them; off by default (all on
+    /// 127.0.0.1 in the test's namespace). Needs root.
+    pub netns: bool,
 }
 
 impl Default for ClusterOptions {
@@ -33,6 +38,7 @@ impl Default for ClusterOptions {
             dir: None,
             broker_config: BTreeMap::new(),
             chroot: None,
+            netns: false,
         }
     }
 }
@@ -46,12 +52,20 @@ impl ClusterOptions {
         self.broker_config.insert(key.into(), value.into());
         self
     }
+    /// Network namespace mode (see [`ClusterOptions::netns`]).
+    pub fn netns(mut self) -> Self {
+        self.netns = true;
+        self
+    }
 }
 
 pub struct Cluster {
     // Field order is drop order: brokers die before ZooKeeper, the temp dir goes last.
     pub brokers: Vec<BrokerProcess>,
     pub zk: ZooKeeper,
+    /// The hosts and the bridge in network namespace mode (named `zk1`.., `b1`..); removed
+    /// after the processes in them are gone.
+    pub netns: Option<Netns>,
     /// The chroot every broker of this cluster uses (`/<name>`).
     pub chroot: String,
     pub dir: PathBuf,
@@ -82,7 +96,26 @@ impl Cluster {
                 }
             }
         };
-        let zk = ZooKeeper::start(&dir, opts.zk_nodes)?;
+        let mut netns = if opts.netns {
+            Some(Netns::create()?)
+        } else {
+            None
+        };
+        let mut placements = BTreeMap::new();
+        if let Some(n) = netns.as_mut() {
+            for i in 1..=opts.zk_nodes {
+                placements.insert(format!("zk{i}"), n.add(&format!("zk{i}"))?);
+            }
+            for id in 1..=opts.brokers {
+                placements.insert(format!("b{id}"), n.add(&format!("b{id}"))?);
+            }
+        }
+        let zk = ZooKeeper::start_placed(
+            &dir,
+            (1..=opts.zk_nodes)
+                .map(|i| placements.get(&format!("zk{i}")).cloned())
+                .collect(),
+        )?;
         let chroot = opts
             .chroot
             .clone()
@@ -94,16 +127,18 @@ impl Cluster {
             .build()?;
         let mut brokers = Vec::new();
         for id in 1..=opts.brokers {
-            brokers.push(BrokerProcess::start(
+            brokers.push(BrokerProcess::start_placed(
                 id,
                 dir.join(format!("broker{id}")),
                 &connect,
                 &opts.broker_config,
+                placements.get(&format!("b{id}")).cloned(),
             )?);
         }
         let mut c = Cluster {
             brokers,
             zk,
+            netns,
             chroot,
             dir,
             rt,

@@ -10,7 +10,9 @@
 //!
 //! Modules: [`zk`] (ZooKeeper processes and znode reads), [`broker`] (broker processes and
 //! signals), [`cluster`] (the two together), [`kafka`] (a small blocking Kafka client for
-//! wait conditions: ApiVersions, Metadata, CreateTopics).
+//! wait conditions: ApiVersions, Metadata, CreateTopics), [`netns`] (network namespaces, opt-in
+//! with [`ClusterOptions::netns`]: every server on its own host so a test can cut the network
+//! between them).
 //!
 //! The integration suites in `tests/` drive brokers and the controller through this library and
 //! stock clients. The binaries built on it (the `testcluster` command-line tool, the load tools
@@ -21,6 +23,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod kafka;
+pub mod netns;
 pub mod probe;
 pub mod zk;
 

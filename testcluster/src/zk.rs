@@ -21,6 +21,8 @@ pub struct ZkServer {
     pub dir: PathBuf,
     config: PathBuf,
     child: Option<Child>,
+    /// The network namespace and address it runs at; `None`: the test's namespace, 127.0.0.1.
+    pub placement: Option<crate::netns::Placement>,
 }
 
 /// A running ZooKeeper (1 server, or an ensemble of N).
@@ -30,8 +32,13 @@ pub struct ZooKeeper {
 
 /// Sends a four-letter word and returns the answer.
 pub fn four_letter(port: u16, word: &str) -> Option<String> {
+    four_letter_at("127.0.0.1", port, word)
+}
+
+/// [`four_letter`] to a server at `host`.
+pub fn four_letter_at(host: &str, port: u16, word: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().ok()?,
+        &format!("{host}:{port}").parse().ok()?,
         Duration::from_millis(500),
     )
     .ok()?;
@@ -45,7 +52,11 @@ pub fn four_letter(port: u16, word: &str) -> Option<String> {
 impl ZkServer {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.dir.join("zookeeper.log"))?;
-        let child = crate::command("java")
+        let mut command = match &self.placement {
+            Some(p) => p.command("java"),
+            None => crate::command("java"),
+        };
+        let child = command
             // Own process group: a Ctrl-C in the terminal reaches `testcluster` only, which
             // then stops brokers (controlled shutdown) before ZooKeeper.
             .process_group(0)
@@ -68,7 +79,7 @@ impl ZkServer {
 
     /// True once the server answers `ruok` with `imok`.
     pub fn is_ok(&self) -> bool {
-        four_letter(self.client_port, "ruok").is_some_and(|a| a == "imok")
+        four_letter_at(&self.host(), self.client_port, "ruok").is_some_and(|a| a == "imok")
     }
 
     /// Stops the server with SIGKILL (ZooKeeper has no clean-shutdown need for tests).
@@ -109,6 +120,13 @@ impl ZkServer {
         }
     }
 
+    /// The address it serves clients on.
+    pub fn host(&self) -> String {
+        self.placement
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |p| p.host.to_string())
+    }
+
     /// The server's `zoo.cfg`.
     pub fn config_path(&self) -> &Path {
         &self.config
@@ -118,9 +136,31 @@ impl ZkServer {
 impl ZooKeeper {
     /// Starts `n` servers (1 = standalone) under `base`, waits until they answer.
     pub fn start(base: &Path, n: u32) -> anyhow::Result<ZooKeeper> {
+        Self::start_placed(base, (0..n).map(|_| None).collect())
+    }
+
+    /// [`ZooKeeper::start`] with server `i` at `placements[i]`: in that network namespace, on
+    /// its address, with ZooKeeper's usual ports (the host is the server's own); one server
+    /// per entry.
+    pub fn start_placed(
+        base: &Path,
+        placements: Vec<Option<crate::netns::Placement>>,
+    ) -> anyhow::Result<ZooKeeper> {
+        let n = placements.len() as u32;
         let mut servers = Vec::new();
-        let ports: Vec<(u16, u16, u16)> = (0..n)
-            .map(|_| (free_port(), free_port(), free_port()))
+        let hosts: Vec<String> = placements
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map_or("127.0.0.1".into(), |p| p.host.to_string())
+            })
+            .collect();
+        let ports: Vec<(u16, u16, u16)> = placements
+            .iter()
+            .map(|p| match p {
+                Some(_) => (2181, 2888, 3888),
+                None => (free_port(), free_port(), free_port()),
+            })
             .collect();
         for id in 1..=n {
             let dir = base.join(format!("zk{id}"));
@@ -128,14 +168,15 @@ impl ZooKeeper {
             let (client, _, _) = ports[(id - 1) as usize];
             let mut cfg = format!(
                 "tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\n\
-                 clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
+                 clientPortAddress={host}\nmaxClientCnxns=0\nadmin.enableServer=false\n\
                  4lw.commands.whitelist=*\nminSessionTimeout=1000\nmaxSessionTimeout=60000\n",
-                dir.join("data").display()
+                dir.join("data").display(),
+                host = hosts[(id - 1) as usize],
             );
             if n > 1 {
                 std::fs::write(dir.join("data/myid"), format!("{id}\n"))?;
                 for (i, (_, p, e)) in ports.iter().enumerate() {
-                    cfg.push_str(&format!("server.{}=127.0.0.1:{p}:{e}\n", i + 1));
+                    cfg.push_str(&format!("server.{}={}:{p}:{e}\n", i + 1, hosts[i]));
                 }
             }
             let config = dir.join("zoo.cfg");
@@ -146,6 +187,7 @@ impl ZooKeeper {
                 dir,
                 config,
                 child: None,
+                placement: placements[(id - 1) as usize].clone(),
             };
             s.spawn()?;
             servers.push(s);
@@ -162,7 +204,7 @@ impl ZooKeeper {
                     zk.servers
                         .iter()
                         .any(|s| {
-                            four_letter(s.client_port, "srvr")
+                            four_letter_at(&s.host(), s.client_port, "srvr")
                                 .is_some_and(|a| a.contains("Mode: leader"))
                         })
                         .then_some(())
@@ -176,7 +218,7 @@ impl ZooKeeper {
     pub fn connect_string(&self) -> String {
         self.servers
             .iter()
-            .map(|s| format!("127.0.0.1:{}", s.client_port))
+            .map(|s| format!("{}:{}", s.host(), s.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
