@@ -55,6 +55,11 @@ struct FetchState {
     delayed_until: Option<Instant>,
 }
 
+/// A fetcher's key: the leader it fetches from and its index (`num.replica.fetchers`).
+type FetcherKey = (i32, u32);
+/// A partition's key in a fetcher: topic and partition.
+type PartitionKey = (String, i32);
+
 /// One fetcher: pulls every partition it is given from one leader.
 struct Fetcher {
     leader: i32,
@@ -111,8 +116,7 @@ impl ReplicaFetcherManager {
             return;
         };
         let n = rm.config.num_replica_fetchers;
-        let mut by_fetcher: HashMap<(i32, u32), Vec<((String, i32), FetchState)>> =
-            HashMap::new();
+        let mut by_fetcher: HashMap<FetcherKey, Vec<(PartitionKey, FetchState)>> = HashMap::new();
         for (topic, partition, leader, leader_epoch) in adds {
             let Some(part) = rm.get(topic, *partition) else {
                 warn!(
