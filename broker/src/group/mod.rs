@@ -24,6 +24,13 @@
 //! [`records`] the record formats and the [`records::GroupLog`] trait the broker implements;
 //! `persist` the writes and the load on election.
 //!
+//! Static membership (KIP-345): a member with a `group.instance.id` joins without the
+//! MEMBER_ID_REQUIRED round trip; when it restarts (joins again with its instance id and no
+//! member id) it replaces its old member id and, in a Stable group whose protocol does not
+//! change, gets its old assignment at the same generation; the old id is then fenced
+//! (FENCED_INSTANCE_ID) in JoinGroup, SyncGroup, Heartbeat, OffsetCommit and LeaveGroup. A
+//! static member that misses a rebalance stays a member until its session expires.
+//!
 //! Invariants: a group is served only by the broker leading its partition (NOT_COORDINATOR
 //! elsewhere, COORDINATOR_LOAD_IN_PROGRESS while the partition is replayed); an OffsetCommit
 //! is answered NONE only once stored (in the log when one is given).
@@ -31,9 +38,8 @@
 //! Simplifications, said plainly: built with [`GroupCoordinator::new`] offsets and groups
 //! live in memory only (lost when the coordinator moves); [`GroupCoordinator::with_log`]
 //! persists them. Group metadata is written in the background, without delaying SyncGroup
-//! answers (see `persist`). Static membership (`group.instance.id`) is recorded and shown by
-//! DescribeGroups but otherwise treated as dynamic (no FENCED_INSTANCE_ID, a restarted static
-//! member triggers a rebalance). Offsets never expire. The initial rebalance delay is fixed
+//! answers (see `persist`): a restarted static member is answered before its new member id is
+//! written. Offsets never expire. The initial rebalance delay is fixed
 //! from the first join (Kafka extends it with each new member up to the rebalance timeout).
 //! The leader of a new generation is the previous leader if it rejoined, else the member with
 //! the smallest id (Kafka: the first to join).

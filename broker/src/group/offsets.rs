@@ -63,7 +63,9 @@ impl GroupCoordinator {
         }
         let member_id = req.member_id.to_string();
         let generation = req.generation_id_or_member_epoch;
-        if let Err(c) = self.validate_offset_commit(&group_id, &member_id, generation) {
+        // OffsetCommit v7 adds `group.instance.id` (KIP-345).
+        let instance = req.group_instance_id.as_deref().filter(|_| version >= 7);
+        if let Err(c) = self.validate_offset_commit(&group_id, &member_id, instance, generation) {
             return all(c);
         }
         // Kafka: `offset.metadata.max.bytes` (4096): a too-long metadata string fails only
@@ -131,6 +133,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
     ) -> Result<(), i16> {
         let mut groups = self.groups();
@@ -143,10 +146,9 @@ impl GroupCoordinator {
             .entry(group_id.to_string())
             .or_insert_with(Group::new);
         // Kafka: GroupCoordinator.validateOffsetCommit.
-        if generation >= 0 || !member_id.is_empty() {
-            if !g.members.contains_key(member_id) {
-                return Err(code(ErrorCode::UNKNOWN_MEMBER_ID));
-            }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            // A replaced static member's commit is FENCED_INSTANCE_ID.
+            g.validate_member(member_id, instance)?;
             if generation != g.generation {
                 return Err(code(ErrorCode::ILLEGAL_GENERATION));
             }

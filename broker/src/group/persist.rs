@@ -473,6 +473,79 @@ mod tests {
         assert_eq!(gc2.heartbeat(hb, 4).await.error_code, 0);
     }
 
+    /// Static members are persisted with their instance ids (GroupMetadataValue v3): after a
+    /// coordinator move the instance-id map is rebuilt, so a restarted static member gets its
+    /// old assignment without a rebalance and its old member id is fenced; the replacement is
+    /// written too (a third coordinator knows the new member id).
+    // Kafka: GroupMetadataManager.storeGroup / loadGroup (static members), replaceStaticMember.
+    #[tokio::test(start_paused = true)]
+    async fn static_members_survive_a_coordinator_move() {
+        let log = Arc::new(MemLog::default());
+        let gc1 = GroupCoordinator::with_log(1, GroupConfig::default(), log.clone());
+        gc1.on_elected(p());
+        until_loaded(&gc1).await;
+        let static_join = |member: &str| join_req(member).with_group_instance_id(Some(s("inst")));
+        let j = gc1.join_group(static_join(""), 5, "c").await;
+        assert_eq!((j.error_code, j.generation_id), (0, 1));
+        let old = j.member_id.to_string();
+        let sync = |id: &str| {
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s(G)))
+                .with_generation_id(1)
+                .with_member_id(s(id))
+                .with_group_instance_id(Some(s("inst")))
+        };
+        let r = gc1
+            .sync_group(
+                sync(&old).with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(s(&old))
+                    .with_assignment(Bytes::from_static(b"asg"))]),
+                5,
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        gc1.on_resigned(p());
+        let gc2 = GroupCoordinator::with_log(2, GroupConfig::default(), log.clone());
+        gc2.on_elected(p());
+        until_loaded(&gc2).await;
+        let d = gc2.describe_groups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(s(G))]),
+            5,
+        );
+        assert_eq!(
+            d.groups[0].members[0].group_instance_id.as_deref(),
+            Some("inst")
+        );
+        let j = gc2.join_group(static_join(""), 5, "c").await;
+        assert_eq!((j.error_code, j.generation_id), (0, 1));
+        let new = j.member_id.to_string();
+        assert_ne!(new, old);
+        let r = gc2.sync_group(sync(&new), 5).await;
+        assert_eq!((r.error_code, r.assignment.as_ref()), (0, &b"asg"[..]));
+        let hb = |id: &str| {
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s(G)))
+                .with_generation_id(1)
+                .with_member_id(s(id))
+                .with_group_instance_id(Some(s("inst")))
+        };
+        assert_eq!(
+            gc2.heartbeat(hb(&old), 4).await.error_code,
+            ErrorCode::FENCED_INSTANCE_ID.code()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        gc2.on_resigned(p());
+        let gc3 = GroupCoordinator::with_log(3, GroupConfig::default(), log.clone());
+        gc3.on_elected(p());
+        until_loaded(&gc3).await;
+        assert_eq!(gc3.heartbeat(hb(&new), 4).await.error_code, 0);
+        assert_eq!(
+            gc3.heartbeat(hb(&old), 4).await.error_code,
+            ErrorCode::FENCED_INSTANCE_ID.code()
+        );
+    }
+
     /// Until the partition is replayed its groups answer COORDINATOR_LOAD_IN_PROGRESS.
     #[tokio::test(start_paused = true)]
     async fn groups_answer_load_in_progress_until_loaded() {

@@ -721,3 +721,281 @@ async fn unchanged_rejoin_while_completing_rebalance_repeats_the_answer() {
     let r = gc.join_group(changed, 5, "client").await;
     assert_eq!(r.generation_id, 2);
 }
+
+// --- Static membership (KIP-345) ---
+
+fn join_static(instance: &str, member: &str) -> JoinGroupRequest {
+    join_req(G, member).with_group_instance_id(Some(s(instance)))
+}
+
+/// Two static members (`s1`, `s2`) form a stable group at generation 1 with assignments
+/// b"A1" and b"A2": returns (leader id, s1's id, s2's id).
+async fn stable_static_pair(gc: &GroupCoordinator) -> (String, String, String) {
+    // A static member gets its id at once (no MEMBER_ID_REQUIRED round trip).
+    let (r1, r2) = tokio::join!(
+        gc.join_group(join_static("s1", ""), 5, "client"),
+        gc.join_group(join_static("s2", ""), 5, "client")
+    );
+    assert_eq!((r1.error_code, r2.error_code), (0, 0));
+    assert_eq!((r1.generation_id, r2.generation_id), (1, 1));
+    let (id1, id2) = (r1.member_id.to_string(), r2.member_id.to_string());
+    assert!(
+        id1.starts_with("s1-") && id2.starts_with("s2-"),
+        "{id1} {id2}"
+    );
+    let leader = r1.leader.to_string();
+    let syncs = [(id1.as_str(), "s1"), (id2.as_str(), "s2")].map(|(id, inst)| {
+        let assignments: &[(&str, &'static [u8])] = if id == leader {
+            &[(&id1, b"A1"), (&id2, b"A2")]
+        } else {
+            &[]
+        };
+        sync_req(id, 1, assignments).with_group_instance_id(Some(s(inst)))
+    });
+    let [a, b] = syncs;
+    let (sa, sb) = tokio::join!(gc.sync_group(a, 5), gc.sync_group(b, 5));
+    assert_eq!(
+        (sa.assignment.as_ref(), sb.assignment.as_ref()),
+        (&b"A1"[..], &b"A2"[..])
+    );
+    (leader, id1, id2)
+}
+
+fn static_hb(member: &str, instance: &str, generation: i32) -> HeartbeatRequest {
+    hb(member, generation).with_group_instance_id(Some(s(instance)))
+}
+
+/// A static member that restarts (JoinGroup with its instance id and no member id) while the
+/// group is Stable replaces its old member id and gets its old assignment at once: same
+/// generation, no rebalance for the other member. Every request from the old member id is
+/// then FENCED_INSTANCE_ID (JoinGroup, SyncGroup, Heartbeat, OffsetCommit, LeaveGroup).
+// Kafka: GroupCoordinator.doStaticNewMemberJoinGroup, updateStaticMemberAndRebalance,
+// validateCurrentMember.
+#[tokio::test(start_paused = true)]
+async fn static_member_restart_keeps_assignment_and_fences_old_id() {
+    let gc = coordinator();
+    let (leader, id1, id2) = stable_static_pair(&gc).await;
+    // s2 restarts (whichever of the two leads: the follower case; the leader case has its
+    // own test).
+    let (inst, old, other, other_inst, want) = if leader == id1 {
+        ("s2", id2.clone(), id1.clone(), "s1", &b"A2"[..])
+    } else {
+        ("s1", id1.clone(), id2.clone(), "s2", &b"A1"[..])
+    };
+    let r = gc.join_group(join_static(inst, ""), 5, "client").await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.generation_id, 1, "no new generation");
+    let new = r.member_id.to_string();
+    assert_ne!(new, old);
+    assert_eq!(r.leader.as_str(), leader);
+    assert!(r.members.is_empty());
+    let sy = gc
+        .sync_group(
+            sync_req(&new, 1, &[]).with_group_instance_id(Some(s(inst))),
+            5,
+        )
+        .await;
+    assert_eq!((sy.error_code, sy.assignment.as_ref()), (0, want));
+    // The other member sees nothing: its heartbeat is fine at generation 1.
+    let h = gc.heartbeat(static_hb(&other, other_inst, 1), 4).await;
+    assert_eq!(h.error_code, 0);
+    assert_eq!(
+        gc.heartbeat(static_hb(&new, inst, 1), 4).await.error_code,
+        0
+    );
+    // The old id is fenced everywhere.
+    let fenced = ErrorCode::FENCED_INSTANCE_ID.code();
+    assert_eq!(
+        gc.heartbeat(static_hb(&old, inst, 1), 4).await.error_code,
+        fenced
+    );
+    let sy = gc
+        .sync_group(
+            sync_req(&old, 1, &[]).with_group_instance_id(Some(s(inst))),
+            5,
+        )
+        .await;
+    assert_eq!(sy.error_code, fenced);
+    let c = gc
+        .offset_commit(
+            commit_req(&old, 1, 5).with_group_instance_id(Some(s(inst))),
+            8,
+        )
+        .await;
+    assert_eq!(commit_error(&c), fenced);
+    let j = gc.join_group(join_static(inst, &old), 5, "client").await;
+    assert_eq!(j.error_code, fenced);
+    let l = gc
+        .leave_group(
+            LeaveGroupRequest::default()
+                .with_group_id(gid(G))
+                .with_members(vec![MemberIdentity::default()
+                    .with_member_id(s(&old))
+                    .with_group_instance_id(Some(s(inst)))]),
+            5,
+        )
+        .await;
+    assert_eq!((l.error_code, l.members[0].error_code), (0, fenced));
+    // The new id commits; an instance id nobody holds is UNKNOWN_MEMBER_ID.
+    let c = gc
+        .offset_commit(
+            commit_req(&new, 1, 5).with_group_instance_id(Some(s(inst))),
+            8,
+        )
+        .await;
+    assert_eq!(commit_error(&c), 0);
+    let h = gc.heartbeat(static_hb(&new, "nobody", 1), 4).await;
+    assert_eq!(h.error_code, ErrorCode::UNKNOWN_MEMBER_ID.code());
+    // Still Stable at generation 1 with the two current ids.
+    let d = gc.describe_groups(
+        DescribeGroupsRequest::default().with_groups(vec![gid(G)]),
+        5,
+    );
+    assert_eq!(d.groups[0].group_state.as_str(), "Stable");
+    let mut ids: Vec<String> = d.groups[0]
+        .members
+        .iter()
+        .map(|m| m.member_id.to_string())
+        .collect();
+    ids.sort();
+    let mut want_ids = vec![new.clone(), other.clone()];
+    want_ids.sort();
+    assert_eq!(ids, want_ids);
+    assert!(d.groups[0]
+        .members
+        .iter()
+        .all(|m| m.group_instance_id.is_some()));
+}
+
+/// The leader restarting as a static member: before JoinGroup v9 the answer names the old
+/// leader id, so the new process acts as a follower and fetches its old assignment with
+/// SyncGroup (a Stable group would ignore a new assignment); from v9 it is told it leads,
+/// with the member list and `skip_assignment`. Neither moves the generation.
+// Kafka: GroupCoordinator.updateStaticMemberAndRebalance (supportSkippingAssignment).
+#[tokio::test(start_paused = true)]
+async fn static_leader_restart_skips_assignment() {
+    let gc = coordinator();
+    let (leader, id1, _) = stable_static_pair(&gc).await;
+    let (inst, want) = if leader == id1 {
+        ("s1", &b"A1"[..])
+    } else {
+        ("s2", &b"A2"[..])
+    };
+    let r = gc.join_group(join_static(inst, ""), 5, "client").await;
+    assert_eq!((r.error_code, r.generation_id), (0, 1));
+    let new = r.member_id.to_string();
+    assert_eq!(
+        r.leader.as_str(),
+        leader,
+        "the old leader id, not the new one"
+    );
+    assert!(r.members.is_empty());
+    let sy = gc
+        .sync_group(
+            sync_req(&new, 1, &[]).with_group_instance_id(Some(s(inst))),
+            5,
+        )
+        .await;
+    assert_eq!((sy.error_code, sy.assignment.as_ref()), (0, want));
+    // Again with v9: told it leads, with the members, and to skip the assignment.
+    let r = gc.join_group(join_static(inst, ""), 9, "client").await;
+    assert_eq!((r.error_code, r.generation_id), (0, 1));
+    let newer = r.member_id.to_string();
+    assert_eq!(r.leader.as_str(), newer);
+    assert!(r.skip_assignment);
+    assert_eq!(r.members.len(), 2);
+    let sy = gc
+        .sync_group(
+            sync_req(&newer, 1, &[]).with_group_instance_id(Some(s(inst))),
+            5,
+        )
+        .await;
+    assert_eq!((sy.error_code, sy.assignment.as_ref()), (0, want));
+    assert_eq!(
+        gc.heartbeat(static_hb(&new, inst, 1), 4).await.error_code,
+        ErrorCode::FENCED_INSTANCE_ID.code()
+    );
+}
+
+/// A restarted static member whose protocols change the group's selected protocol does cause
+/// a rebalance; so does one rejoining while the group is CompletingRebalance.
+// Kafka: updateStaticMemberAndRebalance (selectProtocol changes; CompletingRebalance).
+#[tokio::test(start_paused = true)]
+async fn static_rejoin_with_other_protocol_rebalances() {
+    let gc = coordinator();
+    let (_, id1, id2) = stable_static_pair(&gc).await;
+    // s2 now supports only roundrobin: range is no longer common.
+    let mut j = join_static("s2", "");
+    j.protocols.remove(0);
+    let (r2, r1) = tokio::join!(gc.join_group(j, 5, "client"), async {
+        // s1 learns of the rebalance from its heartbeat and rejoins.
+        let h = gc.heartbeat(static_hb(&id1, "s1", 1), 4).await;
+        assert_eq!(h.error_code, ErrorCode::REBALANCE_IN_PROGRESS.code());
+        gc.join_group(join_static("s1", &id1), 5, "client").await
+    });
+    assert_eq!((r1.error_code, r2.error_code), (0, 0));
+    assert_eq!((r1.generation_id, r2.generation_id), (2, 2));
+    assert_eq!(r1.protocol_name.as_deref(), Some("roundrobin"));
+    assert_ne!(r2.member_id.as_str(), id2);
+}
+
+/// A static member that does not rejoin during a rebalance stays in the group (the leader
+/// assigns to it) until its session expires; dynamic members that do not rejoin are dropped.
+// Kafka: GroupCoordinator.onCompleteJoin (notYetRejoinedDynamicMembers), onExpireHeartbeat.
+#[tokio::test(start_paused = true)]
+async fn absent_static_member_stays_until_its_session_expires() {
+    let gc = coordinator();
+    let (_, id1, id2) = stable_static_pair(&gc).await;
+    // A dynamic member joins: a rebalance; only s1 rejoins, s2 stays silent.
+    let d = member_id(&gc, 5).await.unwrap();
+    let (rd, r1) = tokio::join!(gc.join_group(join_req(G, &d), 5, "client"), async {
+        gc.join_group(join_static("s1", &id1), 5, "client").await
+    });
+    assert_eq!((rd.error_code, r1.error_code), (0, 0));
+    assert_eq!(rd.generation_id, 2);
+    let leader = if r1.leader.as_str() == id1 { &r1 } else { &rd };
+    assert_eq!(
+        leader.members.len(),
+        3,
+        "the absent static member is still a member"
+    );
+    // The silent s2 is removed once its session (10 s) runs out, which rebalances again.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let h = gc.heartbeat(static_hb(&id2, "s2", 2), 4).await;
+    assert_eq!(h.error_code, ErrorCode::UNKNOWN_MEMBER_ID.code());
+}
+
+/// LeaveGroup v3+ removes several members in one request, each answered on its own: a static
+/// member by its instance id alone (administrative removal), a member by id, an unknown
+/// instance id as UNKNOWN_MEMBER_ID.
+// Kafka: GroupCoordinator.handleLeaveGroup (KIP-345 batch leave).
+#[tokio::test(start_paused = true)]
+async fn leave_group_by_instance_id_in_a_batch() {
+    let gc = coordinator();
+    let (_, id1, id2) = stable_static_pair(&gc).await;
+    let r = gc
+        .leave_group(
+            LeaveGroupRequest::default()
+                .with_group_id(gid(G))
+                .with_members(vec![
+                    MemberIdentity::default().with_group_instance_id(Some(s("s1"))),
+                    MemberIdentity::default().with_group_instance_id(Some(s("nobody"))),
+                    MemberIdentity::default()
+                        .with_member_id(s(&id2))
+                        .with_group_instance_id(Some(s("s2"))),
+                ]),
+            3,
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    let codes: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
+    assert_eq!(codes, vec![0, ErrorCode::UNKNOWN_MEMBER_ID.code(), 0]);
+    assert_eq!(r.members[0].group_instance_id.as_deref(), Some("s1"));
+    let h = gc.heartbeat(static_hb(&id1, "s1", 1), 4).await;
+    assert_eq!(h.error_code, ErrorCode::UNKNOWN_MEMBER_ID.code());
+    let d = gc.describe_groups(
+        DescribeGroupsRequest::default().with_groups(vec![gid(G)]),
+        5,
+    );
+    assert_eq!(d.groups[0].group_state.as_str(), "Empty");
+}
