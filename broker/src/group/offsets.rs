@@ -27,9 +27,6 @@ use super::coordinator::{code, s, GroupCoordinator};
 use super::metadata::{Group, GroupState};
 use super::{persist, records};
 
-/// Kafka's `offset.metadata.max.bytes` default.
-const OFFSET_METADATA_MAX_BYTES: usize = 4096;
-
 impl GroupCoordinator {
     pub async fn offset_commit(
         &self,
@@ -70,11 +67,12 @@ impl GroupCoordinator {
         }
         // Kafka: `offset.metadata.max.bytes` (4096): a too-long metadata string fails only
         // its own partition.
+        let max_metadata = self.config.offset_metadata_max_bytes;
         let too_large =
             |p: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition| {
                 p.committed_metadata
                     .as_ref()
-                    .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
+                    .is_some_and(|m| m.len() > max_metadata)
             };
         let mut resp = all(0);
         for (t, rt) in req.topics.iter().zip(resp.topics.iter_mut()) {

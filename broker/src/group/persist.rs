@@ -246,6 +246,13 @@ impl GroupCoordinator {
                 continue;
             }
             offsets_loaded += g.offsets.len();
+            let mut g = g;
+            if g.members.len() > self.config.max_size.max(0) as usize {
+                // Kafka: GroupCoordinator.onGroupLoaded rebalances a group over `group.max.size`
+                // (the limit was lowered), so its members can commit and the last to rejoin
+                // are left out.
+                super::rebalance::prepare_rebalance(&id, &mut g, false);
+            }
             groups.insert(id, g);
         }
         self.loading

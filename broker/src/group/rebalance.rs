@@ -85,6 +85,17 @@ impl GroupCoordinator {
                 return fail(code(ErrorCode::UNKNOWN_MEMBER_ID), &req.member_id);
             }
             let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+            if !accept_joining_member(g, &req.member_id, self.config.max_size) {
+                // Kafka: a member that did not rejoin in time is dropped from the rebalance.
+                if g.members.remove(req.member_id.as_str()).is_some() {
+                    info!(group = %group_id, member_id = %req.member_id, max_size = self.config.max_size,
+                        "group is full: removing a member that had not rejoined");
+                    try_complete_join(&group_id, g, self.config.initial_rebalance_delay_ms);
+                    self.maybe_store_group(&group_id, g);
+                    self.wake.notify_one();
+                }
+                return fail(code(ErrorCode::GROUP_MAX_SIZE_REACHED), "");
+            }
             let protocols: Vec<(String, Bytes)> = req
                 .protocols
                 .iter()
@@ -510,6 +521,25 @@ impl GroupCoordinator {
             r.members = results;
         }
         r
+    }
+}
+
+/// Kafka's `GroupCoordinator.acceptJoiningMember` (`group.max.size`): an Empty group takes
+/// anyone; while PreparingRebalance a member already waiting is kept and others are taken
+/// while fewer than `max_size` wait (so after the limit was lowered the last to rejoin are
+/// the ones left out); otherwise a current member is kept and a new one is taken while the
+/// group has fewer than `max_size` members.
+pub(super) fn accept_joining_member(g: &Group, member_id: &str, max_size: i32) -> bool {
+    let max = max_size.max(0) as usize;
+    match g.state {
+        GroupState::Empty => true,
+        GroupState::PreparingRebalance => {
+            g.members.get(member_id).is_some_and(|m| m.join.is_some())
+                || g.members.values().filter(|m| m.join.is_some()).count() < max
+        }
+        GroupState::CompletingRebalance | GroupState::Stable => {
+            g.members.contains_key(member_id) || g.members.len() < max
+        }
     }
 }
 

@@ -999,3 +999,97 @@ async fn leave_group_by_instance_id_in_a_batch() {
     );
     assert_eq!(d.groups[0].group_state.as_str(), "Empty");
 }
+
+// --- Group settings (`group.*`, `offset.metadata.max.bytes`) ---
+
+fn coordinator_with(config: GroupConfig) -> Arc<GroupCoordinator> {
+    let gc = GroupCoordinator::new(1, config);
+    gc.on_elected(partition_for(G, 50));
+    gc
+}
+
+/// `group.min.session.timeout.ms` / `group.max.session.timeout.ms` bound the session timeout a
+/// member may ask for: 3 s is refused at Kafka's default minimum (6 s) and accepted once the
+/// minimum is lowered; beyond the maximum is refused too.
+// Kafka: GroupCoordinator.handleJoinGroup (INVALID_SESSION_TIMEOUT).
+#[tokio::test(start_paused = true)]
+async fn session_timeout_bounds_come_from_the_config() {
+    let short = || join_req(G, "").with_session_timeout_ms(3000);
+    let gc = coordinator();
+    let r = gc.join_group(short(), 5, "client").await;
+    assert_eq!(r.error_code, ErrorCode::INVALID_SESSION_TIMEOUT.code());
+    let gc = coordinator_with(GroupConfig {
+        min_session_timeout_ms: 1000,
+        max_session_timeout_ms: 20_000,
+        initial_rebalance_delay_ms: 100,
+        ..GroupConfig::default()
+    });
+    let r = gc.join_group(short(), 5, "client").await;
+    assert_eq!(r.error_code, ErrorCode::MEMBER_ID_REQUIRED.code());
+    let long = join_req(G, "").with_session_timeout_ms(30_000);
+    let r = gc.join_group(long, 5, "client").await;
+    assert_eq!(r.error_code, ErrorCode::INVALID_SESSION_TIMEOUT.code());
+}
+
+/// `group.max.size`: a full Stable group refuses a new member (before handing it a member
+/// id) and a new static member with GROUP_MAX_SIZE_REACHED, while its members rejoin as
+/// usual; a member leaving makes room again.
+// Kafka: GroupCoordinator.acceptJoiningMember.
+#[tokio::test(start_paused = true)]
+async fn group_max_size_refuses_members_beyond_it() {
+    let gc = coordinator_with(GroupConfig {
+        max_size: 2,
+        initial_rebalance_delay_ms: 100,
+        ..GroupConfig::default()
+    });
+    let (leader, follower) = stable_pair(&gc).await;
+    let full = ErrorCode::GROUP_MAX_SIZE_REACHED.code();
+    let r = gc.join_group(join_req(G, ""), 5, "client").await;
+    assert_eq!((r.error_code, r.member_id.as_str()), (full, ""));
+    let r = gc.join_group(join_static("s9", ""), 5, "client").await;
+    assert_eq!(r.error_code, full);
+    // The follower's unchanged rejoin is fine (same generation).
+    let r = gc.join_group(join_req(G, &follower), 5, "client").await;
+    assert_eq!((r.error_code, r.generation_id), (0, 1));
+    let r = gc
+        .leave_group(
+            LeaveGroupRequest::default()
+                .with_group_id(gid(G))
+                .with_member_id(s(&follower)),
+            0,
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    // Rebalancing with one member waiting: one more may join.
+    let (rl, rn) = tokio::join!(
+        gc.join_group(join_req(G, &leader), 5, "client"),
+        gc.join_group(join_req(G, ""), 3, "client")
+    );
+    assert_eq!((rl.error_code, rn.error_code), (0, 0));
+    assert_eq!(rl.generation_id, 2);
+}
+
+/// `offset.metadata.max.bytes`: a commit whose metadata is longer fails only that partition
+/// with OFFSET_METADATA_TOO_LARGE.
+// Kafka: GroupMetadataManager.validateOffsetMetadataLength.
+#[tokio::test(start_paused = true)]
+async fn offset_metadata_limit_comes_from_the_config() {
+    let gc = coordinator_with(GroupConfig {
+        offset_metadata_max_bytes: 4,
+        ..GroupConfig::default()
+    });
+    let mut req = commit_req("", -1, 7);
+    let mut long = req.topics[0].partitions[0].clone();
+    long.partition_index = 1;
+    long.committed_metadata = Some(s("12345"));
+    req.topics[0].partitions[0].committed_metadata = Some(s("1234"));
+    req.topics[0].partitions.push(long);
+    let r = gc.offset_commit(req, 8).await;
+    let codes: Vec<i16> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, ErrorCode::OFFSET_METADATA_TOO_LARGE.code()]);
+    assert_eq!(fetch_offset(&gc, G).await, 7);
+}
