@@ -28,6 +28,66 @@ use super::metadata::{Group, GroupState};
 use super::{persist, records};
 
 impl GroupCoordinator {
+    /// OffsetCommit as the broker serves it: a partition the metadata cache does not know
+    /// (`known` is false: an unknown topic, or a partition beyond the topic's count) is
+    /// answered UNKNOWN_TOPIC_OR_PARTITION without reaching the group, the others are
+    /// committed by [`Self::offset_commit`]. Kafka: `KafkaApis.handleOffsetCommitRequest`
+    /// (its `metadataCache.contains` check comes before the coordinator's).
+    pub async fn offset_commit_known(
+        &self,
+        req: OffsetCommitRequest,
+        version: i16,
+        known: impl Fn(&str, i32) -> bool,
+    ) -> OffsetCommitResponse {
+        let mut valid = req.clone();
+        for t in valid.topics.iter_mut() {
+            t.partitions.retain(|p| known(&t.name, p.partition_index));
+        }
+        valid.topics.retain(|t| !t.partitions.is_empty());
+        let inner = if valid.topics.is_empty() {
+            OffsetCommitResponse::default()
+        } else {
+            self.offset_commit(valid, version).await
+        };
+        let answered: HashMap<(&str, i32), i16> = inner
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| ((t.name.as_str(), p.partition_index), p.error_code))
+            })
+            .collect();
+        let unknown = code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let c = if known(&t.name, p.partition_index) {
+                                    answered
+                                        .get(&(t.name.as_str(), p.partition_index))
+                                        .copied()
+                                        .unwrap_or(unknown)
+                                } else {
+                                    unknown
+                                };
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(c)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    }
+
     pub async fn offset_commit(
         &self,
         req: OffsetCommitRequest,

@@ -1093,3 +1093,50 @@ async fn offset_metadata_limit_comes_from_the_config() {
     assert_eq!(codes, vec![0, ErrorCode::OFFSET_METADATA_TOO_LARGE.code()]);
     assert_eq!(fetch_offset(&gc, G).await, 7);
 }
+
+/// OffsetCommit for a topic the broker does not know, or a partition beyond the topic's
+/// count, answers UNKNOWN_TOPIC_OR_PARTITION for that partition alone; the known ones are
+/// committed; a commit with nothing known does not create the group.
+// Kafka: KafkaApis.handleOffsetCommitRequest (metadataCache.contains).
+#[tokio::test(start_paused = true)]
+async fn commit_to_unknown_topic_or_partition_is_refused_per_partition() {
+    let gc = coordinator();
+    // The metadata: topic "t" with 4 partitions.
+    let known = |t: &str, p: i32| t == "t" && (0..4).contains(&p);
+    let part = |i: i32| {
+        OffsetCommitRequestPartition::default()
+            .with_partition_index(i)
+            .with_committed_offset(10 + i as i64)
+    };
+    let req = commit_req("", -1, 0).with_topics(vec![
+        OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![part(0), part(99)]),
+        OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("nope")))
+            .with_partitions(vec![part(0)]),
+    ]);
+    let r = gc.offset_commit_known(req, 8, known).await;
+    let codes: Vec<Vec<i16>> = r
+        .topics
+        .iter()
+        .map(|t| t.partitions.iter().map(|p| p.error_code).collect())
+        .collect();
+    let unknown = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code();
+    assert_eq!(codes, vec![vec![0, unknown], vec![unknown]]);
+    assert_eq!(r.topics[1].name.as_str(), "nope");
+    assert_eq!(fetch_offset(&gc, G).await, 10);
+    // Nothing known: answered without touching (or creating) the group.
+    let only_unknown = OffsetCommitRequest::default()
+        .with_group_id(gid("other"))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("nope")))
+            .with_partitions(vec![part(0)])]);
+    let other = GroupCoordinator::new(1, GroupConfig::default());
+    other.on_elected(partition_for("other", 50));
+    let r = other.offset_commit_known(only_unknown, 8, known).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, unknown);
+    let l = other.list_groups(ListGroupsRequest::default(), 4);
+    assert!(l.groups.is_empty(), "{:?}", l.groups);
+}
