@@ -42,6 +42,13 @@ pub async fn handle(
             ResponseKind::DescribeGroups(g.describe_groups(r, version))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(g.list_groups(r, version)),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(g.delete_groups(r, version).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            let known = |t: &str, p: i32| broker.metadata.partition(t, p).is_some();
+            ResponseKind::OffsetDelete(g.offset_delete_known(r, version, known).await)
+        }
         _ => return None,
     })
 }

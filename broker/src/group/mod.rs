@@ -18,7 +18,7 @@
 //! makes (ownership, loading); `metadata` the group state (Kafka's `GroupMetadata` and
 //! `MemberMetadata`) and what DescribeGroups and ListGroups show; `rebalance` JoinGroup,
 //! SyncGroup, Heartbeat and LeaveGroup with the state machine's transitions; `offsets`
-//! OffsetCommit and OffsetFetch; `timers` the one task that sleeps until the earliest deadline
+//! OffsetCommit and OffsetFetch; `delete` DeleteGroups and OffsetDelete (tombstones); `timers` the one task that sleeps until the earliest deadline
 //! (session expiry, pending member expiry, rebalance delay/timeout, pending sync), as Kafka's
 //! purgatories do; [`placement`] says which `__consumer_offsets` partition owns a group;
 //! [`records`] the record formats and the [`records::GroupLog`] trait the broker implements;
@@ -45,6 +45,7 @@
 //! the smallest id (Kafka: the first to join).
 
 mod coordinator;
+mod delete;
 mod metadata;
 mod offsets;
 mod persist;
@@ -69,9 +70,9 @@ use bytes::Bytes;
 use coordinator::s;
 #[cfg(test)]
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
 #[cfg(test)]
 use std::time::Duration;
@@ -102,6 +103,8 @@ impl GroupCoordinator {
         (12, 0, 4), // Heartbeat
         (13, 0, 5), // LeaveGroup
         (14, 0, 5), // SyncGroup
+        (42, 0, 2), // DeleteGroups
+        (47, 0, 0), // OffsetDelete
     ];
 
     /// DescribeGroups and ListGroups, implemented by [`Self::describe_groups`] and

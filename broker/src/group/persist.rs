@@ -235,6 +235,9 @@ impl GroupCoordinator {
                 }
             }
         }
+        // Kafka: a group that only stored offsets and lost them all (OffsetDelete tombstones)
+        // is not recreated.
+        loaded.retain(|_, g| g.generation > 0 || !g.offsets.is_empty());
         let mut groups = self.groups();
         // Check again under the groups lock: a resignation clears groups under it too.
         if self.load_token(partition) != Some(token) {
@@ -550,6 +553,81 @@ mod tests {
         assert_eq!(
             gc3.heartbeat(hb(&old), 4).await.error_code,
             ErrorCode::FENCED_INSTANCE_ID.code()
+        );
+    }
+
+    /// DeleteGroups writes tombstones for the group's offsets and metadata to
+    /// `__consumer_offsets`: a coordinator that loads the partition afterwards knows neither
+    /// (GROUP_ID_NOT_FOUND). An offset deleted with OffsetDelete stays deleted too.
+    // Kafka: GroupMetadataManager.cleanupGroupMetadata.
+    #[tokio::test(start_paused = true)]
+    async fn deleted_groups_and_offsets_stay_deleted_after_a_move() {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        use kafka_protocol::messages::{
+            DeleteGroupsRequest, LeaveGroupRequest, OffsetDeleteRequest,
+        };
+        let log = Arc::new(MemLog::default());
+        let gc1 = GroupCoordinator::with_log(1, GroupConfig::default(), log.clone());
+        gc1.on_elected(p());
+        until_loaded(&gc1).await;
+        let id = gc1
+            .join_group(join_req(""), 5, "c")
+            .await
+            .member_id
+            .to_string();
+        let j = gc1.join_group(join_req(&id), 5, "c").await;
+        assert_eq!((j.error_code, j.generation_id), (0, 1));
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s(&id));
+        assert_eq!(gc1.sync_group(sync, 5).await.error_code, 0);
+        assert_eq!(
+            gc1.offset_commit(commit_req(&id, 1, 3), 8).await.topics[0].partitions[0].error_code,
+            0
+        );
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_member_id(s(&id));
+        assert_eq!(gc1.leave_group(leave, 0).await.error_code, 0);
+        let del = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(G))]);
+        assert_eq!(
+            gc1.delete_groups(del.clone(), 2).await.results[0].error_code,
+            0
+        );
+        // A simple consumer's group, with one offset deleted by OffsetDelete.
+        gc1.offset_commit(commit_req("", -1, 4), 8).await;
+        let od = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![OffsetDeleteRequestPartition::default()])]);
+        let r = gc1.offset_delete_known(od, 0, |_, _| true).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let (recs, _) = records::decode_batches(&log.parts.lock().unwrap()[&p()]);
+        assert!(
+            recs.contains(&Record::Group(G.into(), None)),
+            "group tombstone"
+        );
+        let offset_tombstones = recs
+            .iter()
+            .filter(|r| matches!(r, Record::Offset(o) if o.value.is_none()))
+            .count();
+        assert_eq!(offset_tombstones, 2);
+        gc1.on_resigned(p());
+        let gc2 = GroupCoordinator::with_log(2, GroupConfig::default(), log.clone());
+        gc2.on_elected(p());
+        until_loaded(&gc2).await;
+        assert_eq!(
+            gc2.offset_fetch(fetch_req(), 7).await.topics[0].partitions[0].committed_offset,
+            -1
+        );
+        assert_eq!(
+            gc2.delete_groups(del, 2).await.results[0].error_code,
+            ErrorCode::GROUP_ID_NOT_FOUND.code()
         );
     }
 

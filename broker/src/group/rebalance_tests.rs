@@ -1140,3 +1140,163 @@ async fn commit_to_unknown_topic_or_partition_is_refused_per_partition() {
     let l = other.list_groups(ListGroupsRequest::default(), 4);
     assert!(l.groups.is_empty(), "{:?}", l.groups);
 }
+
+// --- DeleteGroups and OffsetDelete ---
+
+/// A ConsumerProtocolSubscription v0 for `topics` (as a consumer's JoinGroup metadata).
+fn subscription(topics: &[&str]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for t in topics {
+        b.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        b.extend_from_slice(t.as_bytes());
+    }
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // no user data
+    b.freeze()
+}
+
+fn offset_delete_req(group: &str, topics: &[(&str, i32)]) -> OffsetDeleteRequest {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    OffsetDeleteRequest::default()
+        .with_group_id(gid(group))
+        .with_topics(
+            topics
+                .iter()
+                .map(|(t, p)| {
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(*p)
+                        ])
+                })
+                .collect(),
+        )
+}
+
+fn delete_groups_req(groups: &[&str]) -> DeleteGroupsRequest {
+    DeleteGroupsRequest::default().with_groups_names(groups.iter().map(|g| gid(g)).collect())
+}
+
+async fn fetch_at(gc: &GroupCoordinator, topic: &str) -> i64 {
+    let f = gc
+        .offset_fetch(
+            OffsetFetchRequest::default()
+                .with_group_id(gid(G))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_indexes(vec![0])])),
+            7,
+        )
+        .await;
+    f.topics[0].partitions[0].committed_offset
+}
+
+/// OffsetDelete on a consumer group with a member deletes the offsets of topics it does not
+/// subscribe to and refuses the subscribed one (GROUP_SUBSCRIBED_TO_TOPIC) and unknown
+/// partitions; DeleteGroups refuses a group with members (NON_EMPTY_GROUP), an unknown group
+/// (GROUP_ID_NOT_FOUND) and another coordinator's (NOT_COORDINATOR), and deletes the group
+/// with its offsets once Empty.
+// Kafka: GroupCoordinator.handleDeleteOffsets, handleDeleteGroups; KafkaApis' metadata check.
+#[tokio::test(start_paused = true)]
+async fn delete_offsets_and_groups() {
+    let gc = coordinator();
+    let id = member_id(&gc, 5).await.unwrap();
+    let mut j = join_req(G, &id);
+    j.protocols[0].metadata = subscription(&["t"]);
+    let r = gc.join_group(j, 5, "client").await;
+    assert_eq!((r.error_code, r.generation_id), (0, 1));
+    assert_eq!(
+        gc.sync_group(sync_req(&id, 1, &[(&id, b"A")]), 5)
+            .await
+            .error_code,
+        0
+    );
+    for topic in ["t", "u"] {
+        let mut c = commit_req(&id, 1, 5);
+        c.topics[0].name = TopicName(s(topic));
+        assert_eq!(commit_error(&gc.offset_commit(c, 8).await), 0);
+    }
+    let known = |t: &str, p: i32| (t == "t" || t == "u") && p == 0;
+    let r = gc
+        .offset_delete_known(
+            offset_delete_req(G, &[("t", 0), ("u", 0), ("x", 0)]),
+            0,
+            known,
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    let codes: Vec<i16> = r
+        .topics
+        .iter()
+        .map(|t| t.partitions[0].error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC.code(),
+            0,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
+        ]
+    );
+    assert_eq!(
+        (fetch_at(&gc, "t").await, fetch_at(&gc, "u").await),
+        (5, -1)
+    );
+    // An unknown group of this coordinator, and a group of another one.
+    let mine = |n: &&String| partition_for(n, 50) == partition_for(G, 50);
+    let names: Vec<String> = (0..1000).map(|i| format!("nope{i}")).collect();
+    let unknown = names.iter().find(mine).unwrap();
+    let elsewhere = names.iter().find(|n| !mine(n)).unwrap();
+    let r = gc
+        .offset_delete_known(offset_delete_req(unknown, &[("t", 0)]), 0, known)
+        .await;
+    assert_eq!(r.error_code, ErrorCode::GROUP_ID_NOT_FOUND.code());
+    assert!(r.topics.is_empty());
+    let r = gc
+        .delete_groups(delete_groups_req(&[G, unknown, elsewhere]), 2)
+        .await;
+    let codes: Vec<i16> = r.results.iter().map(|g| g.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::NON_EMPTY_GROUP.code(),
+            ErrorCode::GROUP_ID_NOT_FOUND.code(),
+            ErrorCode::NOT_COORDINATOR.code()
+        ]
+    );
+    let l = LeaveGroupRequest::default()
+        .with_group_id(gid(G))
+        .with_member_id(s(&id));
+    assert_eq!(gc.leave_group(l, 0).await.error_code, 0);
+    // Empty: any offset may go; then the group itself.
+    let r = gc
+        .offset_delete_known(offset_delete_req(G, &[("t", 0)]), 0, known)
+        .await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let mut c = commit_req("", -1, 9);
+    c.topics[0].name = TopicName(s("u"));
+    assert_eq!(commit_error(&gc.offset_commit(c, 8).await), 0);
+    let r = gc.delete_groups(delete_groups_req(&[G]), 2).await;
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(fetch_at(&gc, "u").await, -1);
+    let d = gc.describe_groups(
+        DescribeGroupsRequest::default().with_groups(vec![gid(G)]),
+        5,
+    );
+    assert_eq!(d.groups[0].group_state.as_str(), "Dead");
+    let r = gc.delete_groups(delete_groups_req(&[G]), 0).await;
+    assert_eq!(
+        r.results[0].error_code,
+        ErrorCode::GROUP_ID_NOT_FOUND.code()
+    );
+    for v in versions(42) {
+        round_trip("DeleteGroups", &r, v);
+    }
+    let r = gc
+        .offset_delete_known(offset_delete_req(G, &[("t", 0)]), 0, known)
+        .await;
+    round_trip("OffsetDelete", &r, 0);
+}
