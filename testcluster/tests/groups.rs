@@ -67,3 +67,27 @@ fn static_member_restart_keeps_its_partitions_without_rebalance() {
     );
     assert!(ok && out.contains("\nOK"), "static members: {out}\n{err}");
 }
+
+/// Group administration with stock admin clients (confluent-kafka's AdminClient, kafka-python's
+/// KafkaAdminClient for OffsetDelete): committing offsets for a partition beyond the topic's
+/// count or an unknown topic is UNKNOWN_TOPIC_OR_PARTITION for those partitions; a group with a
+/// member cannot be deleted (NON_EMPTY_GROUP) and keeps the offsets of the topic it subscribes
+/// to (GROUP_SUBSCRIBED_TO_TOPIC) while another topic's are deleted; an unknown group is
+/// GROUP_ID_NOT_FOUND; an Empty group is deleted with its offsets and its tombstone is in
+/// `__consumer_offsets`. The checks are in `clients/py_group_admin.py`.
+#[test]
+fn admin_clients_delete_groups_and_offsets() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Cluster::start(
+        ClusterOptions::default().config("group.initial.rebalance.delay.ms", "0"),
+    )
+    .expect("cluster");
+    c.create_topic("adm-topic", 4, 1, &[]).expect("create topic");
+    c.create_topic("adm-other", 1, 1, &[]).expect("create topic");
+    let (ok, out, err) = python_client(
+        "py_group_admin.py",
+        &[&c.bootstrap(), "adm-topic", "adm-other"],
+        Duration::from_secs(180),
+    );
+    assert!(ok && out.contains("OK"), "group admin: {out}\n{err}");
+}
