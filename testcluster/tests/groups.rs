@@ -78,12 +78,13 @@ fn static_member_restart_keeps_its_partitions_without_rebalance() {
 #[test]
 fn admin_clients_delete_groups_and_offsets() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Cluster::start(
-        ClusterOptions::default().config("group.initial.rebalance.delay.ms", "0"),
-    )
-    .expect("cluster");
-    c.create_topic("adm-topic", 4, 1, &[]).expect("create topic");
-    c.create_topic("adm-other", 1, 1, &[]).expect("create topic");
+    let mut c =
+        Cluster::start(ClusterOptions::default().config("group.initial.rebalance.delay.ms", "0"))
+            .expect("cluster");
+    c.create_topic("adm-topic", 4, 1, &[])
+        .expect("create topic");
+    c.create_topic("adm-other", 1, 1, &[])
+        .expect("create topic");
     let (ok, out, err) = python_client(
         "py_group_admin.py",
         &[&c.bootstrap(), "adm-topic", "adm-other"],
