@@ -1300,3 +1300,31 @@ async fn delete_offsets_and_groups() {
         .await;
     round_trip("OffsetDelete", &r, 0);
 }
+
+/// A static member restarting while its old process still waits in JoinGroup (a rebalance
+/// is under way): the old JoinGroup is answered FENCED_INSTANCE_ID at once and the new one
+/// takes its place in the rebalance.
+// Kafka: GroupMetadata.replaceStaticMember (fences a waiting join), PreparingRebalance case.
+#[tokio::test(start_paused = true)]
+async fn restart_during_rebalance_fences_the_waiting_old_join() {
+    let gc = coordinator();
+    let (_, id1, id2) = stable_static_pair(&gc).await;
+    let mut changed = join_static("s1", &id1);
+    changed.protocols[0].metadata = Bytes::from_static(b"new");
+    let (old, new, r2) = tokio::join!(
+        gc.join_group(changed, 5, "client"),
+        async {
+            // Let the old join start the rebalance and wait.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            gc.join_group(join_static("s1", ""), 5, "client").await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            gc.join_group(join_static("s2", &id2), 5, "client").await
+        }
+    );
+    assert_eq!(old.error_code, ErrorCode::FENCED_INSTANCE_ID.code());
+    assert_eq!((new.error_code, r2.error_code), (0, 0));
+    assert_eq!((new.generation_id, r2.generation_id), (2, 2));
+    assert_ne!(new.member_id.as_str(), id1);
+}
