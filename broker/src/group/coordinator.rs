@@ -90,6 +90,13 @@ pub struct GroupCoordinator {
     pub(super) timer_runs: std::sync::atomic::AtomicU64,
 }
 
+impl GroupCoordinator {
+    /// `group.initial.rebalance.delay.ms` as a duration.
+    pub(super) fn initial_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.initial_rebalance_delay_ms.max(0) as u64)
+    }
+}
+
 pub(super) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }

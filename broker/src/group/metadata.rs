@@ -79,6 +79,13 @@ pub(super) struct Group {
     pub(super) members: BTreeMap<String, Member>,
     /// When the current rebalance started, and whether it began from an empty group.
     pub(super) rebalance_started: Option<(Instant, bool)>,
+    /// A rebalance that began from an empty group first waits `group.initial.rebalance.delay.ms`
+    /// and, while a new group (generation 0) keeps gaining members, waits that long again, up
+    /// to its rebalance timeout (Kafka's `InitialDelayedJoin`): (the end of the current wait,
+    /// what may still be added after it).
+    pub(super) initial_delay: Option<(Instant, Duration)>,
+    /// A new member joined during the current initial delay (Kafka's `newMemberAdded`).
+    pub(super) new_member_added: bool,
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined (KIP-394), with the
     /// time they expire if the client never comes back (its session timeout). A rebalance
     /// waits for them, as Kafka's `GroupMetadata.hasAllMembersJoined` does.
@@ -103,6 +110,8 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             rebalance_started: None,
+            initial_delay: None,
+            new_member_added: false,
             pending: HashMap::new(),
             sync_deadline: None,
             stored: None,

@@ -39,10 +39,10 @@
 //! live in memory only (lost when the coordinator moves); [`GroupCoordinator::with_log`]
 //! persists them. Group metadata is written in the background, without delaying SyncGroup
 //! answers (see `persist`): a restarted static member is answered before its new member id is
-//! written. Offsets never expire. The initial rebalance delay is fixed
-//! from the first join (Kafka extends it with each new member up to the rebalance timeout).
-//! The leader of a new generation is the previous leader if it rejoined, else the member with
-//! the smallest id (Kafka: the first to join).
+//! written. Offsets never expire. The leader of a new generation is the previous leader if
+//! it rejoined, else the joined member with the smallest id (Kafka: the first to join). A new
+//! group's initial rebalance delay waits for every member given an id (KIP-394) to join, not
+//! only for the delay to pass (Kafka completes without the late ones).
 
 mod coordinator;
 mod delete;

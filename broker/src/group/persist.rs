@@ -254,7 +254,7 @@ impl GroupCoordinator {
                 // Kafka: GroupCoordinator.onGroupLoaded rebalances a group over `group.max.size`
                 // (the limit was lowered), so its members can commit and the last to rejoin
                 // are left out.
-                super::rebalance::prepare_rebalance(&id, &mut g, false);
+                super::rebalance::prepare_rebalance(&id, &mut g, None);
             }
             groups.insert(id, g);
         }

@@ -154,6 +154,7 @@ impl GroupCoordinator {
                 let new = (member_id.as_str(), protocols, session, rebalance);
                 self.replace_static_member(&group_id, g, &old_id, instance, new, (version, tx));
             } else {
+                let is_new = !g.members.contains_key(&member_id);
                 let changed = match g.members.get(&member_id) {
                     Some(m) => m.protocols != protocols,
                     None => true,
@@ -183,8 +184,13 @@ impl GroupCoordinator {
                 m.join = Some((version, tx));
                 g.protocol_type = Some(ptype);
                 match g.state {
-                    GroupState::PreparingRebalance => {}
-                    GroupState::Empty => prepare_rebalance(&group_id, g, true),
+                    // Kafka: a new group still gaining members extends its initial delay.
+                    GroupState::PreparingRebalance => {
+                        g.new_member_added |= is_new && g.generation == 0
+                    }
+                    GroupState::Empty => {
+                        prepare_rebalance(&group_id, g, Some(self.initial_delay()))
+                    }
                     GroupState::CompletingRebalance | GroupState::Stable => {
                         let is_leader = g.leader.as_deref() == Some(member_id.as_str());
                         // Kafka: a member rejoining unchanged while CompletingRebalance probably
@@ -193,7 +199,7 @@ impl GroupCoordinator {
                         // of metadata starts a rebalance; a follower's unchanged rejoin does not.
                         let stable = g.state == GroupState::Stable;
                         if changed || (stable && is_leader) {
-                            prepare_rebalance(&group_id, g, false);
+                            prepare_rebalance(&group_id, g, None);
                         } else {
                             let m = g.members.get_mut(&member_id).expect("inserted above");
                             if let Some((v, tx)) = m.join.take() {
@@ -277,7 +283,7 @@ impl GroupCoordinator {
             GroupState::Stable => {
                 let leader = g.leader.clone().unwrap_or_default();
                 if select_protocol(g, &leader) != g.protocol {
-                    prepare_rebalance(group_id, g, false);
+                    prepare_rebalance(group_id, g, None);
                     return;
                 }
                 info!(
@@ -306,7 +312,7 @@ impl GroupCoordinator {
                 };
                 let _ = tx.send(r);
             }
-            GroupState::CompletingRebalance => prepare_rebalance(group_id, g, false),
+            GroupState::CompletingRebalance => prepare_rebalance(group_id, g, None),
             GroupState::PreparingRebalance | GroupState::Empty => {}
         }
     }
@@ -560,11 +566,13 @@ pub(super) fn member_gone(group: &str, g: &mut Group) {
         g.state,
         GroupState::Stable | GroupState::CompletingRebalance
     ) {
-        prepare_rebalance(group, g, false);
+        prepare_rebalance(group, g, None);
     }
 }
 
-pub(super) fn prepare_rebalance(group: &str, g: &mut Group, from_empty: bool) {
+/// Starts a rebalance. `initial_delay`: the group was Empty, so the join phase first waits
+/// `group.initial.rebalance.delay.ms` for more members (Kafka's `InitialDelayedJoin`).
+pub(super) fn prepare_rebalance(group: &str, g: &mut Group, initial_delay: Option<Duration>) {
     if g.state == GroupState::CompletingRebalance {
         // Members waiting in SyncGroup must rejoin.
         for m in g.members.values_mut() {
@@ -579,7 +587,13 @@ pub(super) fn prepare_rebalance(group: &str, g: &mut Group, from_empty: bool) {
         }
     }
     g.state = GroupState::PreparingRebalance;
-    g.rebalance_started = Some((Instant::now(), from_empty));
+    g.rebalance_started = Some((Instant::now(), initial_delay.is_some()));
+    g.new_member_added = false;
+    g.initial_delay = initial_delay.map(|initial_delay| {
+        let timeout = g.members.values().map(|m| m.rebalance_timeout).max();
+        let remaining = timeout.unwrap_or_default().saturating_sub(initial_delay);
+        (Instant::now() + initial_delay, remaining)
+    });
     info!(
         group,
         generation = g.generation,
@@ -594,7 +608,7 @@ pub(super) fn try_complete_join(group: &str, g: &mut Group, initial_delay_ms: i3
     if g.state != GroupState::PreparingRebalance {
         return;
     }
-    let Some((started, from_empty)) = g.rebalance_started else {
+    let Some((started, _)) = g.rebalance_started else {
         return;
     };
     let elapsed = started.elapsed();
@@ -605,8 +619,19 @@ pub(super) fn try_complete_join(group: &str, g: &mut Group, initial_delay_ms: i3
         .max()
         .unwrap_or_default();
     let all_joined = g.members.values().all(|m| m.join.is_some()) && g.pending.is_empty();
-    let delay_done =
-        !from_empty || elapsed >= Duration::from_millis(initial_delay_ms.max(0) as u64);
+    let delay_done = match g.initial_delay {
+        None => true,
+        Some((until, _)) if Instant::now() < until => false,
+        Some((_, remaining)) if g.new_member_added && !remaining.is_zero() => {
+            // Kafka's InitialDelayedJoin: members are still arriving; wait again.
+            let delay = Duration::from_millis(initial_delay_ms.max(0) as u64);
+            let step = delay.min(remaining);
+            g.initial_delay = Some((Instant::now() + step, remaining.saturating_sub(delay)));
+            g.new_member_added = false;
+            false
+        }
+        Some(_) => true,
+    };
     if !(all_joined && delay_done) && elapsed < timeout {
         return;
     }
@@ -635,6 +660,7 @@ pub(super) fn try_complete_join(group: &str, g: &mut Group, initial_delay_ms: i3
     g.protocol = protocol;
     g.state = GroupState::CompletingRebalance;
     g.rebalance_started = None;
+    g.initial_delay = None;
     g.sync_deadline = Some(Instant::now() + timeout);
     info!(group, generation = g.generation, leader = %leader, members = g.members.len(),
         protocol = ?g.protocol, "rebalance: join phase complete");

@@ -1328,3 +1328,45 @@ async fn restart_during_rebalance_fences_the_waiting_old_join() {
     assert_eq!((new.generation_id, r2.generation_id), (2, 2));
     assert_ne!(new.member_id.as_str(), id1);
 }
+
+/// A new group's first rebalance waits `group.initial.rebalance.delay.ms` and waits again
+/// each time new members arrived meanwhile (bounded by the rebalance timeout); members joining
+/// a group that is Empty at a later generation do not extend it.
+// Kafka: InitialDelayedJoin, GroupCoordinator.addMemberAndRebalance (newMemberAdded when
+// generation 0).
+#[tokio::test(start_paused = true)]
+async fn initial_delay_extends_while_a_new_group_gains_members() {
+    let gc = coordinator(); // delay 100 ms, rebalance timeout 5 s
+    let t0 = Instant::now();
+    let joined_after = |ms: u64| {
+        let gc = gc.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let r = gc.join_group(join_req(G, ""), 3, "client").await;
+            assert_eq!(r.error_code, 0);
+            (r.generation_id, r.member_id.to_string())
+        }
+    };
+    let (a, b, c) = tokio::join!(joined_after(0), joined_after(80), joined_after(150));
+    assert_eq!((a.0, b.0, c.0), (1, 1, 1));
+    // 0 -> 100 (b arrived: wait again) -> 200 (c arrived: again) -> 300.
+    assert_eq!(t0.elapsed(), Duration::from_millis(300));
+    // Everyone leaves: Empty at generation 2; two members join 50 ms apart: one delay only.
+    let ids: Vec<MemberIdentity> = [a.1, b.1, c.1]
+        .iter()
+        .map(|id| MemberIdentity::default().with_member_id(s(id)))
+        .collect();
+    let l = gc
+        .leave_group(
+            LeaveGroupRequest::default()
+                .with_group_id(gid(G))
+                .with_members(ids),
+            3,
+        )
+        .await;
+    assert!(l.members.iter().all(|m| m.error_code == 0));
+    let t1 = Instant::now();
+    let (d, e) = tokio::join!(joined_after(0), joined_after(50));
+    assert_eq!((d.0, e.0), (3, 3));
+    assert_eq!(t1.elapsed(), Duration::from_millis(100));
+}
