@@ -643,6 +643,21 @@ mod tests {
         gc.on_elected(p());
         let lip = ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.code();
         assert_eq!(gc.join_group(join_req(""), 5, "c").await.error_code, lip);
+        // Kafka: a heartbeat is answered NONE blindly; a SyncGroup REBALANCE_IN_PROGRESS
+        // (the rebalance in flight is lost; the member rejoins).
+        let hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s("m"));
+        assert_eq!(gc.heartbeat(hb, 4).await.error_code, 0);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s("m"));
+        assert_eq!(
+            gc.sync_group(sync, 5).await.error_code,
+            ErrorCode::REBALANCE_IN_PROGRESS.code()
+        );
         assert_eq!(gc.offset_fetch(fetch_req(), 7).await.error_code, lip);
         assert_eq!(
             gc.list_groups(ListGroupsRequest::default(), 4).error_code,

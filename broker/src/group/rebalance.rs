@@ -327,6 +327,11 @@ impl GroupCoordinator {
         };
         let group_id = req.group_id.to_string();
         if let Err(c) = self.check_group(&group_id) {
+            // Kafka: while loading, the rebalance in flight is lost; REBALANCE_IN_PROGRESS
+            // sends the member back to JoinGroup (older clients do not know the load error).
+            if c == code(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS) {
+                return fail(code(ErrorCode::REBALANCE_IN_PROGRESS));
+            }
             return fail(c);
         }
         let rx = {
@@ -412,6 +417,10 @@ impl GroupCoordinator {
         let r = |c: i16| HeartbeatResponse::default().with_error_code(c);
         let group_id = req.group_id.to_string();
         if let Err(c) = self.check_group(&group_id) {
+            // Kafka: a heartbeat while the group loads is answered NONE blindly.
+            if c == code(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS) {
+                return r(0);
+            }
             return r(c);
         }
         let mut groups = self.groups();
