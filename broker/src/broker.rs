@@ -230,14 +230,10 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
     });
     let groups = crate::group::GroupCoordinator::with_log(
         id,
-        crate::group::GroupConfig {
-            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            offsets_topic_num_partitions: config.offsets_topic_num_partitions,
-            ..crate::group::GroupConfig::default()
-        },
+        crate::group::GroupConfig::from_broker(&config),
         Arc::new(crate::group_log::OffsetsTopicLog {
             replicas: replicas.clone(),
-            timeout: Duration::from_millis(config.request_timeout_ms),
+            timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
         }),
     );
     replicas.on_leadership_change(crate::group_log::leadership_callback(&groups));

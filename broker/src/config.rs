@@ -136,6 +136,19 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// `group.initial.rebalance.delay.ms` (3000).
     pub group_initial_rebalance_delay_ms: i32,
+    /// `group.min.session.timeout.ms` (6000): a JoinGroup with a shorter session timeout is
+    /// INVALID_SESSION_TIMEOUT.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` (1800000): likewise for a longer one.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size` (2147483647): members a group may hold (GROUP_MAX_SIZE_REACHED).
+    pub group_max_size: i32,
+    /// `offsets.commit.timeout.ms` (5000): how long a commit (or a group metadata write)
+    /// waits for `__consumer_offsets`' replicas before it fails with REQUEST_TIMED_OUT.
+    pub offsets_commit_timeout_ms: u64,
+    /// `offset.metadata.max.bytes` (4096): the longest metadata string a commit may carry
+    /// (OFFSET_METADATA_TOO_LARGE beyond).
+    pub offset_metadata_max_bytes: usize,
     /// `metrics.port`: our own key (Kafka exposes JMX): a Prometheus text endpoint on the
     /// first listener's host; 0 = a free port, -1 = off (default).
     pub metrics_port: i32,
@@ -199,6 +212,11 @@ const KNOWN_KEYS: &[&str] = &[
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
+    "offsets.commit.timeout.ms",
+    "offset.metadata.max.bytes",
     "num.network.threads",
     "num.io.threads",
     "num.recovery.threads.per.data.dir",
@@ -495,10 +513,22 @@ impl BrokerConfig {
             offsets_topic_num_partitions: p.parse("offsets.topic.num.partitions", 50)?,
             offsets_topic_replication_factor: p.parse("offsets.topic.replication.factor", 3)?,
             group_initial_rebalance_delay_ms: p.parse("group.initial.rebalance.delay.ms", 3000)?,
+            group_min_session_timeout_ms: p.parse("group.min.session.timeout.ms", 6000)?,
+            group_max_session_timeout_ms: p.parse("group.max.session.timeout.ms", 1_800_000)?,
+            group_max_size: p.parse("group.max.size", i32::MAX)?,
+            offsets_commit_timeout_ms: p.parse("offsets.commit.timeout.ms", 5000)?,
+            offset_metadata_max_bytes: p.parse("offset.metadata.max.bytes", 4096)?,
             metrics_port: p.parse("metrics.port", -1)?,
             raw: p.map.clone(),
         };
         p.at_least("num.replica.fetchers", cfg.num_replica_fetchers, 1)?;
+        // Kafka's validation: group.max.size >= 1, offsets.commit.timeout.ms >= 1.
+        p.at_least("group.max.size", cfg.group_max_size, 1)?;
+        p.at_least(
+            "offsets.commit.timeout.ms",
+            cfg.offsets_commit_timeout_ms,
+            1,
+        )?;
         p.at_least(
             "offsets.topic.num.partitions",
             cfg.offsets_topic_num_partitions,
@@ -697,6 +727,52 @@ mod tests {
         assert_eq!(c.zookeeper_session_timeout, Duration::from_secs(18));
         assert_eq!(c.listeners[0].port, 9092);
         assert_eq!(c.inter_broker_listener_name, "PLAINTEXT");
+    }
+
+    /// The group coordinator's settings are read (with Kafka's defaults), known (no
+    /// "isn't a known config" warning) and validated.
+    #[test]
+    fn group_settings() {
+        let base = [("broker.id", "1"), ("zookeeper.connect", "x")];
+        let c = BrokerConfig::from_pairs(pairs(&base)).unwrap();
+        assert_eq!(
+            (
+                c.group_min_session_timeout_ms,
+                c.group_max_session_timeout_ms,
+                c.group_max_size,
+                c.offsets_commit_timeout_ms,
+                c.offset_metadata_max_bytes,
+                c.group_initial_rebalance_delay_ms
+            ),
+            (6000, 1_800_000, i32::MAX, 5000, 4096, 3000)
+        );
+        let set = [
+            ("group.min.session.timeout.ms", "1000"),
+            ("group.max.session.timeout.ms", "60000"),
+            ("group.max.size", "3"),
+            ("offsets.commit.timeout.ms", "2000"),
+            ("offset.metadata.max.bytes", "10"),
+            ("group.initial.rebalance.delay.ms", "0"),
+        ];
+        for (k, _) in set {
+            assert!(KNOWN_KEYS.contains(&k), "{k} would be warned about");
+        }
+        let c = BrokerConfig::from_pairs(pairs(&[&base[..], &set[..]].concat())).unwrap();
+        let g = crate::group::GroupConfig::from_broker(&c);
+        assert_eq!(
+            (
+                g.min_session_timeout_ms,
+                g.max_session_timeout_ms,
+                g.max_size,
+                g.offset_metadata_max_bytes,
+                g.initial_rebalance_delay_ms
+            ),
+            (1000, 60000, 3, 10, 0)
+        );
+        assert_eq!(c.offsets_commit_timeout_ms, 2000);
+        let e = BrokerConfig::from_pairs(pairs(&[&base[..], &[("group.max.size", "0")]].concat()))
+            .unwrap_err();
+        assert!(e.to_string().contains("group.max.size"), "{e}");
     }
 
     #[test]

@@ -34,13 +34,21 @@ pub async fn handle(
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(g.heartbeat(r, version).await),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(g.leave_group(r, version).await),
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(g.offset_commit(r, version).await)
+            let known = |t: &str, p: i32| broker.metadata.partition(t, p).is_some();
+            ResponseKind::OffsetCommit(g.offset_commit_known(r, version, known).await)
         }
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(g.offset_fetch(r, version).await),
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(g.describe_groups(r, version))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(g.list_groups(r, version)),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(g.delete_groups(r, version).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            let known = |t: &str, p: i32| broker.metadata.partition(t, p).is_some();
+            ResponseKind::OffsetDelete(g.offset_delete_known(r, version, known).await)
+        }
         _ => return None,
     })
 }

@@ -30,6 +30,11 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i32,
     /// `offsets.topic.num.partitions` (50).
     pub offsets_topic_num_partitions: i32,
+    /// `group.max.size` (2147483647): JoinGroup beyond it is GROUP_MAX_SIZE_REACHED.
+    pub max_size: i32,
+    /// `offset.metadata.max.bytes` (4096): a longer commit metadata string is
+    /// OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for GroupConfig {
@@ -39,6 +44,22 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3000,
             offsets_topic_num_partitions: 50,
+            max_size: i32::MAX,
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// The broker's `group.*` and `offset*` settings (Kafka's `GroupConfig` and `OffsetConfig`).
+    pub fn from_broker(c: &crate::config::BrokerConfig) -> Self {
+        GroupConfig {
+            min_session_timeout_ms: c.group_min_session_timeout_ms,
+            max_session_timeout_ms: c.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: c.group_initial_rebalance_delay_ms,
+            offsets_topic_num_partitions: c.offsets_topic_num_partitions,
+            max_size: c.group_max_size,
+            offset_metadata_max_bytes: c.offset_metadata_max_bytes,
         }
     }
 }
@@ -67,6 +88,13 @@ pub struct GroupCoordinator {
     pub(super) wake: Arc<tokio::sync::Notify>,
     /// How many times the timer task ran (tests check that it does not poll).
     pub(super) timer_runs: std::sync::atomic::AtomicU64,
+}
+
+impl GroupCoordinator {
+    /// `group.initial.rebalance.delay.ms` as a duration.
+    pub(super) fn initial_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.initial_rebalance_delay_ms.max(0) as u64)
+    }
 }
 
 pub(super) fn s(v: &str) -> StrBytes {

@@ -21,6 +21,7 @@ use kafka_protocol::messages::{
     ListGroupsResponse, SyncGroupResponse,
 };
 use tokio::sync::oneshot;
+use tracing::info;
 
 use super::coordinator::{code, s, GroupCoordinator};
 use super::placement::partition_for;
@@ -55,7 +56,9 @@ pub(super) struct Member {
     /// The client's `client.id` and address, shown by DescribeGroups.
     pub(super) client_id: String,
     pub(super) client_host: String,
-    /// `group.instance.id` as sent (static membership is otherwise treated as dynamic).
+    /// `group.instance.id` (KIP-345): a static member. The group's instance-id map (Kafka's
+    /// `GroupMetadata.staticMembers`) is this field of its members, so it can never disagree
+    /// with the member list (see [`Group::static_member`]).
     pub(super) group_instance_id: Option<String>,
     pub(super) session_timeout: Duration,
     pub(super) rebalance_timeout: Duration,
@@ -76,6 +79,13 @@ pub(super) struct Group {
     pub(super) members: BTreeMap<String, Member>,
     /// When the current rebalance started, and whether it began from an empty group.
     pub(super) rebalance_started: Option<(Instant, bool)>,
+    /// A rebalance that began from an empty group first waits `group.initial.rebalance.delay.ms`
+    /// and, while a new group (generation 0) keeps gaining members, waits that long again, up
+    /// to its rebalance timeout (Kafka's `InitialDelayedJoin`): (the end of the current wait,
+    /// what may still be added after it).
+    pub(super) initial_delay: Option<(Instant, Duration)>,
+    /// A new member joined during the current initial delay (Kafka's `newMemberAdded`).
+    pub(super) new_member_added: bool,
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined (KIP-394), with the
     /// time they expire if the client never comes back (its session timeout). A rebalance
     /// waits for them, as Kafka's `GroupMetadata.hasAllMembersJoined` does.
@@ -100,10 +110,47 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             rebalance_started: None,
+            initial_delay: None,
+            new_member_added: false,
             pending: HashMap::new(),
             sync_deadline: None,
             stored: None,
             offsets: HashMap::new(),
+        }
+    }
+}
+
+impl Group {
+    /// The member id that `instance` (a `group.instance.id`) currently maps to (Kafka's
+    /// `GroupMetadata.currentStaticMemberId`).
+    pub(super) fn static_member(&self, instance: &str) -> Option<String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Kafka's `GroupCoordinator.validateCurrentMember`: with an instance id, it must map to
+    /// `member_id` (another member id holding it means this request comes from a replaced
+    /// instance: FENCED_INSTANCE_ID; an unknown instance id: UNKNOWN_MEMBER_ID); without one,
+    /// `member_id` must be a member.
+    pub(super) fn validate_member(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> Result<(), i16> {
+        match instance {
+            Some(instance) => match self.static_member(instance) {
+                Some(current) if current != member_id => {
+                    info!(member_id, group_instance_id = instance, current_member_id = %current,
+                        "request from a replaced static member: fenced");
+                    Err(code(ErrorCode::FENCED_INSTANCE_ID))
+                }
+                Some(_) => Ok(()),
+                None => Err(code(ErrorCode::UNKNOWN_MEMBER_ID)),
+            },
+            None if self.members.contains_key(member_id) => Ok(()),
+            None => Err(code(ErrorCode::UNKNOWN_MEMBER_ID)),
         }
     }
 }

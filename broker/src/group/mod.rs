@@ -18,11 +18,18 @@
 //! makes (ownership, loading); `metadata` the group state (Kafka's `GroupMetadata` and
 //! `MemberMetadata`) and what DescribeGroups and ListGroups show; `rebalance` JoinGroup,
 //! SyncGroup, Heartbeat and LeaveGroup with the state machine's transitions; `offsets`
-//! OffsetCommit and OffsetFetch; `timers` the one task that sleeps until the earliest deadline
+//! OffsetCommit and OffsetFetch; `delete` DeleteGroups and OffsetDelete (tombstones); `timers` the one task that sleeps until the earliest deadline
 //! (session expiry, pending member expiry, rebalance delay/timeout, pending sync), as Kafka's
 //! purgatories do; [`placement`] says which `__consumer_offsets` partition owns a group;
 //! [`records`] the record formats and the [`records::GroupLog`] trait the broker implements;
 //! `persist` the writes and the load on election.
+//!
+//! Static membership (KIP-345): a member with a `group.instance.id` joins without the
+//! MEMBER_ID_REQUIRED round trip; when it restarts (joins again with its instance id and no
+//! member id) it replaces its old member id and, in a Stable group whose protocol does not
+//! change, gets its old assignment at the same generation; the old id is then fenced
+//! (FENCED_INSTANCE_ID) in JoinGroup, SyncGroup, Heartbeat, OffsetCommit and LeaveGroup. A
+//! static member that misses a rebalance stays a member until its session expires.
 //!
 //! Invariants: a group is served only by the broker leading its partition (NOT_COORDINATOR
 //! elsewhere, COORDINATOR_LOAD_IN_PROGRESS while the partition is replayed); an OffsetCommit
@@ -31,14 +38,14 @@
 //! Simplifications, said plainly: built with [`GroupCoordinator::new`] offsets and groups
 //! live in memory only (lost when the coordinator moves); [`GroupCoordinator::with_log`]
 //! persists them. Group metadata is written in the background, without delaying SyncGroup
-//! answers (see `persist`). Static membership (`group.instance.id`) is recorded and shown by
-//! DescribeGroups but otherwise treated as dynamic (no FENCED_INSTANCE_ID, a restarted static
-//! member triggers a rebalance). Offsets never expire. The initial rebalance delay is fixed
-//! from the first join (Kafka extends it with each new member up to the rebalance timeout).
-//! The leader of a new generation is the previous leader if it rejoined, else the member with
-//! the smallest id (Kafka: the first to join).
+//! answers (see `persist`): a restarted static member is answered before its new member id is
+//! written. Offsets never expire. The leader of a new generation is the previous leader if
+//! it rejoined, else the joined member with the smallest id (Kafka: the first to join). A new
+//! group's initial rebalance delay waits for every member given an id (KIP-394) to join, not
+//! only for the delay to pass (Kafka completes without the late ones).
 
 mod coordinator;
+mod delete;
 mod metadata;
 mod offsets;
 mod persist;
@@ -63,9 +70,9 @@ use bytes::Bytes;
 use coordinator::s;
 #[cfg(test)]
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
 #[cfg(test)]
 use std::time::Duration;
@@ -96,6 +103,8 @@ impl GroupCoordinator {
         (12, 0, 4), // Heartbeat
         (13, 0, 5), // LeaveGroup
         (14, 0, 5), // SyncGroup
+        (42, 0, 2), // DeleteGroups
+        (47, 0, 0), // OffsetDelete
     ];
 
     /// DescribeGroups and ListGroups, implemented by [`Self::describe_groups`] and

@@ -27,10 +27,67 @@ use super::coordinator::{code, s, GroupCoordinator};
 use super::metadata::{Group, GroupState};
 use super::{persist, records};
 
-/// Kafka's `offset.metadata.max.bytes` default.
-const OFFSET_METADATA_MAX_BYTES: usize = 4096;
-
 impl GroupCoordinator {
+    /// OffsetCommit as the broker serves it: a partition the metadata cache does not know
+    /// (`known` is false: an unknown topic, or a partition beyond the topic's count) is
+    /// answered UNKNOWN_TOPIC_OR_PARTITION without reaching the group, the others are
+    /// committed by [`Self::offset_commit`]. Kafka: `KafkaApis.handleOffsetCommitRequest`
+    /// (its `metadataCache.contains` check comes before the coordinator's).
+    pub async fn offset_commit_known(
+        &self,
+        req: OffsetCommitRequest,
+        version: i16,
+        known: impl Fn(&str, i32) -> bool,
+    ) -> OffsetCommitResponse {
+        let mut valid = req.clone();
+        for t in valid.topics.iter_mut() {
+            t.partitions.retain(|p| known(&t.name, p.partition_index));
+        }
+        valid.topics.retain(|t| !t.partitions.is_empty());
+        let inner = if valid.topics.is_empty() {
+            OffsetCommitResponse::default()
+        } else {
+            self.offset_commit(valid, version).await
+        };
+        let answered: HashMap<(&str, i32), i16> = inner
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| ((t.name.as_str(), p.partition_index), p.error_code))
+            })
+            .collect();
+        let unknown = code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let c = if known(&t.name, p.partition_index) {
+                                    answered
+                                        .get(&(t.name.as_str(), p.partition_index))
+                                        .copied()
+                                        .unwrap_or(unknown)
+                                } else {
+                                    unknown
+                                };
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(c)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    }
+
     pub async fn offset_commit(
         &self,
         req: OffsetCommitRequest,
@@ -63,16 +120,19 @@ impl GroupCoordinator {
         }
         let member_id = req.member_id.to_string();
         let generation = req.generation_id_or_member_epoch;
-        if let Err(c) = self.validate_offset_commit(&group_id, &member_id, generation) {
+        // OffsetCommit v7 adds `group.instance.id` (KIP-345).
+        let instance = req.group_instance_id.as_deref().filter(|_| version >= 7);
+        if let Err(c) = self.validate_offset_commit(&group_id, &member_id, instance, generation) {
             return all(c);
         }
         // Kafka: `offset.metadata.max.bytes` (4096): a too-long metadata string fails only
         // its own partition.
+        let max_metadata = self.config.offset_metadata_max_bytes;
         let too_large =
             |p: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition| {
                 p.committed_metadata
                     .as_ref()
-                    .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
+                    .is_some_and(|m| m.len() > max_metadata)
             };
         let mut resp = all(0);
         for (t, rt) in req.topics.iter().zip(resp.topics.iter_mut()) {
@@ -131,6 +191,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
     ) -> Result<(), i16> {
         let mut groups = self.groups();
@@ -143,10 +204,9 @@ impl GroupCoordinator {
             .entry(group_id.to_string())
             .or_insert_with(Group::new);
         // Kafka: GroupCoordinator.validateOffsetCommit.
-        if generation >= 0 || !member_id.is_empty() {
-            if !g.members.contains_key(member_id) {
-                return Err(code(ErrorCode::UNKNOWN_MEMBER_ID));
-            }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            // A replaced static member's commit is FENCED_INSTANCE_ID.
+            g.validate_member(member_id, instance)?;
             if generation != g.generation {
                 return Err(code(ErrorCode::ILLEGAL_GENERATION));
             }

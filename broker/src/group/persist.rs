@@ -235,6 +235,9 @@ impl GroupCoordinator {
                 }
             }
         }
+        // Kafka: a group that only stored offsets and lost them all (OffsetDelete tombstones)
+        // is not recreated.
+        loaded.retain(|_, g| g.generation > 0 || !g.offsets.is_empty());
         let mut groups = self.groups();
         // Check again under the groups lock: a resignation clears groups under it too.
         if self.load_token(partition) != Some(token) {
@@ -246,6 +249,13 @@ impl GroupCoordinator {
                 continue;
             }
             offsets_loaded += g.offsets.len();
+            let mut g = g;
+            if g.members.len() > self.config.max_size.max(0) as usize {
+                // Kafka: GroupCoordinator.onGroupLoaded rebalances a group over `group.max.size`
+                // (the limit was lowered), so its members can commit and the last to rejoin
+                // are left out.
+                super::rebalance::prepare_rebalance(&id, &mut g, None);
+            }
             groups.insert(id, g);
         }
         self.loading
@@ -473,6 +483,154 @@ mod tests {
         assert_eq!(gc2.heartbeat(hb, 4).await.error_code, 0);
     }
 
+    /// Static members are persisted with their instance ids (GroupMetadataValue v3): after a
+    /// coordinator move the instance-id map is rebuilt, so a restarted static member gets its
+    /// old assignment without a rebalance and its old member id is fenced; the replacement is
+    /// written too (a third coordinator knows the new member id).
+    // Kafka: GroupMetadataManager.storeGroup / loadGroup (static members), replaceStaticMember.
+    #[tokio::test(start_paused = true)]
+    async fn static_members_survive_a_coordinator_move() {
+        let log = Arc::new(MemLog::default());
+        let gc1 = GroupCoordinator::with_log(1, GroupConfig::default(), log.clone());
+        gc1.on_elected(p());
+        until_loaded(&gc1).await;
+        let static_join = |member: &str| join_req(member).with_group_instance_id(Some(s("inst")));
+        let j = gc1.join_group(static_join(""), 5, "c").await;
+        assert_eq!((j.error_code, j.generation_id), (0, 1));
+        let old = j.member_id.to_string();
+        let sync = |id: &str| {
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s(G)))
+                .with_generation_id(1)
+                .with_member_id(s(id))
+                .with_group_instance_id(Some(s("inst")))
+        };
+        let r = gc1
+            .sync_group(
+                sync(&old).with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(s(&old))
+                    .with_assignment(Bytes::from_static(b"asg"))]),
+                5,
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        gc1.on_resigned(p());
+        let gc2 = GroupCoordinator::with_log(2, GroupConfig::default(), log.clone());
+        gc2.on_elected(p());
+        until_loaded(&gc2).await;
+        let d = gc2.describe_groups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(s(G))]),
+            5,
+        );
+        assert_eq!(
+            d.groups[0].members[0].group_instance_id.as_deref(),
+            Some("inst")
+        );
+        let j = gc2.join_group(static_join(""), 5, "c").await;
+        assert_eq!((j.error_code, j.generation_id), (0, 1));
+        let new = j.member_id.to_string();
+        assert_ne!(new, old);
+        let r = gc2.sync_group(sync(&new), 5).await;
+        assert_eq!((r.error_code, r.assignment.as_ref()), (0, &b"asg"[..]));
+        let hb = |id: &str| {
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s(G)))
+                .with_generation_id(1)
+                .with_member_id(s(id))
+                .with_group_instance_id(Some(s("inst")))
+        };
+        assert_eq!(
+            gc2.heartbeat(hb(&old), 4).await.error_code,
+            ErrorCode::FENCED_INSTANCE_ID.code()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        gc2.on_resigned(p());
+        let gc3 = GroupCoordinator::with_log(3, GroupConfig::default(), log.clone());
+        gc3.on_elected(p());
+        until_loaded(&gc3).await;
+        assert_eq!(gc3.heartbeat(hb(&new), 4).await.error_code, 0);
+        assert_eq!(
+            gc3.heartbeat(hb(&old), 4).await.error_code,
+            ErrorCode::FENCED_INSTANCE_ID.code()
+        );
+    }
+
+    /// DeleteGroups writes tombstones for the group's offsets and metadata to
+    /// `__consumer_offsets`: a coordinator that loads the partition afterwards knows neither
+    /// (GROUP_ID_NOT_FOUND). An offset deleted with OffsetDelete stays deleted too.
+    // Kafka: GroupMetadataManager.cleanupGroupMetadata.
+    #[tokio::test(start_paused = true)]
+    async fn deleted_groups_and_offsets_stay_deleted_after_a_move() {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        use kafka_protocol::messages::{
+            DeleteGroupsRequest, LeaveGroupRequest, OffsetDeleteRequest,
+        };
+        let log = Arc::new(MemLog::default());
+        let gc1 = GroupCoordinator::with_log(1, GroupConfig::default(), log.clone());
+        gc1.on_elected(p());
+        until_loaded(&gc1).await;
+        let id = gc1
+            .join_group(join_req(""), 5, "c")
+            .await
+            .member_id
+            .to_string();
+        let j = gc1.join_group(join_req(&id), 5, "c").await;
+        assert_eq!((j.error_code, j.generation_id), (0, 1));
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s(&id));
+        assert_eq!(gc1.sync_group(sync, 5).await.error_code, 0);
+        assert_eq!(
+            gc1.offset_commit(commit_req(&id, 1, 3), 8).await.topics[0].partitions[0].error_code,
+            0
+        );
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_member_id(s(&id));
+        assert_eq!(gc1.leave_group(leave, 0).await.error_code, 0);
+        let del = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(G))]);
+        assert_eq!(
+            gc1.delete_groups(del.clone(), 2).await.results[0].error_code,
+            0
+        );
+        // A simple consumer's group, with one offset deleted by OffsetDelete.
+        gc1.offset_commit(commit_req("", -1, 4), 8).await;
+        let od = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![OffsetDeleteRequestPartition::default()])]);
+        let r = gc1.offset_delete_known(od, 0, |_, _| true).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let (recs, _) = records::decode_batches(&log.parts.lock().unwrap()[&p()]);
+        assert!(
+            recs.contains(&Record::Group(G.into(), None)),
+            "group tombstone"
+        );
+        let offset_tombstones = recs
+            .iter()
+            .filter(|r| matches!(r, Record::Offset(o) if o.value.is_none()))
+            .count();
+        assert_eq!(offset_tombstones, 2);
+        gc1.on_resigned(p());
+        let gc2 = GroupCoordinator::with_log(2, GroupConfig::default(), log.clone());
+        gc2.on_elected(p());
+        until_loaded(&gc2).await;
+        assert_eq!(
+            gc2.offset_fetch(fetch_req(), 7).await.topics[0].partitions[0].committed_offset,
+            -1
+        );
+        assert_eq!(
+            gc2.delete_groups(del, 2).await.results[0].error_code,
+            ErrorCode::GROUP_ID_NOT_FOUND.code()
+        );
+    }
+
     /// Until the partition is replayed its groups answer COORDINATOR_LOAD_IN_PROGRESS.
     #[tokio::test(start_paused = true)]
     async fn groups_answer_load_in_progress_until_loaded() {
@@ -485,6 +643,21 @@ mod tests {
         gc.on_elected(p());
         let lip = ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.code();
         assert_eq!(gc.join_group(join_req(""), 5, "c").await.error_code, lip);
+        // Kafka: a heartbeat is answered NONE blindly; a SyncGroup REBALANCE_IN_PROGRESS
+        // (the rebalance in flight is lost; the member rejoins).
+        let hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s("m"));
+        assert_eq!(gc.heartbeat(hb, 4).await.error_code, 0);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_generation_id(1)
+            .with_member_id(s("m"));
+        assert_eq!(
+            gc.sync_group(sync, 5).await.error_code,
+            ErrorCode::REBALANCE_IN_PROGRESS.code()
+        );
         assert_eq!(gc.offset_fetch(fetch_req(), 7).await.error_code, lip);
         assert_eq!(
             gc.list_groups(ListGroupsRequest::default(), 4).error_code,

@@ -89,10 +89,9 @@ impl GroupCoordinator {
             try_complete_join(id, g, self.config.initial_rebalance_delay_ms);
             self.maybe_store_group(id, g);
         }
-        let delay = Duration::from_millis(self.config.initial_rebalance_delay_ms.max(0) as u64);
         groups
             .values()
-            .flat_map(|g| next_deadlines(g, delay))
+            .flat_map(next_deadlines)
             .filter(|d| *d > now)
             .min()
     }
@@ -100,7 +99,7 @@ impl GroupCoordinator {
 
 /// The instants at which the timer must look at `g` again: member session expiries, pending
 /// member expiries, the pending-sync deadline, and the rebalance's delay and timeout.
-pub(super) fn next_deadlines(g: &Group, initial_delay: Duration) -> Vec<Instant> {
+pub(super) fn next_deadlines(g: &Group) -> Vec<Instant> {
     let mut out: Vec<Instant> = g
         .members
         .values()
@@ -111,12 +110,8 @@ pub(super) fn next_deadlines(g: &Group, initial_delay: Duration) -> Vec<Instant>
     if g.state == GroupState::CompletingRebalance {
         out.extend(g.sync_deadline);
     }
-    if let (GroupState::PreparingRebalance, Some((started, from_empty))) =
-        (g.state, g.rebalance_started)
-    {
-        if from_empty {
-            out.push(started + initial_delay);
-        }
+    if let (GroupState::PreparingRebalance, Some((started, _))) = (g.state, g.rebalance_started) {
+        out.extend(g.initial_delay.map(|(until, _)| until));
         let timeout = g
             .members
             .values()
