@@ -378,7 +378,20 @@ impl Running {
         })
         .await;
         self.expiry.abort();
-        b.controller.shutdown().await;
+        // An event waiting for ZooKeeper's connection (`zk::retry`) holds the controller's
+        // loop; closing the session ends that wait (SESSIONEXPIRED), so the loop can stop.
+        let bound = b.config.zookeeper_session_timeout;
+        if tokio::time::timeout(bound, b.controller.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
+                broker_id = id,
+                "the controller is still waiting for ZooKeeper; closing the session to end it"
+            );
+            b.zk.close().await;
+            b.controller.shutdown().await;
+        }
         b.zk.close().await;
         info!(broker_id = id, "shut down completed");
     }
@@ -418,14 +431,18 @@ async fn controlled_shutdown(b: &KafkaApis) {
 }
 
 async fn try_controlled_shutdown(b: &KafkaApis) -> Result<usize> {
-    let controller_id =
-        b.zk.get_controller_id()
-            .await?
-            .ok_or_else(|| Error::lifecycle("no controller elected"))?;
-    let info =
-        b.zk.get_broker(controller_id).await?.ok_or_else(|| {
-            Error::lifecycle(format!("controller {controller_id} is not registered"))
-        })?;
+    // ZooKeeper reads wait for the connection (`zk::retry`); a broker stopped while ZooKeeper
+    // is unreachable gives the attempt up after a session timeout instead.
+    let bound = b.config.zookeeper_session_timeout;
+    let unreachable = |_| Error::lifecycle("ZooKeeper unreachable");
+    let controller_id = tokio::time::timeout(bound, b.zk.get_controller_id())
+        .await
+        .map_err(unreachable)??
+        .ok_or_else(|| Error::lifecycle("no controller elected"))?;
+    let info = tokio::time::timeout(bound, b.zk.get_broker(controller_id))
+        .await
+        .map_err(unreachable)??
+        .ok_or_else(|| Error::lifecycle(format!("controller {controller_id} is not registered")))?;
     let ep = info
         .endpoint(&b.config.inter_broker_listener_name)
         .ok_or_else(|| {
