@@ -245,6 +245,7 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         let handle = handle.clone();
         Arc::new(move || handle.is_registered())
     });
+    let producer_ids = crate::api::producer_id::ProducerIdManager::start(&zk, id).await;
     let apis = Arc::new(KafkaApis {
         broker_id: id,
         config: config.clone(),
@@ -262,7 +263,7 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
                 .map_or(1, |d| d.subsec_nanos() ^ (id as u32).rotate_left(16)),
         ),
         groups,
-        producer_ids: Default::default(),
+        producer_ids,
     });
     let broker = Arc::new(Broker {
         apis: apis.clone(),
