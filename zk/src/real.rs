@@ -639,7 +639,10 @@ impl ZkBackend for RealZk {
                         };
                         // Connected, or the crate is looking for a server: wait for its state,
                         // unless it gives up (terminal state), which the supervisor handles.
+                        // Only the watcher is kept: a `Client` held here would keep the session
+                        // open under a `close`.
                         let mut state = client.state_watcher();
+                        drop(client);
                         let mut st = state.state();
                         loop {
                             if matches!(
