@@ -241,6 +241,7 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
         let handle = handle.clone();
         Arc::new(move || handle.is_registered())
     });
+    let producer_ids = crate::api::producer_id::ProducerIdManager::start(&zk, id).await;
     let apis = Arc::new(KafkaApis {
         broker_id: id,
         config: config.clone(),
@@ -258,7 +259,7 @@ pub async fn start_with_zk(config: BrokerConfig, zk: KafkaZkClient) -> Result<Ru
                 .map_or(1, |d| d.subsec_nanos() ^ (id as u32).rotate_left(16)),
         ),
         groups,
-        producer_ids: Default::default(),
+        producer_ids,
     });
     let broker = Arc::new(Broker {
         apis: apis.clone(),
@@ -374,7 +375,20 @@ impl Running {
         })
         .await;
         self.expiry.abort();
-        b.controller.shutdown().await;
+        // An event waiting for ZooKeeper's connection (`zk::retry`) holds the controller's
+        // loop; closing the session ends that wait (SESSIONEXPIRED), so the loop can stop.
+        let bound = b.config.zookeeper_session_timeout;
+        if tokio::time::timeout(bound, b.controller.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
+                broker_id = id,
+                "the controller is still waiting for ZooKeeper; closing the session to end it"
+            );
+            b.zk.close().await;
+            b.controller.shutdown().await;
+        }
         b.zk.close().await;
         info!(broker_id = id, "shut down completed");
     }
@@ -414,14 +428,18 @@ async fn controlled_shutdown(b: &KafkaApis) {
 }
 
 async fn try_controlled_shutdown(b: &KafkaApis) -> Result<usize> {
-    let controller_id =
-        b.zk.get_controller_id()
-            .await?
-            .ok_or_else(|| Error::lifecycle("no controller elected"))?;
-    let info =
-        b.zk.get_broker(controller_id).await?.ok_or_else(|| {
-            Error::lifecycle(format!("controller {controller_id} is not registered"))
-        })?;
+    // ZooKeeper reads wait for the connection (`zk::retry`); a broker stopped while ZooKeeper
+    // is unreachable gives the attempt up after a session timeout instead.
+    let bound = b.config.zookeeper_session_timeout;
+    let unreachable = |_| Error::lifecycle("ZooKeeper unreachable");
+    let controller_id = tokio::time::timeout(bound, b.zk.get_controller_id())
+        .await
+        .map_err(unreachable)??
+        .ok_or_else(|| Error::lifecycle("no controller elected"))?;
+    let info = tokio::time::timeout(bound, b.zk.get_broker(controller_id))
+        .await
+        .map_err(unreachable)??
+        .ok_or_else(|| Error::lifecycle(format!("controller {controller_id} is not registered")))?;
     let ep = info
         .endpoint(&b.config.inter_broker_listener_name)
         .ok_or_else(|| {

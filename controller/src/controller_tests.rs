@@ -255,6 +255,54 @@ async fn broker_failure_moves_leadership_to_next_live_isr_member() {
     assert!(!node.controller.context().live_brokers.contains_key(&1));
 }
 
+/// Kafka: KafkaZkClient.retryRequestsUntilConnected. The controller's ZooKeeper connection is
+/// lost in the middle of a broker failure, after it read the new membership (and took the dead
+/// broker out of its live set) and before it wrote the new leader. The write waits for the
+/// connection and goes again: the event finishes once ZooKeeper answers, with the leader Kafka
+/// elects. Dropping the event there instead left the partition led by the dead broker for good,
+/// since no later BrokerChange sees that broker die again.
+#[tokio::test]
+async fn a_connection_lost_in_the_middle_of_a_broker_failure_delays_it_but_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let h = Harness::new(&[1, 2, 3]).await;
+    h.create_topic("t", &[(0, vec![1, 2, 3])]).await;
+    let mut node = h.start_controller(3).await;
+    assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 1);
+    node.sent.take();
+
+    h.kill(1);
+    let session = h.sessions[&3].clone();
+    session.disconnect_on_next_write();
+    let done = AtomicBool::new(false);
+    let process = async {
+        node.controller.process(ControllerEvent::BrokerChange).await;
+        done.store(true, Ordering::SeqCst);
+    };
+    let fault = async {
+        while !session.is_disconnected() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the event ended while ZooKeeper was unreachable"
+        );
+        assert_eq!(h.state("t", 0).await.leader_and_isr.leader, 1);
+        session.reconnect();
+    };
+    tokio::join!(process, fault);
+
+    let s = h.state("t", 0).await;
+    assert_eq!(s.leader_and_isr.leader, 2);
+    assert_eq!(s.leader_and_isr.isr, vec![2, 3]);
+    assert_eq!(s.leader_and_isr.leader_epoch, 1);
+    let sent = node.sent.take();
+    assert!(leader_and_isr_to(&sent, 2).contains(&("t".into(), 0, 2, false)));
+    assert!(leader_and_isr_to(&sent, 3).contains(&("t".into(), 0, 2, false)));
+}
+
 /// Kafka: the last ISR member dying leaves the partition offline with leader -1 and that
 /// member kept in the ISR; it leads again when it returns.
 #[tokio::test]

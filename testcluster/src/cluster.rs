@@ -77,6 +77,11 @@ pub struct Cluster {
 /// Default time limit for a cluster-level condition.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// Time limit of one read by the harness's own ZooKeeper client. That client waits for its
+/// connection as Kafka's does (`zk::retry`), for as long as ZooKeeper is unreachable; a test
+/// polling through an outage gets an error instead and polls again.
+const ZK_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Cluster {
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
         let (dir, temp) = match &opts.dir {
@@ -180,17 +185,24 @@ impl Cluster {
         Ok(self.zkc.clone().expect("set above"))
     }
 
+    /// Runs one read of the harness's ZooKeeper client, bounded by [`ZK_READ_TIMEOUT`].
+    fn zk_read<T>(&self, read: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+        self.rt
+            .block_on(async { tokio::time::timeout(ZK_READ_TIMEOUT, read).await })
+            .map_err(|_| anyhow::anyhow!("no answer from ZooKeeper within {ZK_READ_TIMEOUT:?}"))
+    }
+
     /// A znode's data as text (path relative to the chroot), `None` if absent.
     pub fn zk_get(&mut self, path: &str) -> anyhow::Result<Option<String>> {
         let c = self.zk_client()?;
-        let data = self.rt.block_on(c.get_data_maybe(path))?;
+        let data = self.zk_read(c.get_data_maybe(path))??;
         Ok(data.map(|(d, _)| String::from_utf8_lossy(&d).into_owned()))
     }
 
     /// Children of a znode (relative to the chroot).
     pub fn zk_children(&mut self, path: &str) -> anyhow::Result<Vec<String>> {
         let c = self.zk_client()?;
-        Ok(self.rt.block_on(c.get_children_maybe(path))?)
+        Ok(self.zk_read(c.get_children_maybe(path))??)
     }
 
     /// (controller id, controller epoch) from ZooKeeper, read consistently: the epoch is read
@@ -199,9 +211,9 @@ impl Cluster {
     pub fn controller(&mut self) -> Option<(i32, i32)> {
         let c = self.zk_client().ok()?;
         for _ in 0..10 {
-            let (before, _) = self.rt.block_on(c.get_controller_epoch()).ok()??;
-            let id = self.rt.block_on(c.get_controller_id()).ok()??;
-            let (after, _) = self.rt.block_on(c.get_controller_epoch()).ok()??;
+            let (before, _) = self.zk_read(c.get_controller_epoch()).ok()?.ok()??;
+            let id = self.zk_read(c.get_controller_id()).ok()?.ok()??;
+            let (after, _) = self.zk_read(c.get_controller_epoch()).ok()?.ok()??;
             if before == after {
                 return Some((id, after));
             }
@@ -212,8 +224,8 @@ impl Cluster {
     /// The broker epoch (czxid of `/brokers/ids/<id>`), if registered.
     pub fn broker_epoch(&mut self, id: i32) -> Option<i64> {
         let c = self.zk_client().ok()?;
-        self.rt
-            .block_on(c.get_broker(id))
+        self.zk_read(c.get_broker(id))
+            .ok()?
             .ok()?
             .map(|b| b.broker_epoch)
     }
@@ -223,8 +235,8 @@ impl Cluster {
     pub fn broker_registration(&mut self, id: i32) -> Option<(i64, i64)> {
         let c = self.zk_client().ok()?;
         let path = ::zk::data::BrokerIdZNode::path(id);
-        self.rt
-            .block_on(c.get_data_maybe(&path))
+        self.zk_read(c.get_data_maybe(&path))
+            .ok()?
             .ok()?
             .map(|(_, stat)| (stat.czxid, stat.ephemeral_owner))
     }

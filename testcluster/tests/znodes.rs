@@ -74,8 +74,10 @@ fn zkcli_shows_kafkas_json() {
     assert_eq!(id["version"], "1");
     assert_eq!(id["id"].as_str().unwrap().len(), 22);
 
-    // An idempotent producer (confluent-kafka, enable.idempotence) makes a broker claim a block
-    // of producer ids: {"version":1,"broker":<id>,"block_start":"0","block_end":"999"}.
+    // Every broker claims a block of producer ids at start-up (Kafka's `ZkProducerIdManager`),
+    // so after three the latest is {"version":1,"broker":<id>,"block_start":"2000",
+    // "block_end":"2999"}; an idempotent producer (confluent-kafka, enable.idempotence) is
+    // served from those blocks and claims none.
     let root = testcluster::workspace_root();
     let script = "import sys\nfrom confluent_kafka import Producer\n\
         p = Producer({'bootstrap.servers': sys.argv[1], 'enable.idempotence': True})\n\
@@ -94,6 +96,6 @@ fn zkcli_shows_kafkas_json() {
     let block = json(&c, "/latest_producer_id_block");
     assert_eq!(block["version"], 1);
     assert!((1..=3).contains(&block["broker"].as_i64().unwrap()));
-    assert_eq!(block["block_start"], "0");
-    assert_eq!(block["block_end"], "999");
+    assert_eq!(block["block_start"], "2000");
+    assert_eq!(block["block_end"], "2999");
 }

@@ -17,8 +17,14 @@
 //! that session had set fire with [`WatchKind::Session`], `session_ended` resolves, and every
 //! later call on that session fails with `SessionExpired`.
 //!
-//! Simplifications: no connection loss, no session timeout (a test ends a session explicitly),
-//! and [`MemoryZk::expire_session`], the controller tests' shortcut, only deletes the ephemerals
+//! A test can also cut a session's connection ([`MemoryZk::disconnect`], or
+//! [`MemoryZk::disconnect_on_next_write`] to lose it in the middle of a handler's work): its
+//! calls then answer CONNECTIONLOSS, as the real client's do while it looks for another server,
+//! until [`MemoryZk::reconnect`]; the session and its ephemerals live on meanwhile.
+//!
+//! Simplifications: no session timeout (a test ends a session explicitly), a lost connection
+//! loses no applied write (the real one may lose the answer of an applied write), and
+//! [`MemoryZk::expire_session`], the controller tests' shortcut, only deletes the ephemerals
 //! and leaves the session usable.
 
 use std::collections::BTreeMap;
@@ -160,6 +166,16 @@ pub trait ZkBackend: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()>;
     /// Resolves when this session has ended for good (expired, closed, auth failed).
     fn session_ended(&self) -> BoxFuture<'static, ()>;
+    /// Waits until the session is connected to a server (Kafka's
+    /// `ZooKeeperClient.waitUntilConnected`, without a time limit): at once when it is; an
+    /// error once the session has ended. What [`crate::retry::UntilConnected`] waits on
+    /// between a CONNECTIONLOSS and sending the request again.
+    fn wait_until_connected(&self) -> BoxFuture<'_, ZkResult<()>>;
+    /// True for a backend that already sends requests again after a lost connection
+    /// ([`crate::retry::UntilConnected`]), so that it is not wrapped twice.
+    fn retries_until_connected(&self) -> bool {
+        false
+    }
 }
 
 pub use crate::real::RealZk;
@@ -180,6 +196,13 @@ struct MemState {
     ended: std::collections::BTreeSet<i64>,
     /// Who waits in `session_ended`, by session.
     end_waiters: Vec<(i64, oneshot::Sender<()>)>,
+    /// Sessions whose connection is lost (a test's fault): their calls answer CONNECTIONLOSS
+    /// until [`MemoryZk::reconnect`].
+    disconnected: std::collections::BTreeSet<i64>,
+    /// Sessions that lose their connection at their next write, before it is applied.
+    disconnect_on_write: std::collections::BTreeSet<i64>,
+    /// Who waits in `wait_until_connected`, by session (woken by a reconnection or the end).
+    connect_waiters: Vec<(i64, oneshot::Sender<()>)>,
 }
 
 /// An in-memory ZooKeeper for unit tests: one shared tree, many sessions.
@@ -370,6 +393,43 @@ impl MemoryZk {
         for (_, tx) in waiters {
             let _ = tx.send(());
         }
+        Self::wake_connect_waiters(&mut s, session);
+    }
+
+    /// Cuts this session's connection: its calls answer CONNECTIONLOSS (applying nothing) until
+    /// [`MemoryZk::reconnect`]. The session, its ephemerals and its watches live on.
+    pub fn disconnect(&self) {
+        self.lock().disconnected.insert(self.session);
+    }
+
+    /// Lets this session's reads through but cuts its connection at its next write (create,
+    /// set, delete or multi), which is not applied: a handler loses ZooKeeper in the middle of
+    /// its work, after it read what it decided on.
+    pub fn disconnect_on_next_write(&self) {
+        self.lock().disconnect_on_write.insert(self.session);
+    }
+
+    /// Gives this session its connection back and wakes whoever waits for it.
+    pub fn reconnect(&self) {
+        let mut s = self.lock();
+        s.disconnected.remove(&self.session);
+        s.disconnect_on_write.remove(&self.session);
+        Self::wake_connect_waiters(&mut s, self.session);
+    }
+
+    /// Whether this session's connection is cut.
+    pub fn is_disconnected(&self) -> bool {
+        self.lock().disconnected.contains(&self.session)
+    }
+
+    fn wake_connect_waiters(s: &mut MemState, session: i64) {
+        let (waiters, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut s.connect_waiters)
+            .into_iter()
+            .partition(|(owner, _)| *owner == session);
+        s.connect_waiters = kept;
+        for (_, tx) in waiters {
+            let _ = tx.send(());
+        }
     }
 
     /// Whether [`MemoryZk::expire`] or `close` has ended this session.
@@ -400,17 +460,31 @@ impl MemoryZk {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tree, if this session is still alive.
+    /// The tree, if this session is still alive and connected.
     fn live(&self) -> ZkResult<std::sync::MutexGuard<'_, MemState>> {
         let s = self.lock();
         if s.ended.contains(&self.session) {
             return Err(ZkError::SessionExpired);
         }
+        if s.disconnected.contains(&self.session) {
+            return Err(ZkError::ConnectionLoss);
+        }
+        Ok(s)
+    }
+
+    /// The tree for a write: as [`MemoryZk::live`], and the write that
+    /// [`MemoryZk::disconnect_on_next_write`] waits for cuts the connection instead.
+    fn live_for_write(&self) -> ZkResult<std::sync::MutexGuard<'_, MemState>> {
+        let mut s = self.live()?;
+        if s.disconnect_on_write.remove(&self.session) {
+            s.disconnected.insert(self.session);
+            return Err(ZkError::ConnectionLoss);
+        }
         Ok(s)
     }
 
     fn run_one(&self, op: ZkOp) -> ZkResult<ZkOpResult> {
-        let mut s = self.live()?;
+        let mut s = self.live_for_write()?;
         s.check_op(&op)?;
         Ok(s.apply(op, self.session))
     }
@@ -523,7 +597,7 @@ impl ZkBackend for MemoryZk {
         async move { r }.boxed()
     }
     fn multi(&self, ops: Vec<ZkOp>) -> BoxFuture<'_, Result<Vec<ZkOpResult>, MultiError>> {
-        let mut s = match self.live() {
+        let mut s = match self.live_for_write() {
             Ok(s) => s,
             Err(e) => return async move { Err(MultiError::Request(e)) }.boxed(),
         };
@@ -578,6 +652,29 @@ impl ZkBackend for MemoryZk {
             if rx.await.is_err() {
                 // The tree was dropped: the session can never end.
                 futures::future::pending::<()>().await;
+            }
+        }
+        .boxed()
+    }
+    fn wait_until_connected(&self) -> BoxFuture<'_, ZkResult<()>> {
+        async move {
+            loop {
+                let rx = {
+                    let mut s = self.lock();
+                    if s.ended.contains(&self.session) {
+                        return Err(ZkError::SessionExpired);
+                    }
+                    if !s.disconnected.contains(&self.session) {
+                        return Ok(());
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    s.connect_waiters.push((self.session, tx));
+                    rx
+                };
+                if rx.await.is_err() {
+                    // The tree was dropped: nobody will ever reconnect this session.
+                    futures::future::pending::<()>().await;
+                }
             }
         }
         .boxed()

@@ -10,8 +10,11 @@
 //! zombie) is therefore rejected by ZooKeeper itself, not by us; the failed check surfaces as
 //! [`Error::ControllerMoved`].
 //!
-//! Simplifications: no ACLs (Kafka's default `zookeeper.set.acl=false`); no retry of a multi-op
-//! after connection loss inside this layer (the caller re-runs the event).
+//! Every session sits behind [`UntilConnected`] (Kafka's `retryRequestsUntilConnected`): a
+//! request that meets a lost connection waits until the session is connected again and goes
+//! again, so callers never see CONNECTIONLOSS; only the end of the session fails them.
+//!
+//! Simplifications: no ACLs (Kafka's default `zookeeper.set.acl=false`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use super::backend::{
 };
 use super::data::*;
 use crate::error::{Error, Result};
+use crate::retry::UntilConnected;
 
 /// Znodes per multi-read request when loading partition states.
 const MULTI_READ_CHUNK: usize = 500;
@@ -108,7 +112,7 @@ impl KafkaZkClient {
             "connected to ZooKeeper"
         );
         Ok(KafkaZkClient {
-            inner: Arc::new(std::sync::RwLock::new(backend)),
+            inner: Arc::new(std::sync::RwLock::new(UntilConnected::wrap(backend))),
             factory: Some(factory),
         })
     }
@@ -137,7 +141,7 @@ impl KafkaZkClient {
     /// new session after an expiry.
     pub fn from_backend(backend: Arc<dyn ZkBackend>) -> KafkaZkClient {
         KafkaZkClient {
-            inner: Arc::new(std::sync::RwLock::new(backend)),
+            inner: Arc::new(std::sync::RwLock::new(UntilConnected::wrap(backend))),
             factory: None,
         }
     }
@@ -149,12 +153,13 @@ impl KafkaZkClient {
         factory: SessionFactory,
     ) -> KafkaZkClient {
         KafkaZkClient {
-            inner: Arc::new(std::sync::RwLock::new(backend)),
+            inner: Arc::new(std::sync::RwLock::new(UntilConnected::wrap(backend))),
             factory: Some(factory),
         }
     }
 
-    /// The current session's backend (raw reads for tools and tests).
+    /// The current session's backend, behind [`UntilConnected`] (raw reads for tools and
+    /// tests).
     pub fn backend(&self) -> Arc<dyn ZkBackend> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -179,7 +184,7 @@ impl KafkaZkClient {
 
     /// Swaps in another session's backend (what `reinitialize` does; for tests and tools).
     pub fn set_backend(&self, backend: Arc<dyn ZkBackend>) {
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = backend;
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = UntilConnected::wrap(backend);
     }
 
     /// Opens a new session and makes every clone use it (Kafka's
@@ -191,7 +196,7 @@ impl KafkaZkClient {
                 "client has no connect string".into(),
             ));
         };
-        let fresh = factory().await?;
+        let fresh = UntilConnected::wrap(factory().await?);
         let session_id = fresh.session_id();
         let old = std::mem::replace(
             &mut *self.inner.write().unwrap_or_else(|e| e.into_inner()),

@@ -9,6 +9,7 @@
 //! | [`client`] | `KafkaZkClient` | typed operations for the broker and the controller; every controller write fenced by the controller epoch's zkVersion |
 //! | [`backend`] | `ZooKeeperClient` | the raw operations as the [`backend::ZkBackend`] trait: [`backend::RealZk`] on `zookeeper-client`, [`backend::MemoryZk`] in memory for deterministic tests |
 //! | [`real`] | ZooKeeper's Java `ClientCnxn` (reconnect with the session id) | [`real::RealZk`]: a session only ZooKeeper can expire; resumed with its id and password after the crate's own time-out, watches re-armed |
+//! | [`retry`] | `KafkaZkClient.retryRequestsUntilConnected` | [`retry::UntilConnected`]: a request that met a lost connection waits for the session to be connected again and goes again |
 //! | [`error`] | `ControllerMovedException`, `NodeExistsException`, `KeeperException` | the ZooKeeper-level errors callers branch on |
 //!
 //! Users: the controller (its state machines write through [`client::KafkaZkClient`]), the
@@ -26,5 +27,6 @@ pub mod client;
 pub mod data;
 pub mod error;
 pub mod real;
+pub mod retry;
 
 pub use error::{Error, Result};

@@ -167,11 +167,16 @@ impl RealZk {
     }
 
     /// A call that failed because the crate's `Client` died under it is a connection loss as
-    /// long as the session itself lives on (it is being resumed).
+    /// long as the session itself lives on (it is being resumed). So is one failed with the
+    /// transport's own error: the crate answers the requests in flight on a connection it drops
+    /// with the reason it dropped it ("no response from connection in 2400ms", an I/O error),
+    /// where ZooKeeper's Java client answers CONNECTIONLOSS; the session goes on elsewhere.
     fn fix(&self, e: ZkError) -> ZkError {
         let lives = *self.session.status.borrow() != SessionStatus::Ended;
         match e {
-            ZkError::SessionExpired | ZkError::ClientClosed if lives => ZkError::ConnectionLoss,
+            ZkError::SessionExpired | ZkError::ClientClosed | ZkError::Custom(_) if lives => {
+                ZkError::ConnectionLoss
+            }
             e => e,
         }
     }
@@ -616,6 +621,59 @@ impl ZkBackend for RealZk {
                 let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
             }
             self.session.end("closed");
+        }
+        .boxed()
+    }
+    fn wait_until_connected(&self) -> BoxFuture<'_, ZkResult<()>> {
+        let mut status = self.session.status.subscribe();
+        async move {
+            loop {
+                let current = *status.borrow_and_update();
+                match current {
+                    SessionStatus::Ended => return Err(ZkError::SessionExpired),
+                    // The supervisor is resuming the session: wait for its next status.
+                    SessionStatus::Resuming => {}
+                    SessionStatus::Live { .. } => {
+                        let Some((client, _)) = self.session.current() else {
+                            return Err(ZkError::ClientClosed);
+                        };
+                        // Connected, or the crate is looking for a server: wait for its state,
+                        // unless it gives up (terminal state), which the supervisor handles.
+                        // Only the watcher is kept: a `Client` held here would keep the session
+                        // open under a `close`.
+                        let mut state = client.state_watcher();
+                        drop(client);
+                        let mut st = state.state();
+                        loop {
+                            if matches!(
+                                st,
+                                zkc::SessionState::SyncConnected
+                                    | zkc::SessionState::ConnectedReadOnly
+                            ) {
+                                return Ok(());
+                            }
+                            if st.is_terminated() {
+                                break;
+                            }
+                            tokio::select! {
+                                next = state.changed() => st = next,
+                                changed = status.changed() => {
+                                    if changed.is_err() {
+                                        return Err(ZkError::SessionExpired);
+                                    }
+                                    break;
+                                }
+                            }
+                        }
+                        if *status.borrow() != current {
+                            continue;
+                        }
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return Err(ZkError::SessionExpired);
+                }
+            }
         }
         .boxed()
     }

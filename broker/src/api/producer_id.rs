@@ -29,6 +29,31 @@ pub struct ProducerIdManager {
 }
 
 impl ProducerIdManager {
+    /// A manager holding the first block, claimed at start-up as Kafka's `ZkProducerIdManager`
+    /// does in its constructor ("grab the first block of producerIds"): an idempotent producer
+    /// that starts while ZooKeeper is unreachable still gets an id from this broker, up to a
+    /// block's worth. If the claim fails the first InitProducerId claims it instead.
+    pub async fn start(zk: &zk::client::KafkaZkClient, broker_id: i32) -> ProducerIdManager {
+        match zk.allocate_producer_id_block(broker_id).await {
+            Ok((first, last)) => {
+                info!(
+                    broker_id,
+                    block_start = first,
+                    block_end = last,
+                    "claimed the first producer id block"
+                );
+                ProducerIdManager {
+                    block: Mutex::new(Some((first, last))),
+                }
+            }
+            Err(e) => {
+                warn!(broker_id, error = %e,
+                    "cannot claim a producer id block at start-up; the first InitProducerId will");
+                ProducerIdManager::default()
+            }
+        }
+    }
+
     /// The next unused producer id, claiming a new block in ZooKeeper when this one is used up.
     pub async fn next_id(&self, broker: &KafkaApis) -> controller::Result<i64> {
         let mut block = self.block.lock().await;

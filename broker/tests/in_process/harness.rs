@@ -271,6 +271,9 @@ impl ZkBackend for GatedZk {
             }
         })
     }
+    fn wait_until_connected(&self) -> BoxFuture<'_, ZkResult<()>> {
+        self.live(|| self.inner.wait_until_connected())
+    }
 }
 
 /// A broker's current session: the in-memory session and the switch that makes the broker
