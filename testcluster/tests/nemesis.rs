@@ -292,16 +292,28 @@ impl Nemesis {
         healed.elapsed()
     }
 
-    /// Waits until each of `ids` is registered; the longest time since `healed`. A broker
-    /// registered later than [`BOUND`] is a failure (noted, the run goes on).
-    fn wait_registered(&mut self, ids: &[i32], healed: Instant, what: &str) -> Duration {
+    /// Waits until each of `ids` is registered, with a new broker epoch where an old one is
+    /// given (a broker that was killed or whose session expired must not be passed by its old
+    /// registration lingering); the longest time since `healed`. A broker registered later
+    /// than [`BOUND`] is a failure (noted, the run goes on).
+    fn wait_registered(
+        &mut self,
+        ids: &[(i32, Option<i64>)],
+        healed: Instant,
+        what: &str,
+    ) -> Duration {
         let seed = self.seed;
         let mut worst = Duration::ZERO;
-        for id in ids {
+        for (id, old) in ids {
             wait_until(
                 &format!("broker {id} registered after {what}"),
                 WAIT,
-                || self.c.registered_brokers().contains(id).then_some(()),
+                || {
+                    self.c
+                        .broker_epoch(*id)
+                        .filter(|e| old.is_none_or(|old| old != *e))
+                        .map(|_| ())
+                },
             )
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             let took = healed.elapsed();
@@ -340,6 +352,7 @@ impl Nemesis {
                     self.c.controller().expect("a controller").0
                 };
                 let hold = self.rng.millis(500, 5000);
+                let epoch = self.c.broker_epoch(id);
                 self.c.broker(id).kill();
                 std::thread::sleep(hold);
                 self.c.broker(id).restart().expect("restart");
@@ -347,7 +360,7 @@ impl Nemesis {
                     format!("broker {id} down {hold:?}"),
                     Instant::now(),
                     now_ms(),
-                    vec![id],
+                    vec![(id, epoch)],
                 )
             }
             Fault::KillTwo => {
@@ -365,6 +378,7 @@ impl Nemesis {
                     .map(|(p, _)| p)
                     .collect();
                 let hold = self.rng.millis(500, 5000);
+                let (ea, eb) = (self.c.broker_epoch(a), self.c.broker_epoch(b));
                 self.c.broker(a).kill();
                 self.c.broker(b).kill();
                 std::thread::sleep(hold);
@@ -376,12 +390,13 @@ impl Nemesis {
                     format!("brokers {a} and {b} down {hold:?}, partitions {both:?} below min ISR"),
                     Instant::now(),
                     heal_ms,
-                    vec![a, b],
+                    vec![(a, ea), (b, eb)],
                 )
             }
             Fault::PauseController => {
                 let id = self.c.controller().expect("a controller").0;
                 let hold = SESSION + self.rng.millis(1000, 5000);
+                let epoch = self.c.broker_epoch(id);
                 self.c.broker(id).signal(Signal::Stop);
                 std::thread::sleep(hold);
                 self.c.broker(id).signal(Signal::Cont);
@@ -389,7 +404,7 @@ impl Nemesis {
                     format!("controller {id} paused {hold:?}"),
                     Instant::now(),
                     now_ms(),
-                    vec![id],
+                    vec![(id, epoch)],
                 )
             }
             Fault::CutFromZk => {
@@ -407,7 +422,8 @@ impl Nemesis {
                     format!("broker {id} cut from ZooKeeper {hold:?}"),
                     Instant::now(),
                     now_ms(),
-                    vec![id],
+                    // Its session may or may not have expired: either registration will do.
+                    vec![(id, None)],
                 )
             }
             Fault::CutFromPeers => {
@@ -455,6 +471,7 @@ impl Nemesis {
                 let mut healed = Instant::now();
                 for id in 1..=self.brokers {
                     let seed = self.seed;
+                    let epoch = self.c.broker_epoch(id);
                     self.c
                         .broker(id)
                         .stop(WAIT)
@@ -462,7 +479,7 @@ impl Nemesis {
                     self.c.broker(id).restart().expect("restart");
                     healed = Instant::now();
                     let what = format!("rolling restart of broker {id}");
-                    worst = worst.max(self.wait_registered(&[id], healed, &what));
+                    worst = worst.max(self.wait_registered(&[(id, epoch)], healed, &what));
                     self.wait_recovered(healed, &what);
                 }
                 (
