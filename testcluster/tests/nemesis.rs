@@ -226,7 +226,7 @@ struct Nemesis {
     rng: Rng,
     seed: u64,
     brokers: i32,
-    acked: PathBuf,
+    ack_log: PathBuf,
     excuses: Vec<Excuse>,
     failures: Vec<String>,
 }
@@ -248,10 +248,6 @@ impl Nemesis {
                 .is_some_and(|a| a.contains("Mode: leader"))
                 .then_some(s.id)
         })
-    }
-
-    fn acked(&self) -> usize {
-        count_lines(&self.acked)
     }
 
     /// Every running broker registered, a controller, every ZooKeeper server serving, every
@@ -276,7 +272,8 @@ impl Nemesis {
         self.c.consistent(TOPIC, PARTITIONS).is_some()
     }
 
-    /// Waits for full recovery and for the producer to be acknowledged again; the time since
+    /// Waits for full recovery and for the producer to be acknowledged again on every
+    /// partition (the next fault must not start while one is still stalled); the time since
     /// `healed`.
     fn wait_recovered(&mut self, healed: Instant, what: &str) -> Duration {
         let seed = self.seed;
@@ -284,10 +281,15 @@ impl Nemesis {
             self.recovered().then_some(())
         })
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        let from = self.acked();
-        wait_until(&format!("acknowledgements after {what}"), WAIT, || {
-            (self.acked() > from + 20).then_some(())
-        })
+        let from = std::fs::metadata(&self.ack_log).map_or(0, |m| m.len());
+        wait_until(
+            &format!("acknowledgements on every partition after {what}"),
+            WAIT,
+            || {
+                (partitions_acked_since(&self.ack_log, from).len() == PARTITIONS as usize)
+                    .then_some(())
+            },
+        )
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         healed.elapsed()
     }
@@ -534,6 +536,21 @@ impl Nemesis {
     }
 }
 
+/// The partitions with an acknowledgement noted in the ack log after byte `offset`.
+fn partitions_acked_since(ack_log: &Path, offset: u64) -> std::collections::BTreeSet<i32> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(ack_log) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_string(&mut text);
+        }
+    }
+    text.lines()
+        .filter(|l| l.ends_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
 fn median_and_worst(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     (v[v.len() / 2], v[v.len() - 1])
@@ -580,7 +597,7 @@ fn availability_gaps(
             if gap > BOUND.as_millis() as i64 {
                 let during: Vec<String> = records
                     .iter()
-                    .filter(|r| r.inject_ms <= b && r.heal_ms + WAIT.as_millis() as i64 >= a)
+                    .filter(|r| r.inject_ms <= b && r.heal_ms + r.recovered.as_millis() as i64 >= a)
                     .map(|r| format!("{:?} ({})", r.fault, r.detail))
                     .collect();
                 bad.push(format!(
@@ -666,7 +683,7 @@ fn a_seeded_schedule_of_faults_loses_nothing_and_the_cluster_recovers_in_time() 
         rng,
         seed,
         brokers,
-        acked: acked.clone(),
+        ack_log: ack_log.clone(),
         excuses: vec![],
         failures: vec![],
     };
