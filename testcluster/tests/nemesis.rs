@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use testcluster::cluster::WAIT;
+use testcluster::cluster::{log_bytes, WAIT};
 use testcluster::zk::four_letter_at;
 use testcluster::{wait_until, Cluster, ClusterOptions, Signal};
 
@@ -183,19 +183,6 @@ fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().count())
         .unwrap_or(0)
-}
-
-/// Concatenated `.log` segment bytes of one replica of a partition.
-fn log_bytes(dir: &Path) -> Vec<u8> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|x| x == "log"));
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap_or_default())
-        .collect()
 }
 
 /// An interval during which a partition is excused from the availability bound.
