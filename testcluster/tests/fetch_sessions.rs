@@ -4,7 +4,6 @@
 //! an incremental one answers only what changed, a wrong epoch or an unknown id is refused,
 //! and epoch -1 closes it.
 
-
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};

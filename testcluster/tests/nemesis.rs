@@ -10,7 +10,7 @@
 //! ZooKeeper ensemble's leader and restart. Each fault is injected, held for a random time and
 //! healed; then the suite waits for full recovery (every running broker registered, a
 //! controller, every ISR full, every broker's Metadata agreeing with ZooKeeper, the producer
-//! acknowledged again) and notes how long it took.
+//! acknowledged on every partition) and notes how long it took.
 //!
 //! Checks:
 //! - every broker a fault took out is registered again within `zookeeper.session.timeout.ms`
