@@ -158,9 +158,7 @@ impl Client {
     }
 
     fn last_log_lines(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        last_lines(&self.log)
     }
 }
 
@@ -169,6 +167,13 @@ impl Drop for Client {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The last 20 lines of a client's log.
+fn last_lines(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -210,6 +215,7 @@ struct Nemesis {
     seed: u64,
     brokers: i32,
     ack_log: PathBuf,
+    producer_log: PathBuf,
     excuses: Vec<Excuse>,
     failures: Vec<String>,
 }
@@ -273,7 +279,17 @@ impl Nemesis {
                     .then_some(())
             },
         )
-        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        .unwrap_or_else(|e| {
+            let acked = partitions_acked_since(&self.ack_log, from);
+            let states: Vec<_> = (0..PARTITIONS)
+                .map(|p| (p, self.c.partition_state(TOPIC, p)))
+                .collect();
+            panic!(
+                "seed {seed}: {e}: partitions acknowledged {acked:?}, states {states:?}; \
+                 producer's last lines:\n{}",
+                last_lines(&self.producer_log)
+            )
+        });
         healed.elapsed()
     }
 
@@ -669,6 +685,7 @@ fn a_seeded_schedule_of_faults_loses_nothing_and_the_cluster_recovers_in_time() 
         seed,
         brokers,
         ack_log: ack_log.clone(),
+        producer_log: producer.log.clone(),
         excuses: vec![],
         failures: vec![],
     };
