@@ -469,6 +469,7 @@ impl Nemesis {
             }
             Fault::RollingRestart => {
                 let mut worst = Duration::ZERO;
+                let mut slowest = Duration::ZERO;
                 let mut healed = Instant::now();
                 for id in 1..=self.brokers {
                     let seed = self.seed;
@@ -481,11 +482,12 @@ impl Nemesis {
                     healed = Instant::now();
                     let what = format!("rolling restart of broker {id}");
                     worst = worst.max(self.wait_registered(&[(id, epoch)], healed, &what));
-                    self.wait_recovered(healed, &what);
+                    slowest = slowest.max(self.wait_recovered(healed, &what));
                 }
                 (
                     format!(
-                        "{} brokers restarted in turn, slowest registration {worst:?}",
+                        "{} brokers restarted in turn, slowest registration {worst:?}, \
+                         slowest recovery {slowest:?}",
                         self.brokers
                     ),
                     healed,
