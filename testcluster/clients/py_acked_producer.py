@@ -2,9 +2,11 @@
 every record the broker acknowledged to an "acked" file (one per line).
 
 usage: py_acked_producer.py <bootstrap> <topic> <acks> <stop-file> <acked-file> [--idempotent]
+                            [--ack-log <file>]
 Records: key = value = str(i), i = 0, 1, 2, ...; retries on. Idempotence is off unless
 --idempotent is given (then librdkafka asks for a producer id and numbers its batches, and the
-broker drops retried copies).
+broker drops retried copies). With --ack-log, each acknowledgement is also noted there as
+"<partition> <wall-clock ms>" (when its partition last took a write, for availability checks).
 """
 import os
 import sys
@@ -15,12 +17,17 @@ from confluent_kafka import Producer
 bootstrap, topic, acks, stop_file, acked_file = sys.argv[1:6]
 idempotent = "--idempotent" in sys.argv[6:]
 out = open(acked_file, "w", buffering=1)
+ack_log = None
+if "--ack-log" in sys.argv[6:]:
+    ack_log = open(sys.argv[sys.argv.index("--ack-log") + 1], "w", buffering=1)
 errors = [0]
 
 
 def on_delivery(err, msg):
     if err is None:
         out.write(msg.key().decode() + "\n")
+        if ack_log is not None:
+            ack_log.write(f"{msg.partition()} {int(time.time() * 1000)}\n")
     else:
         errors[0] += 1
 

@@ -432,6 +432,21 @@ impl Cluster {
     }
 }
 
+/// The concatenated `.log` segment bytes of one replica of a partition (its folder in a
+/// broker's log dir), in segment order; empty when the folder is missing. Replicas that agree
+/// hold the same bytes.
+pub fn log_bytes(dir: &Path) -> Vec<u8> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "log"));
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap_or_default())
+        .collect()
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(c) = self.zkc.take() {

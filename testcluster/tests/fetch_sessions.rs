@@ -4,13 +4,11 @@
 //! an incremental one answers only what changed, a wrong epoch or an unknown id is refused,
 //! and epoch -1 closes it.
 
-use std::path::Path;
-
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use testcluster::cluster::WAIT;
+use testcluster::cluster::{log_bytes, WAIT};
 use testcluster::probe::{self, http_get, metric, metrics_address};
 use testcluster::{wait_until, Cluster, ClusterOptions};
 
@@ -19,19 +17,6 @@ const PARTITIONS: i32 = 12;
 
 fn metrics_addr(c: &mut Cluster, id: i32) -> String {
     metrics_address(&c.broker(id).log()).expect("metrics address in the log")
-}
-
-/// Concatenated `.log` segment bytes of a partition replica.
-fn log_bytes(dir: &Path) -> Vec<u8> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_else(|_| Vec::new());
-    files.retain(|p| p.extension().is_some_and(|x| x == "log"));
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap_or_default())
-        .collect()
 }
 
 fn kcat_produce(c: &Cluster, partition: i32, lines: &str) {

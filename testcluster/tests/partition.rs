@@ -30,7 +30,7 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use testcluster::cluster::WAIT;
+use testcluster::cluster::{log_bytes, WAIT};
 use testcluster::netns::Netns;
 use testcluster::{wait_until, Cluster, ClusterOptions};
 
@@ -200,19 +200,6 @@ impl Drop for Producer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Concatenated `.log` segment bytes of one replica of a partition.
-fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|x| x == "log"));
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap_or_default())
-        .collect()
 }
 
 /// Waits until the three replicas of every partition of `topic` hold the same bytes: a
