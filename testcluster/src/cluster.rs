@@ -77,6 +77,13 @@ pub struct Cluster {
 /// Default time limit for a cluster-level condition.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// Log lines a broker writes when its ZooKeeper session really ended (the expiry handler) or
+/// when it opened another one.
+pub const NEW_SESSION_LINES: [&str; 2] = [
+    "ZooKeeper session expired",
+    "opened a new ZooKeeper session",
+];
+
 /// Time limit of one read by the harness's own ZooKeeper client. That client waits for its
 /// connection as Kafka's does (`zk::retry`), for as long as ZooKeeper is unreachable; a test
 /// polling through an outage gets an error instead and polls again.
@@ -228,6 +235,51 @@ impl Cluster {
             .ok()?
             .ok()?
             .map(|b| b.broker_epoch)
+    }
+
+    /// Every broker's `/brokers/ids/<id>` as (czxid, ephemeralOwner), once all are there.
+    pub fn registrations(&mut self) -> Vec<(i64, i64)> {
+        let n = self.brokers.len() as i32;
+        wait_until("every broker registered", WAIT, || {
+            (1..=n)
+                .map(|id| self.broker_registration(id))
+                .collect::<Option<Vec<_>>>()
+        })
+        .expect("registrations")
+    }
+
+    /// Asserts that every broker kept its ZooKeeper session through a fault: the same
+    /// registrations as `before` (czxid = broker epoch, owner session), the same controller and
+    /// epoch, no broker logging an expired or a new session, and `topic`'s leaders agreeing
+    /// between ZooKeeper and every broker on each of its `partitions`.
+    pub fn assert_sessions_kept(
+        &mut self,
+        before: &[(i64, i64)],
+        controller: (i32, i32),
+        topic: &str,
+        partitions: i32,
+    ) {
+        assert_eq!(
+            self.registrations(),
+            before,
+            "(czxid, ephemeralOwner) per broker"
+        );
+        assert_eq!(
+            self.controller(),
+            Some(controller),
+            "no controller failover"
+        );
+        let n = self.brokers.len() as i32;
+        for id in 1..=n {
+            let log = self.broker(id).log();
+            for line in NEW_SESSION_LINES {
+                assert!(!log.contains(line), "broker {id} logged '{line}'");
+            }
+        }
+        self.wait_for_all_brokers(WAIT).unwrap();
+        assert!(wait_until("consistent state", WAIT, || self
+            .consistent(topic, partitions))
+        .is_ok());
     }
 
     /// `/brokers/ids/<id>` as ZooKeeper holds it: (czxid = broker epoch, ephemeralOwner =

@@ -23,7 +23,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use testcluster::cluster::WAIT;
+use testcluster::cluster::{NEW_SESSION_LINES, WAIT};
 use testcluster::probe::kcat_produce;
 use testcluster::zk::four_letter;
 use testcluster::{wait_until, Cluster, ClusterOptions, Signal};
@@ -67,47 +67,6 @@ fn zk_mode(c: &Cluster, id: u32) -> Option<String> {
     a.lines()
         .find_map(|l| l.strip_prefix("Mode: "))
         .map(str::to_string)
-}
-
-/// Every broker's `/brokers/ids/<id>` as (czxid, ephemeralOwner), once all three are there.
-fn registrations(c: &mut Cluster) -> Vec<(i64, i64)> {
-    wait_until("every broker registered", WAIT, || {
-        (1..=3)
-            .map(|id| c.broker_registration(id))
-            .collect::<Option<Vec<_>>>()
-    })
-    .expect("registrations")
-}
-
-/// Log lines a broker writes when its session really ended or when it opened another one.
-const NEW_SESSION_LINES: [&str; 2] = [
-    "ZooKeeper session expired",
-    "opened a new ZooKeeper session",
-];
-
-/// Every broker kept its session: same registrations (czxid = broker epoch, owner session),
-/// the same controller and epoch, no broker logged an expiry or a new session, and `topic`'s
-/// leaders agree between ZooKeeper and every broker.
-fn assert_sessions_kept(
-    c: &mut Cluster,
-    before: &[(i64, i64)],
-    controller: (i32, i32),
-    topic: &str,
-) {
-    assert_eq!(
-        registrations(c),
-        before,
-        "(czxid, ephemeralOwner) per broker"
-    );
-    assert_eq!(c.controller(), Some(controller), "no controller failover");
-    for id in 1..=3 {
-        let log = c.broker(id).log();
-        for line in NEW_SESSION_LINES {
-            assert!(!log.contains(line), "broker {id} logged '{line}'");
-        }
-    }
-    c.wait_for_all_brokers(WAIT).unwrap();
-    assert!(wait_until("consistent state", WAIT, || c.consistent(topic, 3)).is_ok());
 }
 
 /// One acks=all record to each of `topic`'s 3 partitions with kcat (a stock client); fails if
@@ -157,7 +116,7 @@ fn the_zookeeper_leader_killed_keeps_sessions_and_the_controller() {
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     c.create_topic("l", 3, 3, &[]).unwrap();
-    let before = registrations(&mut c);
+    let before = c.registrations();
     let controller = c.controller().expect("a controller");
     let leader = zk_leader(&c).expect("a ZooKeeper leader");
     let connects = |c: &mut Cluster| -> Vec<usize> {
@@ -190,7 +149,7 @@ fn the_zookeeper_leader_killed_keeps_sessions_and_the_controller() {
         (zk_mode(&c, leader).as_deref() == Some("follower")).then_some(())
     })
     .unwrap();
-    assert_sessions_kept(&mut c, &before, controller, "l");
+    c.assert_sessions_kept(&before, controller, "l", 3);
     produce_all_partitions(&c, "l", "all", "leader-back");
     for p in 0..3 {
         let values = consume_partition(&c, "l", p);
@@ -295,7 +254,7 @@ fn a_minority_down_then_the_whole_ensemble_down_for_30_s_and_back() {
     let mut c = Cluster::start(options()).expect("cluster");
     c.create_topic("e", 3, 3, &[]).unwrap();
     produce_all_partitions(&c, "e", "all", "before");
-    let before = registrations(&mut c);
+    let before = c.registrations();
     let controller = c.controller().expect("a controller");
 
     // A minority down: one follower.
@@ -305,7 +264,7 @@ fn a_minority_down_then_the_whole_ensemble_down_for_30_s_and_back() {
     c.create_topic("m", 3, 3, &[])
         .expect("the controller creates a topic with one ZooKeeper server down");
     produce_all_partitions(&c, "e", "all", "minority");
-    assert_sessions_kept(&mut c, &before, controller, "e");
+    c.assert_sessions_kept(&before, controller, "e", 3);
 
     // The whole ensemble down.
     for id in 1..=3 {
@@ -364,9 +323,9 @@ fn a_minority_down_then_the_whole_ensemble_down_for_30_s_and_back() {
     );
     // Read with the harness's own client, whose reconnection (30 s session, so 12 s per server
     // tried) is not what is under test.
-    let registered = registrations(&mut c);
+    let registered = c.registrations();
     assert_eq!(registered, before, "(czxid, ephemeralOwner) per broker");
-    assert_sessions_kept(&mut c, &before, controller, "e");
+    c.assert_sessions_kept(&before, controller, "e", 3);
     assert!(wait_until("consistent state", WAIT, || c.consistent("m", 3)).is_ok());
     c.create_topic("a", 3, 3, &[])
         .expect("the controller creates a topic after the outage");
@@ -441,7 +400,7 @@ fn a_paused_zookeeper_server_delays_the_controller_but_loses_nothing() {
             .then_some(())
     })
     .unwrap();
-    let before = registrations(&mut c);
+    let before = c.registrations();
     let session = c.broker_registration(controller).unwrap().1;
     let server = wait_until("the controller's ZooKeeper server", WAIT, || {
         zk_server_of(&c, session)
@@ -477,7 +436,7 @@ fn a_paused_zookeeper_server_delays_the_controller_but_loses_nothing() {
             .then_some(())
     })
     .unwrap();
-    assert_sessions_kept(&mut c, &before, (controller, epoch), "p");
+    c.assert_sessions_kept(&before, (controller, epoch), "p", 3);
     let metrics = testcluster::probe::metrics_address(&c.broker(controller).log())
         .expect("metrics address in the log");
     wait_until("the controller's event queue empty", WAIT, || {
@@ -508,7 +467,7 @@ fn the_whole_ensemble_paused_past_the_session_timeout_reregisters_and_reelects_o
     let mut c = Cluster::start(options()).expect("cluster");
     c.create_topic("s", 3, 3, &[]).unwrap();
     produce_all_partitions(&c, "s", "all", "before");
-    let before = registrations(&mut c);
+    let before = c.registrations();
     let (controller, epoch) = c.controller().expect("a controller");
 
     for s in &c.zk.servers {
@@ -554,7 +513,7 @@ fn the_whole_ensemble_paused_past_the_session_timeout_reregisters_and_reelects_o
         "(broker, expired) {settled:?} settled {:?} after the ensemble resumed",
         resumed.elapsed()
     );
-    let after = registrations(&mut c);
+    let after = c.registrations();
     for (id, expired) in settled {
         let (now, was) = (after[(id - 1) as usize], before[(id - 1) as usize]);
         if expired {

@@ -37,47 +37,6 @@ fn options() -> ClusterOptions {
         .config("auto.leader.rebalance.enable", "false")
 }
 
-/// Every broker's `/brokers/ids/<id>` as (czxid, ephemeralOwner), once all three are there.
-fn registrations(c: &mut Cluster) -> Vec<(i64, i64)> {
-    wait_until("every broker registered", WAIT, || {
-        (1..=3)
-            .map(|id| c.broker_registration(id))
-            .collect::<Option<Vec<_>>>()
-    })
-    .expect("registrations")
-}
-
-/// Log lines a broker writes when its session really ended (the expiry handler) or when it
-/// opened another one.
-const NEW_SESSION_LINES: [&str; 2] = [
-    "ZooKeeper session expired",
-    "opened a new ZooKeeper session",
-];
-
-/// What both faults must leave as it was: every broker's registration (czxid, owner session),
-/// the controller, no broker logging a new or expired session, and a consistent `topic`.
-fn assert_sessions_kept(
-    c: &mut Cluster,
-    before: &[(i64, i64)],
-    controller: (i32, i32),
-    topic: &str,
-) {
-    assert_eq!(
-        registrations(c),
-        before,
-        "(czxid, ephemeralOwner) per broker"
-    );
-    assert_eq!(c.controller(), Some(controller), "no controller failover");
-    for id in 1..=3 {
-        let log = c.broker(id).log();
-        for line in NEW_SESSION_LINES {
-            assert!(!log.contains(line), "broker {id} logged '{line}'");
-        }
-    }
-    c.wait_for_all_brokers(WAIT).unwrap();
-    assert!(wait_until("consistent state", WAIT, || c.consistent(topic, 3)).is_ok());
-}
-
 /// ZooKeeper paused (SIGSTOP) for 0.55 of the session timeout, then resumed: long enough for
 /// every broker to lose its connection (the client's connection timeout is 2/5 of the session
 /// timeout, counted from its last answer), short enough that the server, whose clock counts
@@ -90,7 +49,7 @@ fn a_zookeeper_pause_shorter_than_the_session_timeout_keeps_sessions_and_broker_
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     c.create_topic("s", 3, 3, &[]).unwrap();
-    let before = registrations(&mut c);
+    let before = c.registrations();
     let controller = c.controller().expect("a controller");
     let count = |c: &mut Cluster, id: i32, line: &str| c.broker(id).log().matches(line).count();
     let disconnects: Vec<usize> = (1..=3)
@@ -117,7 +76,7 @@ fn a_zookeeper_pause_shorter_than_the_session_timeout_keeps_sessions_and_broker_
             "broker {id} never lost its connection: the pause did not reach it"
         );
     }
-    assert_sessions_kept(&mut c, &before, controller, "s");
+    c.assert_sessions_kept(&before, controller, "s", 3);
 }
 
 /// ZooKeeper stopped (SIGKILL) for twice the session timeout, then started again on its data:
@@ -131,7 +90,7 @@ fn zookeeper_down_past_the_clients_own_timeout_then_back_keeps_every_session() {
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     c.create_topic("d", 3, 3, &[]).unwrap();
-    let before = registrations(&mut c);
+    let before = c.registrations();
     let controller = c.controller().expect("a controller");
     c.zk.servers[0].kill();
     // The fault's length, not a wait for a condition.
@@ -155,7 +114,7 @@ fn zookeeper_down_past_the_clients_own_timeout_then_back_keeps_every_session() {
             "broker {id}: the client library did not give up, the test proves nothing"
         );
     }
-    assert_sessions_kept(&mut c, &before, controller, "d");
+    c.assert_sessions_kept(&before, controller, "d", 3);
 }
 
 /// The client layer alone (`KafkaZkClient` on `zk::real::RealZk`): ZooKeeper down for longer
