@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod kafka;
 pub mod netns;
 pub mod probe;
+pub mod producer;
 pub mod zk;
 
 pub use broker::{BrokerProcess, Signal};

@@ -3,12 +3,12 @@
 //! during a rolling restart, deletion with a broker down, and the controller's broker restarted
 //! in a loop. Each test ends by checking ZooKeeper and every broker's Metadata agree.
 
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testcluster::cluster::WAIT;
+use testcluster::producer::AckedProducer;
 use testcluster::{wait_until, Cluster, ClusterOptions, Signal};
 
 /// One cluster at a time in this binary (two cores).
@@ -31,82 +31,6 @@ fn new_controller(c: &mut Cluster, old: (i32, i32)) -> (i32, i32) {
         c.controller().filter(|(_, e)| *e > old.1)
     })
     .expect("new controller")
-}
-
-/// A background producer (confluent-kafka, acks given) numbering its records.
-struct Producer {
-    child: Child,
-    stop: std::path::PathBuf,
-    acked: std::path::PathBuf,
-}
-
-/// A confluent-kafka producer of numbered records. Idempotent (InitProducerId, sequence numbers):
-/// without it librdkafka may reorder a partition's records when a leader moves while a request
-/// is in flight (its in-flight limit is per connection, and the new leader has another one),
-/// and it writes a retried batch twice when the old leader had replicated it.
-fn start_producer(c: &Cluster, topic: &str, acks: &str) -> Producer {
-    let root = testcluster::workspace_root();
-    let stop = c.path().join(format!("{topic}.stop"));
-    let acked = c.path().join(format!("{topic}.acked"));
-    let child = testcluster::command(root.join(".venv/bin/python"))
-        .arg(root.join("testcluster/clients/py_acked_producer.py"))
-        .args([&c.bootstrap(), topic, acks])
-        .arg(&stop)
-        .arg(&acked)
-        .arg("--idempotent")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python producer");
-    Producer { child, stop, acked }
-}
-
-impl Producer {
-    fn acked(&self) -> usize {
-        std::fs::read_to_string(&self.acked)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
-    fn wait_for_acks(&self, more_than: usize) {
-        wait_until("the producer to get acknowledgements", WAIT, || {
-            (self.acked() > more_than).then_some(())
-        })
-        .expect("producer makes progress");
-    }
-    fn finish(mut self) -> std::path::PathBuf {
-        std::fs::write(&self.stop, b"").unwrap();
-        let limit = std::time::Instant::now() + Duration::from_secs(120);
-        while std::time::Instant::now() < limit {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return self.acked.clone();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("producer did not finish");
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Consumes the topic and checks every acknowledged record is there exactly once, in order.
-fn verify(c: &Cluster, topic: &str, acked: &std::path::Path) -> String {
-    let root = testcluster::workspace_root();
-    let out = testcluster::command(root.join(".venv/bin/python"))
-        .arg(root.join("testcluster/clients/py_verify_acked.py"))
-        .args([&c.bootstrap(), topic])
-        .arg(acked)
-        .output()
-        .expect("verify");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.starts_with("OK"), "verification failed: {text}");
-    text
 }
 
 /// Polls every broker's Metadata in the background and records any partition without a leader.
@@ -167,8 +91,8 @@ fn controller_sigkill_while_producing() {
     let mut c = Cluster::start(options()).expect("cluster");
     c.create_topic("orders", 6, 3, &[("min.insync.replicas", "2")])
         .unwrap();
-    let prod = start_producer(&c, "orders", "all");
-    prod.wait_for_acks(500);
+    let prod = AckedProducer::start(&c, "orders", "all");
+    prod.wait_for_acks(500, WAIT, "the producer to get acknowledgements");
     let old = c.controller().unwrap();
     c.broker(old.0).signal(Signal::Kill);
     let (new_id, new_epoch) = new_controller(&mut c, old);
@@ -179,7 +103,7 @@ fn controller_sigkill_while_producing() {
     })
     .unwrap();
     let n = prod.acked();
-    prod.wait_for_acks(n + 500);
+    prod.wait_for_acks(n + 500, WAIT, "the producer to get acknowledgements");
     c.broker(old.0).wait_exit(Duration::from_secs(10)).unwrap();
     c.broker(old.0).restart().unwrap();
     c.wait_for_all_brokers(WAIT).unwrap();
@@ -195,7 +119,7 @@ fn controller_sigkill_while_producing() {
     .unwrap();
     // Every acknowledged record exactly once, in order per partition (idempotent producer: a
     // batch the dead leader had replicated but not acknowledged is retried and recognised).
-    let report = verify(&c, "orders", &acked);
+    let report = acked.verify(&c, "orders", false);
     assert!(report.contains("lost=0"), "{report}");
     eprintln!("controller SIGKILL: {report}");
     assert!(c.consistent("orders", 6).is_some());
@@ -327,8 +251,8 @@ fn rolling_restart_has_no_offline_partition() {
     let mut c = Cluster::start(options()).expect("cluster");
     c.create_topic("roll", 6, 3, &[("min.insync.replicas", "2")])
         .unwrap();
-    let prod = start_producer(&c, "roll", "all");
-    prod.wait_for_acks(200);
+    let prod = AckedProducer::start(&c, "roll", "all");
+    prod.wait_for_acks(200, WAIT, "the producer to get acknowledgements");
     let addrs: Vec<String> = c.brokers.iter().map(|b| b.address()).collect();
     let watch = watch_offline(addrs, "roll");
     for id in 1..=3 {
@@ -352,7 +276,7 @@ fn rolling_restart_has_no_offline_partition() {
     let acked = prod.finish();
     // Availability (no offline partition), and every acknowledged record exactly once, in
     // order per partition.
-    let report = verify(&c, "roll", &acked);
+    let report = acked.verify(&c, "roll", false);
     assert!(report.contains("lost=0"), "{report}");
     eprintln!("rolling restart: {report}");
 }

@@ -25,13 +25,13 @@
 //!
 //! Needs root (network namespaces); the cluster and its namespaces are removed at the end.
 
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use testcluster::cluster::{log_bytes, WAIT};
 use testcluster::netns::Netns;
+use testcluster::producer::AckedProducer;
 use testcluster::{wait_until, Cluster, ClusterOptions};
 
 /// One cluster at a time in this binary (two cores).
@@ -108,98 +108,16 @@ fn wait_for_full_isr(c: &mut Cluster, topic: &str) {
     });
 }
 
-/// A background producer (confluent-kafka, acks=all, idempotent) numbering its records and
-/// noting each acknowledged one; librdkafka's idempotence log goes to a file beside.
-struct Producer {
-    child: Child,
-    stop: PathBuf,
-    acked: PathBuf,
-    log: PathBuf,
-}
-
-fn start_producer(c: &Cluster, topic: &str) -> Producer {
-    let root = testcluster::workspace_root();
-    let stop = c.path().join(format!("{topic}.stop"));
-    let acked = c.path().join(format!("{topic}.acked"));
-    let log = c.path().join(format!("{topic}.producer.log"));
-    let child = testcluster::command(root.join(".venv/bin/python"))
-        .arg(root.join("testcluster/clients/py_acked_producer.py"))
-        .args([&c.bootstrap(), topic, "all"])
-        .arg(&stop)
-        .arg(&acked)
-        .arg("--idempotent")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("producer log"))
-        .spawn()
-        .expect("python producer");
-    Producer {
-        child,
-        stop,
-        acked,
-        log,
-    }
-}
-
-impl Producer {
-    fn acked(&self) -> usize {
-        std::fs::read_to_string(&self.acked)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
-
-    /// Waits until more than `n` more records are acknowledged than now.
-    fn wait_for_progress(&self, n: usize, what: &str) {
-        let from = self.acked();
-        wait_until(what, WAIT, || (self.acked() > from + n).then_some(()))
-            .unwrap_or_else(|e| panic!("{e}; producer's last lines:\n{}", self.last_log_lines()));
-    }
-
-    fn last_log_lines(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Stops the producer (it flushes first) and checks, with a consumer reading the topic
-    /// from the start, that every acknowledged record is there once and in order.
-    fn finish_and_verify(mut self, c: &Cluster, topic: &str) -> String {
-        std::fs::write(&self.stop, b"").unwrap();
-        wait_until(
-            "the producer to flush and exit",
-            Duration::from_secs(120),
-            || self.child.try_wait().ok().flatten(),
-        )
-        .unwrap();
-        let root = testcluster::workspace_root();
-        let out = testcluster::command(root.join(".venv/bin/python"))
-            .arg(root.join("testcluster/clients/py_verify_acked.py"))
-            .args([&c.bootstrap(), topic])
-            .arg(&self.acked)
-            // The tests' own acks=all probes (`produce_acks_all`) have no key.
-            .arg("--skip-unkeyed")
-            .output()
-            .expect("verify");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            text.starts_with("OK"),
-            "verification failed: {text}{}\nproducer's last lines:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.last_log_lines()
-        );
-        assert!(
-            self.acked() > 0,
-            "nothing was acknowledged: the test proves nothing"
-        );
-        text
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Stops the producer and checks that every acknowledged record is in `topic` once and in
+/// order (the tests' own unkeyed acks=all probes, `produce_acks_all`, passed over).
+fn finish_and_verify(producer: AckedProducer, c: &Cluster, topic: &str) -> String {
+    let acked = producer.finish();
+    let text = acked.verify(c, topic, true);
+    assert!(
+        acked.count() > 0,
+        "nothing was acknowledged: the test proves nothing"
+    );
+    text
 }
 
 /// Waits until the three replicas of every partition of `topic` hold the same bytes: a
@@ -442,7 +360,7 @@ fn cut_from_zookeeper_and_rejoin(
     c: &mut Cluster,
     victim: i32,
     topic: &str,
-    producer: &Producer,
+    producer: &AckedProducer,
 ) -> (i32, i32) {
     let (controller, epoch) = c.controller().expect("a controller");
     let led: Vec<i32> = (0..3)
@@ -591,7 +509,7 @@ fn a_cut_from_zookeeper_shorter_than_the_session_timeout_keeps_the_session_and_b
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     create_topic(&mut c, "shortcut");
-    let producer = start_producer(&c, "shortcut");
+    let producer = AckedProducer::start(&c, "shortcut", "all");
     producer.wait_for_progress(100, "first acknowledgements");
     let controller = c.controller().unwrap();
     let victim = (1..=3).find(|id| *id != controller.0).unwrap();
@@ -637,7 +555,7 @@ fn a_cut_from_zookeeper_shorter_than_the_session_timeout_keeps_the_session_and_b
     );
     wait_for_full_isr(&mut c, "shortcut");
     producer.wait_for_progress(100, "acknowledgements after healing");
-    let text = producer.finish_and_verify(&c, "shortcut");
+    let text = finish_and_verify(producer, &c, "shortcut");
     eprintln!("{text}");
     wait_for_identical_replicas(&mut c, "shortcut");
 }
@@ -650,13 +568,13 @@ fn a_leader_cut_from_zookeeper_for_twice_the_session_timeout_rejoins_with_a_new_
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     create_topic(&mut c, "zkcut");
-    let producer = start_producer(&c, "zkcut");
+    let producer = AckedProducer::start(&c, "zkcut", "all");
     producer.wait_for_progress(100, "first acknowledgements");
     let (controller, epoch) = c.controller().unwrap();
     let victim = (1..=3).find(|id| *id != controller).unwrap();
     let after = cut_from_zookeeper_and_rejoin(&mut c, victim, "zkcut", &producer);
     assert_eq!(after, (controller, epoch), "the controller stayed");
-    let text = producer.finish_and_verify(&c, "zkcut");
+    let text = finish_and_verify(producer, &c, "zkcut");
     eprintln!("{text}");
     wait_for_identical_replicas(&mut c, "zkcut");
 }
@@ -670,7 +588,7 @@ fn the_controller_cut_from_zookeeper_for_twice_the_session_timeout_rejoins_as_a_
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     create_topic(&mut c, "ctlcut");
-    let producer = start_producer(&c, "ctlcut");
+    let producer = AckedProducer::start(&c, "ctlcut", "all");
     producer.wait_for_progress(100, "first acknowledgements");
     let (controller, epoch) = c.controller().unwrap();
     let (new_controller, new_epoch) =
@@ -683,7 +601,7 @@ fn the_controller_cut_from_zookeeper_for_twice_the_session_timeout_rejoins_as_a_
         "the old controller resigned once it heard of the expiry"
     );
     assert_no_event_errors(&log, controller);
-    let text = producer.finish_and_verify(&c, "ctlcut");
+    let text = finish_and_verify(producer, &c, "ctlcut");
     eprintln!("{text}");
     wait_for_identical_replicas(&mut c, "ctlcut");
 }
@@ -701,7 +619,7 @@ fn a_broker_cut_from_its_peers_drops_out_of_their_isr_and_acks_all_waits_on_its_
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     create_topic(&mut c, "peercut");
-    let producer = start_producer(&c, "peercut");
+    let producer = AckedProducer::start(&c, "peercut", "all");
     producer.wait_for_progress(100, "first acknowledgements");
     let (controller, epoch) = c.controller().unwrap();
     let victim = (1..=3).find(|id| *id != controller).unwrap();
@@ -783,7 +701,7 @@ fn a_broker_cut_from_its_peers_drops_out_of_their_isr_and_acks_all_waits_on_its_
         Some((controller, epoch)),
         "no controller change"
     );
-    let text = producer.finish_and_verify(&c, "peercut");
+    let text = finish_and_verify(producer, &c, "peercut");
     eprintln!("{text}");
     wait_for_identical_replicas(&mut c, "peercut");
 }
@@ -800,7 +718,7 @@ fn the_controller_cut_from_the_brokers_retries_its_requests_until_the_cut_heals(
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     create_topic(&mut c, "ctlpeers");
-    let producer = start_producer(&c, "ctlpeers");
+    let producer = AckedProducer::start(&c, "ctlpeers", "all");
     producer.wait_for_progress(100, "first acknowledgements");
     let (controller, epoch) = c.controller().unwrap();
     let own = controller - 1;
@@ -892,7 +810,7 @@ fn the_controller_cut_from_the_brokers_retries_its_requests_until_the_cut_heals(
         Some((controller, epoch)),
         "no controller change"
     );
-    let text = producer.finish_and_verify(&c, "ctlpeers");
+    let text = finish_and_verify(producer, &c, "ctlpeers");
     eprintln!("{text}");
     wait_for_identical_replicas(&mut c, "ctlpeers");
 }
@@ -910,7 +828,7 @@ fn a_controller_replaced_while_cut_off_is_fenced_by_the_brokers_with_its_old_epo
     let _g = serial();
     let mut c = Cluster::start(options()).expect("cluster");
     create_topic(&mut c, "zombie");
-    let producer = start_producer(&c, "zombie");
+    let producer = AckedProducer::start(&c, "zombie", "all");
     producer.wait_for_progress(100, "first acknowledgements");
     let (old, epoch) = c.controller().unwrap();
     let others: Vec<i32> = (1..=3).filter(|id| *id != old).collect();
@@ -1025,7 +943,7 @@ fn a_controller_replaced_while_cut_off_is_fenced_by_the_brokers_with_its_old_epo
         "the new controller stayed"
     );
     producer.wait_for_progress(100, "acknowledgements after healing");
-    let text = producer.finish_and_verify(&c, "zombie");
+    let text = finish_and_verify(producer, &c, "zombie");
     eprintln!("{text}");
     wait_for_identical_replicas(&mut c, "zombie");
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use testcluster::cluster::{NEW_SESSION_LINES, WAIT};
 use testcluster::probe::kcat_produce;
+use testcluster::producer::AckedProducer;
 use testcluster::zk::four_letter;
 use testcluster::{wait_until, Cluster, ClusterOptions, Signal};
 
@@ -160,80 +161,6 @@ fn the_zookeeper_leader_killed_keeps_sessions_and_the_controller() {
     }
 }
 
-/// A background idempotent acks=all producer (confluent-kafka) numbering its records; the
-/// acknowledged numbers go to a file.
-struct Producer {
-    child: std::process::Child,
-    stop: std::path::PathBuf,
-    acked: std::path::PathBuf,
-}
-
-impl Producer {
-    fn start(c: &Cluster, topic: &str) -> Producer {
-        let root = testcluster::workspace_root();
-        let stop = c.path().join(format!("{topic}.stop"));
-        let acked = c.path().join(format!("{topic}.acked"));
-        let child = testcluster::command(root.join(".venv/bin/python"))
-            .arg(root.join("testcluster/clients/py_acked_producer.py"))
-            .args([&c.bootstrap(), topic, "all"])
-            .arg(&stop)
-            .arg(&acked)
-            .arg("--idempotent")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python producer");
-        Producer { child, stop, acked }
-    }
-
-    fn acked(&self) -> usize {
-        std::fs::read_to_string(&self.acked)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
-
-    /// Waits until more than `n` records are acknowledged.
-    fn wait_for_acks(&self, n: usize, within: Duration, what: &str) {
-        wait_until(what, within, || (self.acked() > n).then_some(()))
-            .unwrap_or_else(|e| panic!("{e} ({} acknowledged)", self.acked()));
-    }
-
-    /// Stops producing, flushes, and returns the acked file.
-    fn finish(mut self) -> std::path::PathBuf {
-        std::fs::write(&self.stop, b"").unwrap();
-        let limit = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < limit {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return self.acked.clone();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("producer did not finish");
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every acknowledged record is in the topic exactly once, in order (py_verify_acked.py).
-fn verify(c: &Cluster, topic: &str, acked: &std::path::Path) -> String {
-    let root = testcluster::workspace_root();
-    let out = testcluster::command(root.join(".venv/bin/python"))
-        .arg(root.join("testcluster/clients/py_verify_acked.py"))
-        .args([&c.bootstrap(), topic])
-        .arg(acked)
-        .output()
-        .expect("verify");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.starts_with("OK"), "verification failed: {text}");
-    text
-}
-
 /// A minority of the ensemble down (one follower killed): ZooKeeper still has a quorum, so
 /// nothing changes for the brokers and the controller still works (a topic is created). Then
 /// the other two killed as well, the whole ensemble down for 30 s (5 session timeouts), and
@@ -280,7 +207,7 @@ fn a_minority_down_then_the_whole_ensemble_down_for_30_s_and_back() {
     }
     produce_all_partitions(&c, "e", "1", "down-acks1");
     produce_all_partitions(&c, "e", "all", "down-acksall");
-    let producer = Producer::start(&c, "m");
+    let producer = AckedProducer::start(&c, "m", "all");
     producer.wait_for_acks(
         100,
         Duration::from_secs(20),
@@ -336,7 +263,7 @@ fn a_minority_down_then_the_whole_ensemble_down_for_30_s_and_back() {
         "the idempotent producer's records acknowledged after the outage",
     );
     let acked = producer.finish();
-    eprintln!("{}", verify(&c, "m", &acked));
+    eprintln!("{}", acked.verify(&c, "m", false));
     for p in 0..3 {
         let values = consume_partition(&c, "e", p);
         let want: Vec<String> = ["before", "minority", "down-acks1", "down-acksall", "after"]
